@@ -1,0 +1,464 @@
+"""Text-to-image with diffusers, and an honest fallback when no image model is available.
+
+Any diffusers text-to-image pipeline works: a local diffusers folder (with ``model_index.json``)
+or a hub id that is already in the Hugging Face cache (``hf download stabilityai/sd-turbo``).
+askdraw ships no image weights and never downloads at run time unless asked
+(``allow_download=True``), so by default no image model is configured.
+
+When there is no model, it fails to load, or the pipeline fails mid-way, :meth:`ImageGenerator.generate`
+does not raise: it writes a clearly labelled "NO IMAGE GENERATED" card (:func:`render_card`)
+and returns ``generated=False`` with a notice saying why and how to add a model. Noise or a
+stand-in is never passed off as a picture; every PNG carries ``askdraw:generated`` metadata.
+
+Default steps: 2 (with guidance 0) for few-step models whose name says so (turbo, LCM,
+lightning, hyper, schnell, flash), else 20 with the pipeline's own guidance default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import tool
+from pydantic import BaseModel
+
+from tools.common import ToolError, cache_dir
+
+DEFAULT_HUB_MODEL = "stabilityai/sd-turbo"  # a suggestion for users with hub access; never loaded by default
+
+FEW_STEP_MARKERS = ("turbo", "lcm", "lightning", "hyper", "schnell", "flash")
+FEW_STEP_DEFAULT_STEPS = 2
+DEFAULT_STEPS = 20
+
+HOW_TO_ADD = (
+    "To draw pictures, pass --image-model PATH_OR_HUB_ID (or set ASKDRAW_IMAGE_MODEL): a local "
+    f"diffusers folder, or a hub id already downloaded, e.g. {DEFAULT_HUB_MODEL} after "
+    f"`hf download {DEFAULT_HUB_MODEL}`."
+)
+
+
+class ImageResult(BaseModel):
+    """What :meth:`ImageGenerator.generate` produced. ``generated=False`` means ``path`` is a
+    "NO IMAGE GENERATED" card, ``notice`` says why, and ``steps`` is 0."""
+
+    path: str
+    generated: bool
+    model: str | None
+    prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
+    ms: float
+    notice: str | None = None
+
+
+def _quiet_diffusers() -> None:
+    """No tqdm bars (progress is reported through callbacks) and no advisory chatter."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    d_logging.disable_progress_bar()
+    d_logging.set_verbosity_error()
+    t_logging.disable_progress_bar()
+
+
+def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
+    """diffusers >= 0.42 takes ``dtype=`` (``torch_dtype=`` is deprecated); older ones only ``torch_dtype=``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
+def _looks_like_path(model: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything else with path syntax is a local folder."""
+    return (
+        model.startswith(("/", ".", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or os.path.isabs(model)
+    )
+
+
+def _is_few_step(model: str | None) -> bool:
+    return bool(model) and any(m in model.lower() for m in FEW_STEP_MARKERS)
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, ToolError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _save_png(image: Any, out_path: Path, meta: dict[str, str]) -> None:
+    """Save atomically with PNG text chunks."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in meta.items():
+        info.add_text(key, value)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        image.save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1: scalable built-in font
+    except TypeError:  # older Pillow: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(draw: Any, text: str, font: Any, max_width: float) -> list[str]:
+    """Greedy word wrap by rendered width; over-long words are split by characters."""
+    lines: list[str] = []
+    for para in text.splitlines() or [""]:
+        line = ""
+        for word in para.split():
+            while draw.textlength(word, font=font) > max_width and len(word) > 1:
+                cut = len(word)
+                while cut > 1 and draw.textlength(word[:cut], font=font) > max_width:
+                    cut -= 1
+                if line:
+                    lines.append(line)
+                    line = ""
+                lines.append(word[:cut])
+                word = word[cut:]
+            candidate = f"{line} {word}".strip()
+            if draw.textlength(candidate, font=font) <= max_width:
+                line = candidate
+            else:
+                lines.append(line)
+                line = word
+        lines.append(line)
+    return lines
+
+
+def render_card(
+    prompt: str, reason: str, out_path: str | Path, *, size: tuple[int, int] = (512, 512)
+) -> Path:
+    """Write a plainly labelled "NO IMAGE GENERATED" card (reason + the image prompt) as a PNG.
+
+    PNG text metadata: ``prompt``, ``reason`` and ``askdraw:generated`` = ``"false"``.
+    """
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    out_path = Path(out_path)
+    background, ink, header_ink, muted = (245, 245, 240), (30, 30, 30), (170, 20, 20), (90, 90, 90)
+    img = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(img)
+    unit = max(min(width, height), 128)
+    margin = unit // 16
+    border = max(unit // 128, 2)
+    draw.rectangle([border // 2, border // 2, width - 1 - border // 2, height - 1 - border // 2],
+                   outline=header_ink, width=border)
+    text_w = width - 2 * margin
+
+    y = margin
+    header_font = _font(max(unit // 12, 12))
+    header = "NO IMAGE GENERATED"
+    # Shrink the header until it fits the width.
+    hsize = max(unit // 12, 12)
+    while draw.textlength(header, font=header_font) > text_w and hsize > 8:
+        hsize -= 1
+        header_font = _font(hsize)
+    draw.text((margin, y), header, font=header_font, fill=header_ink)
+    y += int(hsize * 1.6)
+
+    body_size = max(unit // 26, 10)
+    body_font = _font(body_size)
+    line_h = int(body_size * 1.35)
+    bottom = height - margin
+
+    def block(text: str, fill: tuple[int, int, int], max_lines: int | None = None) -> None:
+        nonlocal y
+        lines = _wrap(draw, text, body_font, text_w)
+        room = max((bottom - y) // line_h, 0)
+        limit = min(room, max_lines) if max_lines is not None else room
+        if len(lines) > limit:
+            lines = lines[:limit]
+            if lines:
+                lines[-1] = lines[-1].rstrip()[: max(len(lines[-1]) - 1, 0)] + "…"
+        for line in lines:
+            draw.text((margin, y), line, font=body_font, fill=fill)
+            y += line_h
+
+    # The reason may use the room the prompt does not need, but always leaves the prompt
+    # (label + at least 3 lines) visible.
+    room = (bottom - y) // line_h - 1  # minus the separator
+    prompt_need = min(len(_wrap(draw, prompt, body_font, text_w)), 3) + 1
+    block(reason, ink, max_lines=max(room - prompt_need, 1))
+    y += line_h // 2
+    draw.line([margin, y, width - margin, y], fill=muted, width=1)
+    y += line_h // 2
+    block("Image prompt:", muted)
+    block(prompt, ink)
+
+    _save_png(img, out_path, {"prompt": prompt, "reason": reason, "askdraw:generated": "false"})
+    return out_path
+
+
+class ImageGenerator:
+    """A diffusers text-to-image pipeline on CPU, loaded lazily; falls back to a labelled card."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        steps: int | None = None,
+        width: int = 512,
+        height: int = 512,
+        guidance_scale: float | None = None,
+        allow_download: bool = False,
+    ) -> None:
+        model = (model or "").strip() or None
+        for label, value in (("width", width), ("height", height)):
+            if value < 8 or value % 8:
+                raise ValueError(f"image {label} must be a positive multiple of 8, got {value}")
+        few = _is_few_step(model)
+        self.model = model
+        self.name: str | None = model
+        self.steps = int(steps) if steps is not None else (FEW_STEP_DEFAULT_STEPS if few else DEFAULT_STEPS)
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        self.width = width
+        self.height = height
+        self.guidance_scale = guidance_scale if guidance_scale is not None else (0.0 if few else None)
+        self.allow_download = allow_download
+        self.pipe: Any = None
+        self.load_ms: float | None = None
+        self._load_error: ToolError | None = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    # -- loading -------------------------------------------------------------------------
+    def _resolve(self) -> tuple[str, bool]:
+        """(what to pass to from_pretrained, is_local_folder); ToolError if it cannot work."""
+        if self.model is None:
+            raise ToolError(f"no image model is configured. {HOW_TO_ADD}")
+        path = Path(self.model).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise ToolError(
+                    f"image model '{self.model}' is a file, not a diffusers pipeline folder "
+                    f"(single-file checkpoints are not supported). {HOW_TO_ADD}"
+                )
+            if not (path / "model_index.json").is_file():
+                raise ToolError(
+                    f"image model folder '{self.model}' is not a diffusers pipeline "
+                    f"(no model_index.json). {HOW_TO_ADD}"
+                )
+            return str(path), True
+        if _looks_like_path(self.model):
+            raise ToolError(f"image model folder '{self.model}' does not exist. {HOW_TO_ADD}")
+        return self.model, False
+
+    def load(self) -> None:
+        """Load the pipeline once (thread-safe). Raises ToolError with a how-to-fix message."""
+        if self.pipe is not None:
+            return
+        with self._load_lock:
+            if self.pipe is not None:
+                return
+            if self._load_error is not None:  # do not retry a failed load on every call
+                raise self._load_error
+            try:
+                self.pipe = self._load()
+            except ToolError as exc:
+                self._load_error = exc
+                raise
+            except Exception as exc:  # noqa: BLE001 - any loader failure becomes a user-facing error
+                self._load_error = ToolError(
+                    f"could not load image model '{self.model}': {_one_line(exc)}. {HOW_TO_ADD}"
+                )
+                raise self._load_error from exc
+
+    def _load(self) -> Any:
+        source, local = self._resolve()
+        t0 = time.perf_counter()
+        import torch
+        from diffusers import AutoPipelineForText2Image
+
+        _quiet_diffusers()
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(
+                source,
+                local_files_only=local or not self.allow_download,
+                **_dtype_kwarg(torch.float32),
+            )
+        except OSError as exc:
+            if local:
+                raise
+            if self.allow_download:
+                where = f"it could not be downloaded ({_one_line(exc, 160)})"
+            else:
+                where = (
+                    "there is no local folder of that name, it is not in the local Hugging Face "
+                    "cache, and downloads are off"
+                )
+            raise ToolError(f"image model '{self.model}' is unavailable: {where}. {HOW_TO_ADD}") from exc
+        pipe = pipe.to("cpu")
+        pipe.set_progress_bar_config(disable=True)
+        self.load_ms = (time.perf_counter() - t0) * 1000
+        return pipe
+
+    # -- generation ----------------------------------------------------------------------
+    def _card(self, prompt: str, out_path: Path, seed: int, t0: float, notice: str) -> ImageResult:
+        render_card(prompt, notice, out_path, size=(self.width, self.height))
+        return ImageResult(
+            path=str(out_path), generated=False, model=self.model, prompt=prompt, seed=seed,
+            steps=0, width=self.width, height=self.height,
+            ms=(time.perf_counter() - t0) * 1000, notice=notice,
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        out_path: str | Path,
+        *,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImageResult:
+        """Draw ``prompt`` to ``out_path`` (PNG). Never raises for model problems: returns a
+        labelled card with ``generated=False`` and a ``notice`` instead."""
+        t0 = time.perf_counter()
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.model is None:
+            return self._card(prompt, out_path, seed, t0,
+                              f"No image model is configured, so no picture was drawn. {HOW_TO_ADD}")
+        try:
+            self.load()
+        except ToolError as exc:
+            return self._card(prompt, out_path, seed, t0, f"No picture was drawn: {exc}")
+
+        try:
+            image = self._run(prompt, seed, progress)
+        except Exception as exc:  # noqa: BLE001 - report, never pass off a broken result
+            return self._card(
+                prompt, out_path, seed, t0,
+                f"No picture was drawn: image model '{self.model}' failed while generating "
+                f"({_one_line(exc)}).",
+            )
+        if image is None:
+            return self._card(
+                prompt, out_path, seed, t0,
+                f"No picture was drawn: the safety checker of '{self.model}' blocked the image.",
+            )
+        _save_png(image, out_path, {
+            "prompt": prompt, "seed": str(seed), "model": str(self.model), "steps": str(self.steps),
+            "askdraw:generated": "true",
+        })
+        return ImageResult(
+            path=str(out_path), generated=True, model=self.model, prompt=prompt, seed=seed,
+            steps=self.steps, width=image.width, height=image.height,
+            ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    def _run(self, prompt: str, seed: int, progress: Callable[[int, int], None] | None) -> Any:
+        import torch
+
+        pipe = self.pipe
+        params = inspect.signature(pipe.__call__).parameters
+        kwargs: dict[str, Any] = {
+            "prompt": prompt,
+            "num_inference_steps": self.steps,
+            "width": self.width,
+            "height": self.height,
+            "generator": torch.Generator("cpu").manual_seed(seed),
+            "output_type": "pil",
+        }
+        if self.guidance_scale is not None and "guidance_scale" in params:
+            kwargs["guidance_scale"] = self.guidance_scale
+        if progress is not None and "callback_on_step_end" in params:
+            def on_step_end(p: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+                total = getattr(p, "_num_timesteps", None) or self.steps
+                progress(step + 1, total)
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step_end
+        with self._run_lock:  # a pipeline (its scheduler) is not safe to run concurrently
+            out = pipe(**kwargs)
+        nsfw = getattr(out, "nsfw_content_detected", None)
+        if nsfw and any(nsfw):
+            return None
+        image = out.images[0]
+        if progress is not None and "callback_on_step_end" not in params:
+            progress(self.steps, self.steps)
+        return image
+
+
+# -- LangChain tool ----------------------------------------------------------------------
+_default_lock = threading.Lock()
+_default: ImageGenerator | None = None
+
+
+def get_default_generator() -> ImageGenerator:
+    """The shared generator, created on first use from ``$ASKDRAW_IMAGE_MODEL`` (None if unset)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ImageGenerator(os.environ.get("ASKDRAW_IMAGE_MODEL") or None)
+        return _default
+
+
+def set_default_generator(generator: ImageGenerator | None) -> None:
+    """Install the generator the tool uses (e.g. from ``--image-model``); None resets to the env default."""
+    global _default
+    with _default_lock:
+        _default = generator
+
+
+def image_path_for(prompt: str, seed: int, generator: ImageGenerator) -> Path:
+    key = "\x00".join(
+        [str(generator.model), prompt, str(seed), str(generator.steps), f"{generator.width}x{generator.height}"]
+    )
+    return cache_dir() / "images" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.png"
+
+
+def describe(result: ImageResult) -> str:
+    """One line for the agent/user: what was (or was not) drawn, and where the PNG is."""
+    if result.generated:
+        return (
+            f"Generated an image with {result.model} (seed {result.seed}, {result.steps} steps, "
+            f"{result.width}x{result.height}, {result.ms / 1000:.1f} s): {result.path}"
+        )
+    return (
+        f"NO IMAGE GENERATED — {result.notice} A labelled placeholder card (not a picture) "
+        f"was saved at {result.path}"
+    )
+
+
+@tool
+def generate_image(prompt: str, seed: int = 0) -> str:
+    """Draw a picture from a detailed text-to-image prompt with the local diffusion model.
+
+    Returns one line saying whether an image was generated and the path of the PNG. If no
+    image model is available, no picture is drawn: the PNG is a card saying so.
+    """
+    generator = get_default_generator()
+    result = generator.generate(prompt, image_path_for(prompt, seed, generator), seed=seed)
+    return describe(result)
+
+
+__all__ = [
+    "DEFAULT_HUB_MODEL", "ImageGenerator", "ImageResult", "describe", "generate_image",
+    "get_default_generator", "image_path_for", "render_card", "set_default_generator",
+]
