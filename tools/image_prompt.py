@@ -66,9 +66,14 @@ def keeps_source(source: str, prompt: str, min_share: float = 0.8) -> tuple[bool
     return True, "kept every count and the objects of the request"
 
 
+_CHATTY = re.compile(r"\b(i|i'm|i'll|i've|me|my|you|your|let's|sure|here is|here's)\b", re.IGNORECASE)
+
+
 def _clean_reply(reply: str) -> str:
+    """The description in the model's reply: its first line and sentence, without a label."""
     line = next((ln for ln in reply.strip().splitlines() if ln.strip()), "")
     line = re.sub(r"^(prompt|description|image prompt)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
+    line = re.split(r"(?<=[a-z])[.!?](\s|$)", line.strip().strip('"'), maxsplit=1)[0]
     return line.strip().strip('"').strip()
 
 
@@ -105,7 +110,12 @@ class PromptRewriter:
         source = " ".join(source.split())
         reply = self.llm.chat(self._messages(source), max_new_tokens=64)
         prompt = _limit_words(_clean_reply(reply), self.max_words)
-        ok, why = (False, "the model returned nothing") if not prompt else keeps_source(source, prompt, min_share)
+        if not prompt:
+            ok, why = False, "the model returned nothing"
+        elif _CHATTY.search(prompt) and not _CHATTY.search(source):
+            ok, why = False, "the model chatted instead of describing a picture"
+        else:
+            ok, why = keeps_source(source, prompt, min_share)
         if ok and approx_clip_tokens(prompt) > CLIP_MAX_TOKENS:
             ok, why = False, "too long for the 77-token text encoder"
         if ok:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.common import ToolError, cache_dir, require_package_dir
+from tools.common import ToolError, cache_dir, quiet_transformers, require_package_dir
 
 STARTER_LLM = "starter:smollm2-135m"
 _STARTERS = {
@@ -31,21 +31,12 @@ _STARTERS = {
 Message = dict[str, str]
 
 
-def _quiet_transformers() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> Path:
     """De-quantise a GGUF causal LM once and save it as a transformers folder (atomic)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
     # A GGUF-loaded model cannot be save_pretrained-ed as is in transformers 5: rebuild it
@@ -133,7 +124,7 @@ class LocalLLM:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            _quiet_transformers()
+            quiet_transformers()
             where = resolve_model(self.model_spec, self._cache)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(where)

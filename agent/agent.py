@@ -1,0 +1,201 @@
+"""The Python API: ``Agent(settings).ask(text=... | audio=...) -> Result`` and ``Agent.stream``."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent.context import Context, Toolbox
+from agent.graph import build_graph
+from agent.nodes import new_run_id, question_of
+from agent.settings import Settings
+from agent.state import Source
+from agent.trace import TraceEvent, append_event
+
+
+class Result(BaseModel):
+    """What one question produced (also what ``askdraw ask --json`` prints)."""
+
+    run_id: str
+    question: str = ""
+    transcript: str | None = None
+    route: Literal["search", "answer", "draw"] | None = None
+    route_reason: str | None = None
+    search_query: str | None = None
+    sources: list[Source] = Field(default_factory=list)
+    answer: str | None = None
+    image_prompt: str | None = None
+    image_path: str | None = None
+    image_model: str | None = None
+    image_generated: bool = False
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    trace_path: str | None = None
+    notices: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the question got an answer (an image failure alone does not count)."""
+        return bool(self.answer) and not (self.error and not self.answer)
+
+
+class StepEvent(BaseModel):
+    """One item of :meth:`Agent.stream`: a finished step (``kind='step'``), fine-grained progress
+    (``kind='progress'``: answer tokens, image steps, status lines), or the final result."""
+
+    kind: Literal["step", "progress", "result"]
+    step: TraceEvent | None = None
+    progress: dict[str, Any] | None = None
+    result: Result | None = None
+
+
+class Agent:
+    """A local question-answering agent. Models load on first use and are reused across calls.
+
+    >>> agent = Agent()                                  # starter models, offline Wikipedia
+    >>> result = agent.ask(text="Who painted the Mona Lisa?")
+    >>> result.route, result.answer, result.image_path
+    """
+
+    def __init__(self, settings: Settings | None = None, *, tools: Toolbox | None = None, **overrides: Any) -> None:
+        if settings is None:
+            settings = Settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
+        self.tools = tools or Toolbox(settings)
+        self.graph = build_graph()
+
+    # -- input ------------------------------------------------------------------------------
+    def _prepare(self, text: str | None, audio: Any, run_dir: Path, notices: list[str]) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if audio is not None:
+            if isinstance(audio, (str, os.PathLike)):
+                state["audio_path"] = str(audio)
+            else:  # an array (16 kHz mono) or (array, sample_rate): kept as a file beside the run
+                import soundfile as sf
+
+                from tools.asr import SAMPLE_RATE, load_audio
+
+                samples = load_audio(audio)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                path = run_dir / "input.wav"
+                sf.write(path, samples, SAMPLE_RATE)
+                state["audio_path"] = str(path)
+        if text is not None:
+            question = " ".join(str(text).replace("\x00", " ").split())
+            limit = self.settings.max_question_chars
+            if len(question) > limit:
+                notices.append(f"the question was {len(question)} characters long; only the first {limit} were used")
+                question = question[:limit]
+            state["question"] = question
+        if not state.get("audio_path") and not state.get("question"):
+            raise ValueError("empty question: type a question or give an audio file")
+        return state
+
+    # -- running ----------------------------------------------------------------------------
+    def stream(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
+               run_id: str | None = None, progress: bool = False) -> Iterator[StepEvent]:
+        """Run one question, yielding a ``StepEvent`` per finished step (and, with
+        ``progress=True``, answer tokens and image steps as they happen); the last event carries
+        the :class:`Result`. The run's trace and result are written even when it fails."""
+        run_id = run_id or new_run_id()
+        run_dir = Path(self.settings.out_dir) / run_id
+        notices: list[str] = []
+        events: queue.Queue = queue.Queue()
+        values: dict[str, Any] = {}
+        error: list[BaseException] = []
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if progress:
+                events.put(StepEvent(kind="progress", progress=event))
+
+        def run() -> None:
+            try:
+                state = self._prepare(text, audio, run_dir, notices)
+                values.update(state)
+                inputs = {**state, "run_id": run_id, "run_dir": str(run_dir),
+                          "seed": self.settings.seed if seed is None else seed}
+                ctx = Context(tools=self.tools, on_progress=on_progress)
+                for mode, chunk in self.graph.stream(inputs, context=ctx, stream_mode=["custom", "values"]):
+                    if mode == "values":
+                        values.update(chunk)
+                    elif chunk.get("type") == "step":
+                        events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+            except BaseException as exc:  # reported in the result; the caller decides what to show
+                error.append(exc)
+            finally:
+                events.put(None)
+
+        worker = threading.Thread(target=run, name=f"askdraw-{run_id}", daemon=True)
+        worker.start()
+        while (item := events.get()) is not None:
+            yield item
+        worker.join()
+        result = self._result(run_id, run_dir, values, notices, error[0] if error else None)
+        yield StepEvent(kind="result", result=result)
+
+    def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
+            run_id: str | None = None) -> Result:
+        """Answer one question (typed ``text``, or ``audio``: a file path, a 16 kHz mono array,
+        or an ``(array, sample_rate)`` tuple). Never raises for bad input: see ``Result.error``."""
+        result = None
+        for event in self.stream(text=text, audio=audio, seed=seed, run_id=run_id):
+            if event.kind == "result":
+                result = event.result
+        assert result is not None
+        return result
+
+    # -- output -----------------------------------------------------------------------------
+    def _result(self, run_id: str, run_dir: Path, values: dict[str, Any], notices: list[str],
+                error: BaseException | None) -> Result:
+        message = None
+        if error is not None:
+            message = " ".join(str(error).split()) or type(error).__name__
+            from tools.common import ToolError
+
+            if not isinstance(error, (ValueError, ToolError)) and type(error).__name__ != "StepError":
+                message = f"{type(error).__name__}: {message}"
+        result = Result(
+            run_id=run_id,
+            question=question_of(values) if values else "",
+            transcript=values.get("transcript"),
+            route=values.get("route"),
+            route_reason=values.get("route_reason"),
+            search_query=values.get("search_query"),
+            sources=values.get("sources") or [],
+            answer=values.get("answer"),
+            image_prompt=values.get("image_prompt"),
+            image_path=values.get("image_path"),
+            image_model=values.get("image_model"),
+            image_generated=bool(values.get("image_generated")),
+            timings_ms=values.get("timings_ms") or {},
+            notices=[*notices, *(values.get("notices") or [])],
+            error=message,
+        )
+        trace_path = run_dir / "trace.jsonl"
+        try:
+            if error is not None and not trace_path.exists():
+                # Failed before any step ran (bad input): the trace still records why.
+                append_event(run_dir, TraceEvent(run_id=run_id, step="input", error=message))
+            result.trace_path = str(trace_path)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "result.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+        except OSError as exc:
+            result.trace_path = None
+            result.notices.append(f"the run could not be saved to {run_dir}: {exc.strerror or exc}")
+        return result
+
+
+def load_result(run_dir: str | Path) -> Result:
+    return Result.model_validate(json.loads((Path(run_dir) / "result.json").read_text(encoding="utf-8")))
+
+
+__all__ = ["Agent", "Result", "StepEvent", "Settings", "load_result"]

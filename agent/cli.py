@@ -1,0 +1,176 @@
+"""The ``askdraw`` command line: ``askdraw ask`` and ``askdraw trace``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="askdraw",
+    help="Ask a question by voice or text; a local agent searches Wikipedia, answers or draws.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]askdraw: error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _wiki_spec(value: str) -> str:
+    if value in ("live", "offline"):
+        return value
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise typer.BadParameter(f"'{value}' is not 'live', 'offline' or an existing .jsonl/.json/.zim file")
+    if path.is_dir():
+        raise typer.BadParameter(f"'{value}' is a directory; give a .jsonl/.json corpus or a .zim file")
+    return str(path)
+
+
+@app.command()
+def ask(
+    question: Annotated[Optional[str], typer.Argument(help="The question (or use --audio).")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Ask with an audio file (wav/flac/ogg/opus/mp3).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are written.")] = Path("runs"),
+    seed: Annotated[Optional[int], typer.Option(help="Image seed.", min=0)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print only the result as JSON on stdout.")] = False,
+    trace: Annotated[bool, typer.Option("--trace", help="Print each step's tool decision to stderr as it happens.")] = False,
+    wiki: Annotated[str, typer.Option(help="Wikipedia: live | offline | PATH (.jsonl corpus or .zim file).", callback=_wiki_spec)] = "offline",
+    llm: Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a transformers hub id or folder.")] = None,
+    asr: Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")] = None,
+    image_model: Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")] = None,
+    image_steps: Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)] = None,
+) -> None:
+    """Ask one question; print the answer, the route and why, the sources, and the image path."""
+    if question is None and audio is None:
+        _fail("give a question, or --audio FILE", 2)
+    if question is not None and not question.strip() and audio is None:
+        _fail("empty question: type a question or give an audio file", 2)
+    from pydantic import ValidationError
+
+    from agent.agent import Agent
+    from agent.settings import Settings
+    from tools.common import quiet_transformers
+
+    quiet_transformers()
+
+    overrides = {"out_dir": out_dir, "wiki": wiki}
+    for key, value in (("llm", llm), ("asr", asr), ("image_model", image_model),
+                       ("image_steps", image_steps), ("image_size", image_size), ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        agent = Agent(Settings(**overrides))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+
+    from agent.trace import format_event
+
+    result = None
+    status = err.status("askdraw: starting (models load on first use)", spinner="dots") if err.is_terminal and not trace else None
+    if status:
+        status.start()
+    try:
+        for event in agent.stream(text=question, audio=str(audio) if audio else None, progress=True):
+            if event.kind == "progress" and status and event.progress.get("text") and event.progress.get("type") != "token":
+                status.update(f"askdraw: {event.progress['text']}")
+            elif event.kind == "step" and trace:
+                err.print(format_event(event.step), markup=False)
+            elif event.kind == "result":
+                result = event.result
+    finally:
+        if status:
+            status.stop()
+    assert result is not None
+    if json_out:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        _print_result(result)
+    for notice in result.notices:
+        err.print(f"askdraw: note: {notice}", markup=False)
+    if result.error and not result.answer:
+        _fail(result.error, 1)
+    if result.error:
+        err.print(f"askdraw: warning: {result.error}", markup=False)
+
+
+def _print_result(result) -> None:
+    p = lambda text="": out.print(text, markup=False)  # noqa: E731
+    if result.transcript:
+        p(f"Transcript: {result.transcript}")
+    if result.route:
+        p(f"Route:      {result.route} - {result.route_reason}")
+    if result.search_query:
+        p(f"Searched:   {result.search_query}")
+    if result.answer:
+        p("Answer:")
+        for line in result.answer.splitlines():
+            p(f"  {line}" if line else "")
+    if result.sources:
+        p("Sources:")
+        for i, src in enumerate(result.sources, 1):
+            p(f"  {i}. {src['title']} - {src['url']}")
+    if result.image_path:
+        what = f"generated with {result.image_model}" if result.image_generated else "NOT generated: a labelled card, see note"
+        p(f"Image:      {result.image_path} ({what})")
+    if result.trace_path:
+        p(f"Trace:      {result.trace_path}  (askdraw trace {result.run_id})")
+    if result.timings_ms:
+        total = sum(result.timings_ms.values()) / 1000
+        steps = ", ".join(f"{k} {v / 1000:.2f}s" for k, v in result.timings_ms.items())
+        p(f"Time:       {total:.2f}s ({steps})")
+
+
+@app.command("trace")
+def show_trace(
+    run_id: Annotated[Optional[str], typer.Argument(help="Run id, run folder, or omit for the latest run.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are written.")] = Path("runs"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSON events.")] = False,
+) -> None:
+    """Print a run's steps and decisions as a readable timeline."""
+    from agent.trace import format_timeline, read_trace
+
+    if run_id is None:
+        runs = sorted((d for d in out_dir.glob("*") if (d / "trace.jsonl").exists()), key=lambda d: d.stat().st_mtime)
+        if not runs:
+            _fail(f"no runs in {out_dir}/")
+        folder = runs[-1]
+    else:
+        folder = Path(run_id) if Path(run_id).is_dir() else out_dir / run_id
+    if not (folder / "trace.jsonl").exists():
+        _fail(f"no trace for run '{run_id}' (looked for {folder / 'trace.jsonl'})")
+    events = read_trace(folder)
+    if json_out:
+        for e in events:
+            sys.stdout.write(e.model_dump_json() + "\n")
+    else:
+        out.print(format_timeline(events), markup=False)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("askdraw: interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Build and compile the askdraw graph.
+
+    START -> transcribe (only with audio) -> decide --search--> search_wikipedia (<= N tries) -> answer
+                                                    --answer--> answer
+                                                    --draw----> draw (image prompt from the request)
+    answer -> rewrite_image_prompt -> generate_image -> finish -> END
+    draw   ----------------------------> generate_image
+
+``graph`` (below) is what ``langgraph.json`` exports for LangGraph tooling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+
+from agent import nodes
+from agent.context import Context
+from agent.state import InputState, OutputState, State
+
+
+def _entry(state: State) -> Literal["transcribe", "decide"]:
+    return "transcribe" if state.get("audio_path") else "decide"
+
+
+def build_graph(checkpointer=None):
+    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder.add_node("transcribe", nodes.transcribe)
+    builder.add_node("decide", nodes.decide)
+    builder.add_node("search_wikipedia", nodes.search_wikipedia)
+    builder.add_node("answer", nodes.answer)
+    builder.add_node("draw", nodes.draw)
+    builder.add_node("rewrite_image_prompt", nodes.rewrite_image_prompt)
+    builder.add_node("generate_image", nodes.generate_image)
+    builder.add_node("finish", nodes.finish)
+
+    builder.add_conditional_edges(START, _entry)
+    builder.add_edge("transcribe", "decide")
+    builder.add_edge("answer", "rewrite_image_prompt")
+    builder.add_edge("rewrite_image_prompt", "generate_image")
+    builder.add_edge("draw", "generate_image")
+    builder.add_edge("generate_image", "finish")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer, name="askdraw")
+
+
+graph = build_graph()

@@ -1,0 +1,295 @@
+"""Graph nodes. Each is a plain function of (state, runtime) wrapped by :func:`step`, which times
+it, writes its trace event, and reports it to whoever streams the run."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from agent.context import Context
+from agent.state import State
+from agent.trace import TraceEvent, append_event, summarise
+from tools.answer import AnswerWriter, content_words, with_citation
+from tools.common import ToolError
+from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
+
+
+class StepError(RuntimeError):
+    """A step failed in a way the run cannot recover from; the message is for the user."""
+
+
+def _context(runtime: Runtime[Context] | None) -> Context:
+    ctx = getattr(runtime, "context", None)
+    return ctx if isinstance(ctx, Context) else Context()  # runtime.context is None without context=
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def step(name: str, tool: str | None = None) -> Callable:
+    """Wrap a node: ``fn(state, ctx, event) -> dict | Command``; ``event`` is the trace event's
+    fields for the node to fill (input, output, decision, reason, model, data)."""
+
+    def decorate(fn: Callable[[State, Context, dict[str, Any]], Any]) -> Callable:
+        def node(state: State, runtime: Runtime[Context]) -> Any:
+            ctx = _context(runtime)
+            ensured: dict[str, Any] = {}
+            if not state.get("run_id"):
+                ensured["run_id"] = new_run_id()
+            if not state.get("run_dir"):
+                run_id = ensured.get("run_id") or state["run_id"]
+                ensured["run_dir"] = str(Path(ctx.settings.out_dir) / run_id)
+            merged: State = {**state, **ensured}  # type: ignore[typeddict-item]
+            fields: dict[str, Any] = {"tool": tool}
+            start = time.perf_counter()
+            error: BaseException | None = None
+            out: Any = {}
+            try:
+                out = fn(merged, ctx, fields)
+            except BaseException as exc:  # recorded in the trace, then re-raised to stop the run
+                error = exc
+            ms = round((time.perf_counter() - start) * 1000, 1)
+            event = TraceEvent(run_id=merged["run_id"], step=name, ms=ms,
+                               error=_one_line(error) if error else None, **fields)
+            try:
+                append_event(merged["run_dir"], event)
+            except OSError as exc:
+                ctx.progress(type="notice", text=f"could not write the trace: {exc}")
+            _emit(event)
+            if error is not None:
+                raise error
+            extra = {**ensured, "timings_ms": {name: ms}}
+            if isinstance(out, Command):
+                return Command(goto=out.goto, update={**(out.update or {}), **extra})
+            return {**(out or {}), **extra}
+
+        # Not functools.wraps: LangGraph reads the signature to pass `runtime`, and __wrapped__
+        # would show it fn's own (state, ctx, event) instead.
+        node.__name__, node.__qualname__, node.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return node
+
+    return decorate
+
+
+def _emit(event: TraceEvent) -> None:
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # called outside a graph run
+        return
+    writer({"type": "step", "event": event.model_dump()})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, (ToolError, StepError, ValueError)) else f"{type(exc).__name__}: {text}"
+
+
+def ensure_loaded(tool: Any, ev: dict[str, Any], key: str) -> None:
+    """Load a model now if it is not loaded yet, and record how long that took in the trace
+    (``data.load_ms``), so a cold step's time is not mistaken for its work."""
+    if getattr(tool, "loaded", True) or not hasattr(tool, "load"):
+        return
+    start = time.perf_counter()
+    tool.load()
+    ev.setdefault("data", {})[f"load_{key}_ms"] = round((time.perf_counter() - start) * 1000, 1)
+
+
+def question_of(state: State) -> str:
+    return (state.get("transcript") or state.get("question") or "").strip()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@step("transcribe", tool="asr")
+def transcribe(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
+    asr = ctx.toolbox.asr
+    ev["model"] = asr.name
+    ev["input"] = state["audio_path"]
+    from tools.asr import load_audio
+
+    samples = load_audio(state["audio_path"])  # bad audio fails here, before the model loads
+    ctx.progress(type="status", step="transcribe", text="transcribing")
+    ensure_loaded(asr, ev, "asr")
+    text = asr.transcribe(samples).strip()
+    ev["output"] = summarise(text)
+    if not text:
+        raise StepError("no speech recognised in the audio")
+    return {"transcript": text}
+
+
+@step("decide", tool="llm")
+def decide(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["search_wikipedia", "answer", "draw"]]:
+    question = question_of(state)
+    router = ctx.toolbox.router
+    ev["model"] = getattr(router.llm, "name", None)
+    ev["input"] = summarise(question)
+    ensure_loaded(router.llm, ev, "llm")
+    decision = router.decide(question)
+    ev["decision"], ev["reason"] = decision.route, decision.reason
+    ev["data"] = {**ev.get("data", {}), "scores": decision.scores, "attempts": decision.attempts, "fallback": decision.fallback,
+                  "errors": decision.errors}
+    ctx.progress(type="status", step="decide", text=f"decided: {decision.route}", reason=decision.reason)
+    update: dict[str, Any] = {
+        "route": decision.route,
+        "route_reason": decision.reason,
+        "route_scores": decision.scores,
+        "route_fallback": decision.fallback,
+    }
+    if decision.fallback:
+        update["notices"] = [f"route decision fell back to '{decision.route}': {decision.errors[-1]}"]
+    goto = {"search": "search_wikipedia", "answer": "answer", "draw": "draw"}[decision.route]
+    return Command(goto=goto, update=update)
+
+
+def keyword_query(text: str) -> str:
+    """A looser query for a second search: content words only, names first."""
+    words = content_words(text)
+    names = [w for w in re.findall(r"\b[A-Z][\w'-]+", text) if w.lower() in words]
+    ordered = list(dict.fromkeys([n.lower() for n in names] + words))
+    return " ".join(ordered)
+
+
+@step("search_wikipedia", tool="wikipedia")
+def search_wikipedia(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["search_wikipedia", "answer"]]:
+    settings = ctx.settings
+    attempt = state.get("search_attempts", 0) + 1
+    query = state.get("search_query") if attempt > 1 else question_of(state).rstrip("?!. ")
+    ev["input"] = summarise(query)
+    ev["data"] = {"attempt": attempt}
+    ctx.progress(type="status", step="search_wikipedia", text=f'searching Wikipedia for "{query}"')
+    try:
+        wiki = ctx.toolbox.wiki
+        ev["model"] = getattr(wiki, "name", None)
+        ensure_loaded(wiki, ev, "wiki")
+        passages = wiki.search(query, k=settings.search_k)
+    except ToolError as exc:
+        ev["error"] = str(exc)
+        ev["output"] = "search failed; answering directly"
+        return Command(goto="answer", update={
+            "search_query": query, "search_attempts": attempt, "passages": [],
+            "notices": [f"Wikipedia search failed ({exc}); answered without it"],
+        })
+    found = [p.model_dump() if hasattr(p, "model_dump") else dict(p) for p in passages]
+    ev["output"] = summarise([f"{p['title']} ({p.get('score', 0):.2f})" for p in found]) if found else "no results"
+    update: dict[str, Any] = {"search_query": query, "search_attempts": attempt, "passages": found}
+    if not found and attempt < settings.max_search_attempts:
+        retry = keyword_query(question_of(state))
+        if retry and retry != query:
+            ev["decision"], ev["reason"] = "search again", f'nothing found; retrying with keywords "{retry}"'
+            return Command(goto="search_wikipedia", update={**update, "search_query": retry})
+    if not found:
+        update["notices"] = [f'No Wikipedia article matched "{query}"; answered directly without a source']
+    return Command(goto="answer", update=update)
+
+
+@step("answer", tool="llm")
+def answer(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
+    question = question_of(state)
+    llm = ctx.toolbox.llm
+    writer = AnswerWriter(llm, max_new_tokens=ctx.settings.max_answer_tokens)
+    ev["model"] = getattr(llm, "name", None)
+    passages = state.get("passages") or []
+
+    def on_token(piece: str) -> None:
+        ctx.progress(type="token", text=piece)
+
+    ctx.progress(type="status", step="answer", text="writing the answer")
+    if state.get("route") == "search" and passages:
+        ev["input"] = summarise(f"{question} | passage: {passages[0]['title']}")
+        result = writer.grounded(question, passages, on_token=on_token)
+        text = with_citation(result)
+        ev["reason"] = result.how
+        ev["data"] = {"grounded": True, "found": result.found, "quote": result.quote,
+                      "model_reply": summarise(result.model_reply)}
+    else:
+        ev["input"] = summarise(question)
+        result = writer.direct(question, on_token=on_token)
+        text = result.text
+        ev["data"] = {"grounded": False}
+    if not text.strip():
+        raise StepError("the language model returned an empty answer")
+    ev["output"] = summarise(text)
+    sources = [
+        {"title": p["title"], "url": p.get("url", ""), "snippet": summarise(p.get("text", ""), 200) or ""}
+        for p in passages
+    ]
+    return {"answer": text, "sources": sources}
+
+
+@step("draw", tool="image_prompt")
+def draw(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
+    """The draw route pictures the request itself: its subject becomes the image prompt."""
+    subject = request_subject(question_of(state))
+    return _rewrite(subject, ctx, ev, min_share=0.8)
+
+
+@step("rewrite_image_prompt", tool="image_prompt")
+def rewrite_image_prompt(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
+    passages = state.get("passages") or []
+    title = passages[0]["title"] if passages and state.get("route") == "search" else None
+    answer_text = (state.get("answer") or "").split("\n\nSource:")[0]
+    return _rewrite(source_for_answer(question_of(state), answer_text, title), ctx, ev, min_share=0.5)
+
+
+def _rewrite(source: str, ctx: Context, ev: dict[str, Any], *, min_share: float) -> dict[str, Any]:
+    llm = ctx.toolbox.llm
+    ev["model"] = getattr(llm, "name", None)
+    ev["input"] = summarise(source)
+    ctx.progress(type="status", step="rewrite_image_prompt", text="writing the image prompt")
+    result = PromptRewriter(llm).rewrite(source, min_share=min_share)
+    ev["output"] = summarise(result.prompt)
+    ev["reason"] = result.note
+    ev["data"] = {"rewritten": result.rewritten, "model_reply": summarise(result.model_reply)}
+    return {"image_prompt": result.prompt}
+
+
+@step("generate_image", tool="diffusion")
+def generate_image(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
+    image = ctx.toolbox.image
+    prompt = state["image_prompt"]
+    seed = state.get("seed", ctx.settings.seed)
+    ev["model"] = image.name or "none"
+    ev["input"] = summarise(f"{prompt} (seed {seed})")
+    out_path = Path(state["run_dir"]) / "image.png"
+    ctx.progress(type="status", step="generate_image", text="drawing")
+
+    def progress(done: int, total: int) -> None:
+        ctx.progress(type="image_step", step="generate_image", done=done, total=total,
+                     text=f"drawing, step {done}/{total}")
+
+    result = image.generate(prompt, out_path, seed=seed, progress=progress)
+    ev["output"] = f"{result.path} ({'generated' if result.generated else 'NOT generated: labelled card'})"
+    ev["data"] = {"generated": result.generated, "steps": result.steps, "size": [result.width, result.height]}
+    update: dict[str, Any] = {
+        "image_path": str(result.path), "image_model": result.model, "image_generated": result.generated,
+    }
+    if not result.generated:
+        ev["reason"] = result.notice
+        update["notices"] = [f"No image was generated: {result.notice}"]
+    return update
+
+
+@step("finish")
+def finish(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    if state.get("route") == "draw":
+        prompt = state.get("image_prompt", "")
+        if state.get("image_generated"):
+            text = f"I drew: {prompt}"
+        else:
+            text = f"I could not draw it: no image was generated (see the notice). The picture would show: {prompt}"
+        update["answer"] = text
+        ev["output"] = summarise(text)
+    else:
+        ev["output"] = summarise(state.get("answer"))
+    return update
