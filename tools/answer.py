@@ -125,7 +125,8 @@ class AnswerWriter:
         title, url, text = (_passage_field(top, k) for k in ("title", "url", "text"))
         quote = best_sentence(question, text)
         asked = stems(question)
-        relevant = bool((stems(quote) & asked) - stems(title))
+        about = mentions_names(question, f"{title} {text}")
+        relevant = about and bool((stems(quote) & asked) - stems(title))
         user = load_prompt("answer_grounded.txt").format(
             title=title, passage=_clip_words(text, self.passage_words, quote), question=question
         )
@@ -133,7 +134,7 @@ class AnswerWriter:
                     {"role": "user", "content": user}]
         reply = self.llm.chat(messages, max_new_tokens=min(self.max_new_tokens, 64), on_token=on_token)
         first = _answer_sentence(reply, question)
-        if first and supported(first, text + " " + question + " " + title) and stems(first) - asked:
+        if about and first and supported(first, text + " " + question + " " + title) and stems(first) - asked:
             support = best_sentence(first + " " + question, text) or quote  # the sentence backing the answer
             return Answer(text=first, found=True, title=title, url=url, quote=support or None, model_reply=reply,
                           how="model answer, supported by the passage")
@@ -141,9 +142,23 @@ class AnswerWriter:
             return Answer(text=f'Wikipedia\'s article "{title}" says: "{quote}"', found=True, title=title, url=url,
                           quote=quote, model_reply=reply,
                           how="the model's answer was not supported by the passage; quoting the passage instead")
-        return Answer(text=f'I did not find the answer in Wikipedia\'s article "{title}".', found=False,
+        return Answer(text=f"I did not find the answer in Wikipedia (the closest article, \"{title}\", does not say).",
+                      found=False,
                       title=title, url=url, quote=None, model_reply=reply,
                       how="neither the model's answer nor any sentence of the passage matched the question")
+
+
+def question_names(question: str) -> set[str]:
+    """Stems of the capitalised words after the first (the names a question asks about)."""
+    words = re.findall(r"[A-Za-z0-9][\w'-]*", question)
+    return {stem(w.lower()) for w in words[1:] if w[0].isupper() and w.lower() not in _STOP}
+
+
+def mentions_names(question: str, text: str) -> bool:
+    """Does ``text`` mention every name the question asks about? A passage that does not is
+    about something else, whatever words it shares with the question."""
+    names = question_names(question)
+    return not names or names <= stems(text) | {w.lower() for w in re.findall(r"\w+", text)}
 
 
 _PREAMBLE = re.compile(r"^(the answer( to (this|the) question)? is\s*:?|answer\s*:)\s*", re.IGNORECASE)
@@ -172,7 +187,7 @@ def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:
 
 def with_citation(answer: Answer) -> str:
     """The answer text followed by the article it came from and the supporting sentence."""
-    if not answer.title:
+    if not answer.title or not answer.found:
         return answer.text
     if answer.quote and answer.quote in answer.text:
         return answer.text  # the answer is the quote, with its article named
