@@ -23,7 +23,9 @@ out = Console(highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]askdraw: error:[/] {message}", markup=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]askdraw: error:[/] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 

@@ -27,8 +27,10 @@ def _entry(state: State) -> Literal["transcribe", "decide"]:
 def build_graph(checkpointer=None):
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
     builder.add_node("transcribe", nodes.transcribe)
-    builder.add_node("decide", nodes.decide)
-    builder.add_node("search_wikipedia", nodes.search_wikipedia)
+    # destinations: the step wrapper hides the nodes' Command[Literal[...]] return types, so the
+    # drawn graph (Studio, draw_mermaid) learns the routes from here.
+    builder.add_node("decide", nodes.decide, destinations=("search_wikipedia", "answer", "draw"))
+    builder.add_node("search_wikipedia", nodes.search_wikipedia, destinations=("search_wikipedia", "answer"))
     builder.add_node("answer", nodes.answer)
     builder.add_node("draw", nodes.draw)
     builder.add_node("rewrite_image_prompt", nodes.rewrite_image_prompt)

@@ -58,8 +58,9 @@ def step(name: str, tool: str | None = None) -> Callable:
             except BaseException as exc:  # recorded in the trace, then re-raised to stop the run
                 error = exc
             ms = round((time.perf_counter() - start) * 1000, 1)
+            handled = fields.pop("error", None)  # a failure the node recovered from (it still shows)
             event = TraceEvent(run_id=merged["run_id"], step=name, ms=ms,
-                               error=_one_line(error) if error else None, **fields)
+                               error=_one_line(error) if error else handled, **fields)
             try:
                 append_event(merged["run_dir"], event)
             except OSError as exc:

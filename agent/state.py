@@ -11,8 +11,12 @@ Route = Literal["search", "answer", "draw"]
 ROUTES: tuple[Route, ...] = ("search", "answer", "draw")
 
 
-def merge_dicts(left: dict | None, right: dict | None) -> dict:
-    return {**(left or {}), **(right or {})}
+def add_timings(left: dict | None, right: dict | None) -> dict:
+    """Merge step timings; a step that ran more than once (search retries) adds up."""
+    merged = dict(left or {})
+    for key, value in (right or {}).items():
+        merged[key] = round(merged.get(key, 0.0) + value, 1)
+    return merged
 
 
 class Source(TypedDict):
@@ -47,7 +51,7 @@ class State(InputState, total=False):
     image_path: str
     image_model: str | None
     image_generated: bool
-    timings_ms: Annotated[dict[str, float], merge_dicts]
+    timings_ms: Annotated[dict[str, float], add_timings]
     errors: Annotated[list[str], operator.add]
 
 

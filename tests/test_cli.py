@@ -1,0 +1,224 @@
+"""The ``askdraw`` command line, run through its real entry point in a subprocess.
+
+Input errors must end the command with a non-zero exit code and one readable line on stderr
+(``askdraw: error: ...``), never a traceback. One slow test runs a real question with the
+starter models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT_FIELDS = {
+    "run_id", "question", "transcript", "route", "route_reason", "search_query", "sources", "answer",
+    "image_prompt", "image_path", "image_model", "image_generated", "timings_ms", "trace_path", "error",
+}
+
+
+def _command() -> list[str]:
+    exe = Path(sys.executable).with_name("askdraw")
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return [str(exe)]
+    return [sys.executable, "-m", "agent.cli"]
+
+
+def askdraw(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("ASKDRAW_OUT_DIR", None)
+    # One intra-op thread: on a shared 2-core box, two threads competing with other processes
+    # make the starter LLM ~10x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([*_command(), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str, code: int | None = None) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    if code is not None:
+        assert proc.returncode == code
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("askdraw: error:"), proc.stderr
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def only_run_dir(out: Path) -> Path:
+    runs = [d for d in out.iterdir() if d.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+# -- help and input errors (no model is loaded) -------------------------------------------------
+def test_help_lists_the_commands(tmp_path):
+    proc = askdraw("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout and "ask" in proc.stdout and "trace" in proc.stdout
+
+    proc = askdraw("ask", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--audio", "--json", "--trace", "--wiki", "--out", "--image-model"):
+        assert option in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [(["ask", ""], "empty question"), (["ask", "   "], "empty question"), (["ask"], "give a question")],
+    ids=["empty", "blank", "none"],
+)
+def test_missing_question_is_a_usage_error(tmp_path, args, fragment):
+    proc = askdraw(*args, cwd=tmp_path)
+    assert_one_line_error(proc, fragment, code=2)
+    assert proc.stdout == ""
+
+
+@pytest.fixture
+def bad_audio(tmp_path):
+    def make(kind: str) -> Path:
+        path = tmp_path / f"{kind}.wav"
+        if kind == "directory":
+            path = tmp_path / "a_directory"
+            path.mkdir()
+        elif kind == "corrupt":
+            path.write_bytes(os.urandom(4096))
+        elif kind == "silent":
+            sf.write(path, np.zeros(2 * 16000, dtype=np.float32), 16000)
+        elif kind == "empty":
+            path.write_bytes(b"")
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "kind, fragment",
+    [("missing", "not found"), ("directory", "directory"), ("corrupt", "cannot decode"),
+     ("silent", "silent"), ("empty", "empty")],
+)
+def test_unusable_audio_is_one_error_line_and_the_run_is_traced(tmp_path, bad_audio, kind, fragment):
+    path = bad_audio(kind)
+    out = tmp_path / "runs"
+    proc = askdraw("ask", "--audio", str(path), "--out", str(out), cwd=tmp_path)
+    assert_one_line_error(proc, fragment, code=1)
+    run = only_run_dir(out)
+    assert (run / "trace.jsonl").is_file() and (run / "result.json").is_file()
+    assert fragment in json.loads((run / "result.json").read_text())["error"]
+
+
+def test_unusable_audio_with_json_still_prints_the_result(tmp_path):
+    proc = askdraw("ask", "--audio", "missing.wav", "--json", "--out", "runs", cwd=tmp_path)
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert RESULT_FIELDS <= set(result)
+    assert "not found" in result["error"] and result["answer"] is None
+    assert (tmp_path / result["trace_path"]).is_file()
+    assert "Traceback" not in proc.stderr
+
+
+def test_nonexistent_wiki_corpus_is_a_usage_error(tmp_path):
+    proc = askdraw("ask", "Who painted the Mona Lisa?", "--wiki", "/nonexistent", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "--wiki" in proc.stderr and "/nonexistent" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_invalid_setting_is_one_error_line(tmp_path):
+    proc = askdraw("ask", "Who painted the Mona Lisa?", "--image-size", "100", cwd=tmp_path)
+    assert_one_line_error(proc, "image_size", code=2)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_trace_of_a_missing_run_is_an_error(tmp_path):
+    proc = askdraw("trace", "20990101-000000-abcdef", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert_one_line_error(proc, "20990101-000000-abcdef", code=1)
+
+    proc = askdraw("trace", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert_one_line_error(proc, "no runs", code=1)
+
+
+def test_trace_prints_the_timeline_of_a_failed_run(tmp_path):
+    out = tmp_path / "runs"
+    failed = askdraw("ask", "--audio", "missing.wav", "--json", "--out", str(out), cwd=tmp_path)
+    run_id = json.loads(failed.stdout)["run_id"]
+
+    for args in (["trace", run_id, "--out", str(out)], ["trace", "--out", str(out)], ["trace", str(out / run_id)]):
+        proc = askdraw(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert f"run {run_id}" in proc.stdout
+        assert "transcribe" in proc.stdout and "ERROR: audio file not found" in proc.stdout
+
+    proc = askdraw("trace", run_id, "--out", str(out), "--json", cwd=tmp_path)
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["step"] for e in events] == ["transcribe"]
+    assert "not found" in events[0]["error"]
+
+
+@pytest.mark.parametrize("name", ["clip[red].wav", "clip[/x].wav"])
+def test_error_messages_show_file_names_verbatim(tmp_path, name):
+    proc = askdraw("ask", "--audio", name, "--out", "runs", cwd=tmp_path)
+    assert_one_line_error(proc, name, code=1)
+
+
+# -- a real question with the starter models ------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli-real")
+    out = tmp / "runs"
+    proc = askdraw("ask", "Who painted the Mona Lisa?", "--json", "--trace", "--out", str(out),
+                   cwd=tmp, timeout=600)
+    return proc, out, tmp
+
+
+@pytest.mark.slow
+def test_real_question_prints_the_result_as_json(real_run):
+    proc, out, _ = real_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # --trace writes to stderr only: stdout is pure JSON
+    assert RESULT_FIELDS <= set(result)
+    assert result["question"] == "Who painted the Mona Lisa?"
+    assert result["error"] is None
+    assert result["route"] in ("search", "answer", "draw") and result["route_reason"]
+    assert result["answer"].strip()
+    assert Path(result["image_path"]).is_file()
+    assert Path(result["trace_path"]).is_file()
+    assert Path(result["trace_path"]).parent == out / result["run_id"]
+    assert "decide" in result["timings_ms"] and "generate_image" in result["timings_ms"]
+    if result["route"] == "search":
+        assert result["sources"] and {"title", "url", "snippet"} <= set(result["sources"][0])
+
+
+@pytest.mark.slow
+def test_real_question_with_trace_prints_each_step_on_stderr(real_run):
+    proc, _, _ = real_run
+    assert proc.returncode == 0
+    result = json.loads(proc.stdout)
+    assert "Traceback" not in proc.stderr
+    steps = re.findall(r"^\s*\d+\.\d\ds  (\w+)", proc.stderr, flags=re.MULTILINE)
+    assert steps == list(result["timings_ms"]), proc.stderr
+    assert "decision: " + result["route"] in proc.stderr
+
+
+@pytest.mark.slow
+def test_trace_command_prints_the_real_run_timeline(real_run):
+    proc, out, tmp = real_run
+    run_id = json.loads(proc.stdout)["run_id"]
+    shown = askdraw("trace", run_id, "--out", str(out), cwd=tmp)
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {run_id}" in shown.stdout
+    assert "decide" in shown.stdout and "decision:" in shown.stdout
+    for step in json.loads(proc.stdout)["timings_ms"]:
+        assert step in shown.stdout
