@@ -37,9 +37,6 @@ def askdraw(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["HF_HUB_OFFLINE"] = "1"
     env.pop("ASKDRAW_OUT_DIR", None)
-    # One intra-op thread: on a shared 2-core box, two threads competing with other processes
-    # make the starter LLM ~10x slower.
-    env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run([*_command(), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 

@@ -20,20 +20,8 @@ SPEECH = Path(__file__).resolve().parents[2] / "shared/data/raw/speech"
 JFK = SPEECH / "whisper_jfk" / "jfk.flac"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a shared 2-core machine, two intra-op threads fighting other processes for the cores
-    make the starter LLM ~10x slower than one thread (0.9 s vs 9 s per route decision)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, one_torch_thread) -> Agent:
+def agent(tmp_path_factory) -> Agent:
     return Agent(Settings(out_dir=tmp_path_factory.mktemp("integration-runs")))
 
 
