@@ -98,7 +98,7 @@ class Router:
             probs = {r: round(adjusted[r] / total, 4) for r in ROUTES}
             route: Route = max(probs, key=probs.get)  # type: ignore[arg-type]
             others = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES if r != route)
-            reason = f"the request {_MEANING[route]} (LLM label score {probs[route]:.2f}; {others})"
+            reason = f"the request {_MEANING[route]} (calibrated LLM label scores: {route} {probs[route]:.2f}; {others})"
             return RouteDecision(route=route, reason=reason, scores=probs, attempts=attempt, errors=errors)
         return RouteDecision(
             route=SAFE_ROUTE,

@@ -206,9 +206,9 @@ def default_writer() -> AnswerWriter:
     global _default_writer
     with _default_lock:
         if _default_writer is None:
-            from tools.llm import LocalLLM
+            from tools.llm import default_llm
 
-            _default_writer = AnswerWriter(LocalLLM())
+            _default_writer = AnswerWriter(default_llm())
     return _default_writer
 
 

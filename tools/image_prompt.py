@@ -27,7 +27,7 @@ _ASK = re.compile(
     r"(?:(?:can|could|would|will) you(?: please)?\s+|i(?:'d| would) like (?:you )?to\s+|i want (?:you )?to\s+|let me\s+)?"
     r"(?:show(?: me)?|see|draw(?: me)?|paint(?: me)?|illustrate|sketch|picture|render|generate|create|make(?: me)?|"
     r"give me|imagine)\s+"
-    r"(?:(?:an?|the|some)\s+)?(?:(?:picture|image|drawing|illustration|painting|photo|sketch|render|rendering)s?\s+(?:of\s+)?)?",
+    r"(?:(?:an?|the|some)\s+)?(?:(?:picture|image|drawing|illustration|painting|photo|sketch|render|rendering)s?\s+(?:of\s+)?(?:(?:an?|the|some)\s+)?)?",
     re.IGNORECASE,
 )
 _NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen".split())
@@ -144,9 +144,9 @@ def default_rewriter() -> PromptRewriter:
     global _default
     with _default_lock:
         if _default is None:
-            from tools.llm import LocalLLM
+            from tools.llm import default_llm
 
-            _default = PromptRewriter(LocalLLM())
+            _default = PromptRewriter(default_llm())
     return _default
 
 

@@ -234,3 +234,15 @@ class LocalLLM:
             norm = sum(exps)
             return {label: e / norm for label, e in zip(labels, exps)}
 
+
+_default_llm: LocalLLM | None = None
+_default_lock = threading.Lock()
+
+
+def default_llm() -> LocalLLM:
+    """One shared LLM (``$ASKDRAW_LLM`` or the starter) for the tools used on their own."""
+    global _default_llm
+    with _default_lock:
+        if _default_llm is None:
+            _default_llm = LocalLLM(os.environ.get("ASKDRAW_LLM") or STARTER_LLM)
+        return _default_llm
