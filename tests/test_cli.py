@@ -219,3 +219,23 @@ def test_trace_command_prints_the_real_run_timeline(real_run):
     assert "decide" in shown.stdout and "decision:" in shown.stdout
     for step in json.loads(proc.stdout)["timings_ms"]:
         assert step in shown.stdout
+
+
+@pytest.mark.slow
+def test_spoken_demo_question_prints_every_part_of_the_result(tmp_path):
+    """What `make demo` runs: a spoken question, human-readable output."""
+    proc = askdraw("ask", "--audio", str(REPO / "examples" / "who_painted_the_mona_lisa.wav"),
+                   "--out", str(tmp_path / "runs"), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    assert re.search(r"^Transcript: .*mona lisa", out, flags=re.IGNORECASE | re.MULTILINE), out
+    route = re.search(r"^Route:\s+(search|answer|draw) - \S", out, flags=re.MULTILINE)
+    assert route, out
+    assert "Answer:" in out
+    image = re.search(r"^Image:\s+(\S+\.png)", out, flags=re.MULTILINE)
+    trace = re.search(r"^Trace:\s+(\S+trace\.jsonl)", out, flags=re.MULTILINE)
+    assert image and (tmp_path / image.group(1)).is_file(), out
+    assert trace and (tmp_path / trace.group(1)).is_file(), out
+    assert "NOT generated" in out and "No image was generated" in proc.stderr  # never passed off as a picture
+    assert re.search(r"^Time:\s+[\d.]+s \(transcribe", out, flags=re.MULTILINE), out
