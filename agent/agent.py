@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
-from agent.nodes import new_run_id, question_of
+from agent.memory import Memory
+from agent.nodes import Cancelled, new_run_id
 from agent.settings import Settings
 from agent.state import Source
 from agent.trace import TraceEvent, append_event
@@ -39,6 +40,8 @@ class Result(BaseModel):
     trace_path: str | None = None
     notices: list[str] = Field(default_factory=list)
     error: str | None = None
+    thread_id: str | None = None
+    standalone_question: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,6 +75,40 @@ class Agent:
         self.settings = settings
         self.tools = tools or Toolbox(settings)
         self.graph = build_graph()
+        self._memory: Memory | None = None
+        self._memory_lock = threading.Lock()
+
+    # -- conversations ------------------------------------------------------------------------
+    @property
+    def memory(self) -> "Memory":
+        """Conversation threads in SQLite (opened on first use)."""
+        with self._memory_lock:
+            if self._memory is None:
+                from tools.common import cache_dir
+
+                self._memory = Memory(self.settings.memory_path or cache_dir() / "conversations.sqlite")
+            return self._memory
+
+    @staticmethod
+    def new_thread_id() -> str:
+        return new_run_id()
+
+    def conversations(self) -> list[dict[str, Any]]:
+        """Past conversation threads, newest first."""
+        return self.memory.threads()
+
+    def preload(self) -> dict[str, float]:
+        """Load the models every turn needs now (LLM + route calibration, Wikipedia index);
+        returns how long each took in ms. Speech and image models still load on first use."""
+        import time
+
+        timings = {}
+        for name, load in (("llm", lambda: (self.tools.llm.load(), self.tools.router.bias())),
+                           ("wikipedia", lambda: getattr(self.tools.wiki, "load", lambda: None)())):
+            start = time.perf_counter()
+            load()
+            timings[name] = round((time.perf_counter() - start) * 1000, 1)
+        return timings
 
     # -- input ------------------------------------------------------------------------------
     def _prepare(self, text: str | None, audio: Any, run_dir: Path, notices: list[str]) -> dict[str, Any]:
@@ -94,7 +131,7 @@ class Agent:
             limit = self.settings.max_question_chars
             if len(question) > limit:
                 notices.append(f"the question was {len(question)} characters long; only the first {limit} were used")
-                question = question[:limit]
+                question = question[:limit].rstrip()
             state["question"] = question
         if not state.get("audio_path") and not state.get("question"):
             raise ValueError("empty question: type a question or give an audio file")
@@ -102,10 +139,15 @@ class Agent:
 
     # -- running ----------------------------------------------------------------------------
     def stream(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
-               run_id: str | None = None, progress: bool = False) -> Iterator[StepEvent]:
+               run_id: str | None = None, progress: bool = False, thread_id: str | None = None,
+               cancel: threading.Event | None = None) -> Iterator[StepEvent]:
         """Run one question, yielding a ``StepEvent`` per finished step (and, with
         ``progress=True``, answer tokens and image steps as they happen); the last event carries
-        the :class:`Result`. The run's trace and result are written even when it fails."""
+        the :class:`Result`. The run's trace and result are written even when it fails.
+
+        ``thread_id``: the turn belongs to that conversation (kept in SQLite), so follow-ups
+        ("and what do they eat?") are understood in context. ``cancel``: set it to stop the turn
+        (between steps, and mid-answer); the result then has ``error == "cancelled"``."""
         run_id = run_id or new_run_id()
         run_dir = Path(self.settings.out_dir) / run_id
         notices: list[str] = []
@@ -114,6 +156,8 @@ class Agent:
         error: list[BaseException] = []
 
         def on_progress(event: dict[str, Any]) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
             if progress:
                 events.put(StepEvent(kind="progress", progress=event))
 
@@ -121,12 +165,20 @@ class Agent:
             try:
                 state = self._prepare(text, audio, run_dir, notices)
                 values.update(state)
-                inputs = {**state, "run_id": run_id, "run_dir": str(run_dir),
+                inputs = {"question": None, "audio_path": None, **state, "run_id": run_id, "run_dir": str(run_dir),
                           "seed": self.settings.seed if seed is None else seed}
-                ctx = Context(tools=self.tools, on_progress=on_progress)
-                for mode, chunk in self.graph.stream(inputs, context=ctx, stream_mode=["custom", "values"]):
+                ctx = Context(tools=self.tools, on_progress=on_progress, cancel=cancel)
+                graph, config = self.graph, None
+                if thread_id:
+                    graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
+                for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
                     if mode == "values":
-                        values.update(chunk)
+                        # A thread's checkpoint holds the previous turn's results until this
+                        # turn's first step resets them: take only what belongs to this turn.
+                        if chunk.get("turn_of") == run_id:
+                            values.update(chunk)
+                        else:
+                            values.update({k: chunk.get(k) for k in ("question", "audio_path")})
                     elif chunk.get("type") == "step":
                         events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
             except BaseException as exc:  # reported in the result; the caller decides what to show
@@ -140,14 +192,19 @@ class Agent:
             yield item
         worker.join()
         result = self._result(run_id, run_dir, values, notices, error[0] if error else None)
+        if thread_id:
+            result.thread_id = thread_id
+            self.memory.record_turn(thread_id, result)
         yield StepEvent(kind="result", result=result)
 
     def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
-            run_id: str | None = None) -> Result:
+            run_id: str | None = None, thread_id: str | None = None,
+            cancel: threading.Event | None = None) -> Result:
         """Answer one question (typed ``text``, or ``audio``: a file path, a 16 kHz mono array,
         or an ``(array, sample_rate)`` tuple). Never raises for bad input: see ``Result.error``."""
         result = None
-        for event in self.stream(text=text, audio=audio, seed=seed, run_id=run_id):
+        for event in self.stream(text=text, audio=audio, seed=seed, run_id=run_id, thread_id=thread_id,
+                                 cancel=cancel):
             if event.kind == "result":
                 result = event.result
         assert result is not None
@@ -161,11 +218,13 @@ class Agent:
             message = " ".join(str(error).split()) or type(error).__name__
             from tools.common import ToolError
 
-            if not isinstance(error, (ValueError, ToolError)) and type(error).__name__ != "StepError":
+            if isinstance(error, Cancelled):
+                message = "cancelled"
+            elif not isinstance(error, (ValueError, ToolError)) and type(error).__name__ != "StepError":
                 message = f"{type(error).__name__}: {message}"
         result = Result(
             run_id=run_id,
-            question=question_of(values) if values else "",
+            question=(values.get("transcript") or values.get("question") or "") if values else "",
             transcript=values.get("transcript"),
             route=values.get("route"),
             route_reason=values.get("route_reason"),
@@ -179,6 +238,7 @@ class Agent:
             timings_ms=values.get("timings_ms") or {},
             notices=[*notices, *(values.get("notices") or [])],
             error=message,
+            standalone_question=values.get("standalone_question"),
         )
         trace_path = run_dir / "trace.jsonl"
         try:

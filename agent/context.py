@@ -94,6 +94,9 @@ class Context:
     """What every node may use besides the state."""
 
     tools: Toolbox | None = field(default=None, metadata={"description": "Loaded models and backends."})
+    cancel: threading.Event | None = field(
+        default=None, metadata={"description": "Set to cancel the running turn (checked between steps and tokens)."}
+    )
     on_progress: Callable[[dict[str, Any]], None] | None = field(
         default=None,
         metadata={"description": "Called with fine-grained progress: answer tokens, image steps."},

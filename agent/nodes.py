@@ -15,7 +15,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agent.context import Context
-from agent.state import State
+from agent.followup import standalone_question, topic_of_turn
+from agent.state import TURN_RESET, State, add_timings
 from agent.trace import TraceEvent, append_event, summarise
 from tools.answer import AnswerWriter, content_words, with_citation
 from tools.common import ToolError
@@ -24,6 +25,10 @@ from tools.image_prompt import PromptRewriter, request_subject, source_for_answe
 
 class StepError(RuntimeError):
     """A step failed in a way the run cannot recover from; the message is for the user."""
+
+
+class Cancelled(RuntimeError):
+    """The caller cancelled the turn (e.g. Ctrl-C in the chat)."""
 
 
 def _context(runtime: Runtime[Context] | None) -> Context:
@@ -42,13 +47,19 @@ def step(name: str, tool: str | None = None) -> Callable:
     def decorate(fn: Callable[[State, Context, dict[str, Any]], Any]) -> Callable:
         def node(state: State, runtime: Runtime[Context]) -> Any:
             ctx = _context(runtime)
+            if ctx.cancel is not None and ctx.cancel.is_set():
+                raise Cancelled("cancelled")
             ensured: dict[str, Any] = {}
             if not state.get("run_id"):
                 ensured["run_id"] = new_run_id()
             if not state.get("run_dir"):
                 run_id = ensured.get("run_id") or state["run_id"]
                 ensured["run_dir"] = str(Path(ctx.settings.out_dir) / run_id)
-            merged: State = {**state, **ensured}  # type: ignore[typeddict-item]
+            run_id = ensured.get("run_id") or state["run_id"]
+            # The first step of a turn starts from clean per-turn fields (a conversation thread's
+            # checkpoint still holds the previous turn's).
+            reset = TURN_RESET if state.get("turn_of") != run_id else {}
+            merged: State = {**state, **reset, **ensured}  # type: ignore[typeddict-item]
             fields: dict[str, Any] = {"tool": tool}
             start = time.perf_counter()
             error: BaseException | None = None
@@ -59,7 +70,7 @@ def step(name: str, tool: str | None = None) -> Callable:
                 error = exc
             ms = round((time.perf_counter() - start) * 1000, 1)
             handled = fields.pop("error", None)  # a failure the node recovered from (it still shows)
-            event = TraceEvent(run_id=merged["run_id"], step=name, ms=ms,
+            event = TraceEvent(run_id=run_id, step=name, ms=ms,
                                error=_one_line(error) if error else handled, **fields)
             try:
                 append_event(merged["run_dir"], event)
@@ -68,10 +79,15 @@ def step(name: str, tool: str | None = None) -> Callable:
             _emit(event)
             if error is not None:
                 raise error
-            extra = {**ensured, "timings_ms": {name: ms}}
+            update = dict((out.update if isinstance(out, Command) else out) or {})
+            update = {
+                **reset, **update, **ensured, "turn_of": run_id,
+                "notices": [*(merged.get("notices") or []), *update.get("notices", [])],
+                "timings_ms": add_timings(merged.get("timings_ms"), {name: ms}),
+            }
             if isinstance(out, Command):
-                return Command(goto=out.goto, update={**(out.update or {}), **extra})
-            return {**(out or {}), **extra}
+                return Command(goto=out.goto, update=update)
+            return update
 
         # Not functools.wraps: LangGraph reads the signature to pass `runtime`, and __wrapped__
         # would show it fn's own (state, ctx, event) instead.
@@ -91,6 +107,8 @@ def _emit(event: TraceEvent) -> None:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, Cancelled):
+        return "cancelled"
     return text if isinstance(exc, (ToolError, StepError, ValueError)) else f"{type(exc).__name__}: {text}"
 
 
@@ -105,7 +123,8 @@ def ensure_loaded(tool: Any, ev: dict[str, Any], key: str) -> None:
 
 
 def question_of(state: State) -> str:
-    return (state.get("transcript") or state.get("question") or "").strip()
+    """The question this turn answers: the standalone rewrite of a follow-up, else what was said."""
+    return (state.get("standalone_question") or state.get("transcript") or state.get("question") or "").strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,17 +149,24 @@ def transcribe(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]
 
 @step("decide", tool="llm")
 def decide(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["search_wikipedia", "answer", "draw"]]:
-    question = question_of(state)
+    asked = question_of(state)
     router = ctx.toolbox.router
     ev["model"] = getattr(router.llm, "name", None)
-    ev["input"] = summarise(question)
+    ev["input"] = summarise(asked)
     ensure_loaded(router.llm, ev, "llm")
+    history = state.get("history") or []
+    question, how = standalone_question(asked, history[-3:], router.llm)
     decision = router.decide(question)
     ev["decision"], ev["reason"] = decision.route, decision.reason
     ev["data"] = {**ev.get("data", {}), "scores": decision.scores, "attempts": decision.attempts, "fallback": decision.fallback,
                   "errors": decision.errors}
     ctx.progress(type="status", step="decide", text=f"decided: {decision.route}", reason=decision.reason)
+    if how:
+        ev["data"]["standalone_question"] = question
+        ev["data"]["standalone_how"] = how
+        ev["input"] = summarise(f"{asked} -> standalone: {question}")
     update: dict[str, Any] = {
+        "standalone_question": question if how else None,
         "route": decision.route,
         "route_reason": decision.reason,
         "route_scores": decision.scores,
@@ -293,4 +319,12 @@ def finish(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
         ev["output"] = summarise(text)
     else:
         ev["output"] = summarise(state.get("answer"))
+    final = {**state, **update}
+    update["history"] = [{
+        "run_id": state.get("run_id"),
+        "question": question_of(state),
+        "route": state.get("route"),
+        "answer": (final.get("answer") or "").split("\n\n")[0][:500],
+        "topic": topic_of_turn(final),
+    }]
     return update

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_answer_tokens: int = Field(160, ge=8, le=2048, description="Longest text answer, in tokens.")
     out_dir: Path = Field(Path("runs"), description="Where each run writes trace.jsonl, result.json and the image.")
     seed: int = Field(0, ge=0, description="Seed for image generation.")
+    memory_path: Path | None = Field(
+        None, description="SQLite file for conversation threads (default: $ASKDRAW_HOME/conversations.sqlite)."
+    )
     max_question_chars: int = Field(4000, ge=100, description="Longer questions are truncated (with a notice).")
 
     @field_validator("image_size")

@@ -36,23 +36,36 @@ class InputState(TypedDict, total=False):
 
 
 class State(InputState, total=False):
-    transcript: str
-    notices: Annotated[list[str], operator.add]
-    route: Route
-    route_reason: str
+    # Per-turn fields: reset at the first step of every turn (see agent.nodes.step), so a
+    # conversation thread's checkpoint never leaks one turn's results into the next.
+    transcript: str | None
+    standalone_question: str | None
+    notices: list[str]
+    route: Route | None
+    route_reason: str | None
     route_scores: dict[str, float]
     route_fallback: bool
-    search_query: str
+    search_query: str | None
     search_attempts: int
     passages: list[dict]
     sources: list[Source]
-    answer: str
-    image_prompt: str
-    image_path: str
+    answer: str | None
+    image_prompt: str | None
+    image_path: str | None
     image_model: str | None
     image_generated: bool
-    timings_ms: Annotated[dict[str, float], add_timings]
-    errors: Annotated[list[str], operator.add]
+    timings_ms: dict[str, float]
+    # Kept across the turns of a conversation thread.
+    turn_of: str  # run_id of the turn the per-turn fields belong to
+    history: Annotated[list[dict], operator.add]
+
+
+TURN_RESET: dict = {
+    "transcript": None, "standalone_question": None, "notices": [], "route": None, "route_reason": None,
+    "route_scores": {}, "route_fallback": False, "search_query": None, "search_attempts": 0, "passages": [],
+    "sources": [], "answer": None, "image_prompt": None, "image_path": None, "image_model": None,
+    "image_generated": False, "timings_ms": {},
+}
 
 
 class OutputState(TypedDict, total=False):
@@ -69,4 +82,4 @@ class OutputState(TypedDict, total=False):
     image_generated: bool
     timings_ms: dict[str, float]
     notices: list[str]
-    errors: list[str]
+    standalone_question: str | None

@@ -363,8 +363,9 @@ def test_search_node_alone_stops_retrying_at_the_last_attempt(tmp_path):
     wiki = FakeWiki([])
     config = {"configurable": {CONFIG_KEY_RUNTIME: Runtime(context=Context(tools=Toolbox(s, wiki=wiki)))}}
     node = build_graph().nodes["search_wikipedia"]
+    # A state in the middle of turn r2 (turn_of == run_id: per-turn fields are that turn's own).
     base = {"question": "Who painted the Mona Lisa?", "run_id": "r2", "run_dir": str(tmp_path / "r2"),
-            "route": "search"}
+            "route": "search", "turn_of": "r2"}
 
     first = node.invoke(base, config)
     assert first.goto == "search_wikipedia"

@@ -158,7 +158,7 @@ class LocalLLM:
         are produced. ``prefix`` is text the reply is forced to start with (not returned)."""
         self.load()
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         with self._lock:  # one generation at a time per model: torch on 2 cores gains nothing from more
             inputs = self._encode(messages, prefix)
@@ -175,12 +175,18 @@ class LocalLLM:
                 new = out[0, inputs["input_ids"].shape[1]:]
                 return self._tokenizer.decode(new, skip_special_tokens=True).strip()
             streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+            abort = threading.Event()  # set when on_token raises (e.g. the turn was cancelled)
             error: list[BaseException] = []
+
+            class StopWhenAborted(StoppingCriteria):
+                def __call__(self, input_ids, scores, **_):
+                    return torch.full((input_ids.shape[0],), abort.is_set(), dtype=torch.bool)
 
             def run() -> None:
                 try:
                     with torch.inference_mode():
-                        self._model.generate(**kwargs, streamer=streamer)
+                        self._model.generate(**kwargs, streamer=streamer,
+                                             stopping_criteria=StoppingCriteriaList([StopWhenAborted()]))
                 except BaseException as exc:  # surfaced below
                     error.append(exc)
                     streamer.end()
@@ -188,10 +194,17 @@ class LocalLLM:
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             pieces = []
-            for piece in streamer:
-                if piece:
-                    pieces.append(piece)
-                    on_token(piece)
+            try:
+                for piece in streamer:
+                    if piece:
+                        pieces.append(piece)
+                        on_token(piece)
+            except BaseException:
+                abort.set()  # generation stops at its next token
+                for _ in streamer:
+                    pass
+                worker.join()
+                raise
             worker.join()
             if error:
                 raise error[0]
