@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import Cancelled, new_run_id
+from agent.nodes import new_run_id
+from tools.common import Cancelled
 from agent.settings import Settings
 from agent.state import Source
 from agent.trace import TraceEvent, append_event
@@ -156,7 +157,9 @@ class Agent:
         error: list[BaseException] = []
 
         def on_progress(event: dict[str, Any]) -> None:
-            if cancel is not None and cancel.is_set():
+            # A cancelled turn stops mid-answer: raising from the token callback ends generation.
+            # (Other progress comes after a step's work is done: it must not fail that step.)
+            if event.get("type") == "token" and cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             if progress:
                 events.put(StepEvent(kind="progress", progress=event))
@@ -194,7 +197,8 @@ class Agent:
         result = self._result(run_id, run_dir, values, notices, error[0] if error else None)
         if thread_id:
             result.thread_id = thread_id
-            self.memory.record_turn(thread_id, result)
+            if result.answer and not result.error:  # only turns the thread's history remembers
+                self.memory.record_turn(thread_id, result)
         yield StepEvent(kind="result", result=result)
 
     def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,

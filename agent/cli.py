@@ -1,9 +1,11 @@
-"""The ``askdraw`` command line: ``askdraw ask`` and ``askdraw trace``."""
+"""The ``askdraw`` command line: ``askdraw ask``, ``trace``, ``chat`` and ``history``."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -85,8 +87,19 @@ def ask(
     status = err.status("askdraw: starting (models load on first use)", spinner="dots") if err.is_terminal and not trace else None
     if status:
         status.start()
+    # Ctrl-C cancels the run (its trace and result are still written); a second one quits at once.
+    cancel = threading.Event()
+
+    def on_interrupt(signum, frame) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        err.print("askdraw: cancelling (Ctrl-C again to quit at once)", markup=False)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
-        for event in agent.stream(text=question, audio=str(audio) if audio else None, progress=True):
+        for event in agent.stream(text=question, audio=str(audio) if audio else None, progress=True,
+                                  cancel=cancel):
             if event.kind == "progress" and status and event.progress.get("text") and event.progress.get("type") != "token":
                 status.update(f"askdraw: {event.progress['text']}")
             elif event.kind == "step" and trace:
@@ -96,6 +109,8 @@ def ask(
     finally:
         if status:
             status.stop()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     assert result is not None
     if json_out:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -103,6 +118,8 @@ def ask(
         _print_result(result)
     for notice in result.notices:
         err.print(f"askdraw: note: {notice}", markup=False)
+    if result.error == "cancelled":
+        _fail(f"cancelled; the run's trace is in {result.trace_path}", 130)
     if result.error and not result.answer:
         _fail(result.error, 1)
     if result.error:
@@ -160,6 +177,60 @@ def show_trace(
             sys.stdout.write(e.model_dump_json() + "\n")
     else:
         out.print(format_timeline(events), markup=False)
+
+
+def _agent_or_fail(overrides: dict):
+    """An Agent from CLI overrides; a bad setting is a one-line usage error (exit 2)."""
+    from pydantic import ValidationError
+
+    from agent.agent import Agent
+    from agent.settings import Settings
+    from tools.common import quiet_transformers
+
+    quiet_transformers()
+    try:
+        return Agent(Settings(**{k: v for k, v in overrides.items() if v is not None}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+
+
+@app.command()
+def chat(
+    thread: Annotated[Optional[str], typer.Argument(metavar="ID", show_default=False,
+                                                    help="With --resume: the conversation to resume (default: the most recent).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Resume a past conversation: the most recent, or ID (askdraw history lists them).")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are written.")] = Path("runs"),
+    seed: Annotated[Optional[int], typer.Option(help="Image seed.", min=0)] = None,
+    wiki: Annotated[str, typer.Option(help="Wikipedia: live | offline | PATH (.jsonl corpus or .zim file).", callback=_wiki_spec)] = "offline",
+    llm: Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a transformers hub id or folder.")] = None,
+    asr: Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")] = None,
+    image_model: Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")] = None,
+    image_steps: Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)] = None,
+) -> None:
+    """Talk with the agent: typed, spoken (/voice) or audio-file (/file) questions, follow-ups in context."""
+    if thread is not None and not resume:
+        _fail(f"unexpected argument '{thread}' (to resume a conversation: askdraw chat --resume {thread})", 2)
+    agent = _agent_or_fail({"out_dir": out_dir, "wiki": wiki, "llm": llm, "asr": asr, "image_model": image_model,
+                            "image_steps": image_steps, "image_size": image_size, "seed": seed})
+    from agent.chat import ChatError, run_chat
+
+    try:
+        code = run_chat(agent, resume=resume, thread_id=thread)
+    except ChatError as exc:
+        _fail(str(exc), exc.code)
+    raise typer.Exit(code)
+
+
+@app.command()
+def history() -> None:
+    """List past chat conversations (newest first): id, last update, turns, first question."""
+    from agent.chat import history_lines
+
+    agent = _agent_or_fail({})  # conversations live in $ASKDRAW_HOME/conversations.sqlite (ASKDRAW_MEMORY_PATH)
+    for line in history_lines(agent):
+        out.print(line, markup=False)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from tools.answer import content_words, split_sentences, stems
-from tools.common import load_prompt
+from tools.common import Cancelled, load_prompt
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
 _PRONOUNS = re.compile(rf"\b({_PRONOUN})\b", re.IGNORECASE)
@@ -55,6 +55,8 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     messages.append({"role": "user", "content": f"Previous question: {last.get('question', '')}\nFollow-up: {question}"})
     try:
         reply = llm.chat(messages, max_new_tokens=40)
+    except Cancelled:
+        raise
     except Exception as exc:  # the rule below still gives a usable question
         reply, error = "", f"{type(exc).__name__}: {exc}"
     else:

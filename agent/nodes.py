@@ -19,7 +19,7 @@ from agent.followup import standalone_question, topic_of_turn
 from agent.state import TURN_RESET, State, add_timings
 from agent.trace import TraceEvent, append_event, summarise
 from tools.answer import AnswerWriter, content_words, with_citation
-from tools.common import ToolError
+from tools.common import Cancelled, ToolError, cancellable
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
 
 
@@ -27,8 +27,6 @@ class StepError(RuntimeError):
     """A step failed in a way the run cannot recover from; the message is for the user."""
 
 
-class Cancelled(RuntimeError):
-    """The caller cancelled the turn (e.g. Ctrl-C in the chat)."""
 
 
 def _context(runtime: Runtime[Context] | None) -> Context:
@@ -65,7 +63,8 @@ def step(name: str, tool: str | None = None) -> Callable:
             error: BaseException | None = None
             out: Any = {}
             try:
-                out = fn(merged, ctx, fields)
+                with cancellable(ctx.cancel):
+                    out = fn(merged, ctx, fields)
             except BaseException as exc:  # recorded in the trace, then re-raised to stop the run
                 error = exc
             ms = round((time.perf_counter() - start) * 1000, 1)

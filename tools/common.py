@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 
 class ToolError(RuntimeError):
     """An error whose message is fit to show a user as one line (no traceback needed)."""
+
+
+class Cancelled(RuntimeError):
+    """The caller cancelled the work (e.g. Ctrl-C in the chat)."""
+
+
+_cancel_event: ContextVar[threading.Event | None] = ContextVar("askdraw_cancel", default=None)
+
+
+@contextmanager
+def cancellable(event: threading.Event | None) -> Iterator[None]:
+    """Within this block, long model calls (LLM generation) stop soon after ``event`` is set
+    and raise :class:`Cancelled`."""
+    token = _cancel_event.set(event)
+    try:
+        yield
+    finally:
+        _cancel_event.reset(token)
+
+
+def current_cancel_event() -> threading.Event | None:
+    return _cancel_event.get()
 
 
 def cache_dir() -> Path:

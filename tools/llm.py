@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.common import ToolError, cache_dir, quiet_transformers, require_package_dir
+from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, quiet_transformers, require_package_dir
 
 STARTER_LLM = "starter:smollm2-135m"
 _STARTERS = {
@@ -162,31 +162,36 @@ class LocalLLM:
 
         with self._lock:  # one generation at a time per model: torch on 2 cores gains nothing from more
             inputs = self._encode(messages, prefix)
+            cancel = current_cancel_event()
+            abort = threading.Event()  # set when on_token raises (e.g. the turn was cancelled)
+
+            class StopWhenAborted(StoppingCriteria):
+                def __call__(self, input_ids, scores, **_):
+                    stop = abort.is_set() or (cancel is not None and cancel.is_set())
+                    return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
             kwargs = dict(
                 **inputs,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
                 repetition_penalty=1.1,
                 pad_token_id=self._tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([StopWhenAborted()]),
             )
             if on_token is None:
                 with torch.inference_mode():
                     out = self._model.generate(**kwargs)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled")
                 new = out[0, inputs["input_ids"].shape[1]:]
                 return self._tokenizer.decode(new, skip_special_tokens=True).strip()
             streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-            abort = threading.Event()  # set when on_token raises (e.g. the turn was cancelled)
             error: list[BaseException] = []
-
-            class StopWhenAborted(StoppingCriteria):
-                def __call__(self, input_ids, scores, **_):
-                    return torch.full((input_ids.shape[0],), abort.is_set(), dtype=torch.bool)
 
             def run() -> None:
                 try:
                     with torch.inference_mode():
-                        self._model.generate(**kwargs, streamer=streamer,
-                                             stopping_criteria=StoppingCriteriaList([StopWhenAborted()]))
+                        self._model.generate(**kwargs, streamer=streamer)
                 except BaseException as exc:  # surfaced below
                     error.append(exc)
                     streamer.end()
@@ -208,6 +213,8 @@ class LocalLLM:
             worker.join()
             if error:
                 raise error[0]
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
             return "".join(pieces).strip()
 
     def score_labels(
