@@ -70,6 +70,17 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     return _substitute(question, topic), f"{why}; referred to the earlier topic '{topic}'"
 
 
+def _as_asked(title: str, question: str) -> str:
+    """The article title as the question worded it ("Turtle" asked as "sea turtles" -> "turtles"),
+    so a rewritten follow-up reads naturally; the title itself when the question does not use it."""
+    wanted = stems(title)
+    words = re.findall(r"[\w'-]+", question)
+    hits = [i for i, w in enumerate(words) if stems(w) & wanted]
+    if not hits or not wanted <= stems(" ".join(words[i] for i in hits)):
+        return title
+    return " ".join(words[hits[0] : hits[-1] + 1])
+
+
 def topic_of_turn(state: dict[str, Any]) -> str:
     """What a finished turn was about, for later follow-ups."""
     from tools.image_prompt import request_subject
@@ -78,7 +89,7 @@ def topic_of_turn(state: dict[str, Any]) -> str:
     if state.get("route") == "search" and state.get("sources"):
         answer = state.get("answer") or ""
         if "did not find" not in answer:
-            return state["sources"][0]["title"]
+            return _as_asked(state["sources"][0]["title"], question)
     if state.get("route") == "draw":
         return request_subject(question)
     names = re.findall(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*", question)[1:] if question else []

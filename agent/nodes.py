@@ -264,6 +264,8 @@ def rewrite_image_prompt(state: State, ctx: Context, ev: dict[str, Any]) -> dict
     passages = state.get("passages") or []
     title = passages[0]["title"] if passages and state.get("route") == "search" else None
     answer_text = (state.get("answer") or "").split("\n\nSource:")[0]
+    if "did not find the answer" in answer_text:  # nothing found: picture the question's topic only
+        answer_text = ""
     return _rewrite(source_for_answer(question_of(state), answer_text, title), ctx, ev, min_share=0.5)
 
 

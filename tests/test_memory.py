@@ -65,7 +65,7 @@ def test_unusable_llm_rewrite_falls_back_to_the_topic(tmp_path):
     thread = agent.new_thread_id()
     agent.ask(text="How long do sea turtles live?", thread_id=thread)
     second = agent.ask(text="And what do they eat?", thread_id=thread)
-    assert second.standalone_question == "What do Sea turtle eat?"
+    assert second.standalone_question == "What do sea turtles eat?"  # the topic as the user worded it
 
 
 def test_a_failed_turn_does_not_show_the_previous_answer(tmp_path):

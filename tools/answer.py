@@ -38,9 +38,12 @@ def content_words(text: str) -> list[str]:
 
 
 def stem(word: str) -> str:
-    """A light suffix stripper, enough to match 'ended'/'end' or 'painted'/'painting'."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+    """A light suffix stripper, enough to match 'ended'/'end', 'painted'/'painting',
+    'turtles'/'turtle' and 'boxes'/'box'."""
+    if word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")) and len(word) > 4:
+        return word[:-2]
+    for suffix in ("ing", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
             return word[: -len(suffix)]
     return word
 

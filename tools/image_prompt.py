@@ -133,7 +133,7 @@ def source_for_answer(question: str, answer: str, title: str | None = None) -> s
     """What to illustrate for a question that was answered in text: its topic and answer."""
     first = next(iter(split_sentences(answer)), answer)
     topic = title or question.rstrip("?")
-    return f"{topic}. {first}"[:400]
+    return f"{topic}. {first}"[:400] if first else topic[:400]
 
 
 _default: PromptRewriter | None = None
