@@ -239,6 +239,18 @@ class ChatSession:
 
     def run(self) -> int:
         """The read-eval-print loop; returns the exit status (0)."""
+        # Ctrl-C must reach the session even when it was started with SIGINT ignored (a job
+        # started in the background by a non-interactive shell inherits SIG_IGN).
+        restore = None
+        if threading.current_thread() is threading.main_thread():
+            restore = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return self._loop()
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGINT, restore)
+
+    def _loop(self) -> int:
         self.banner()
         self._start_preload()
         try:

@@ -186,6 +186,7 @@ def test_ctrl_c_cancels_the_running_turn_and_the_session_goes_on(tmp_path):
             return "word " * 200
 
     agent = make_agent(tmp_path, SlowLLM(labels=["answer", "answer"]))
+    before = signal.getsignal(signal.SIGINT)
     timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     start = time.perf_counter()
     timer.start()
@@ -201,7 +202,7 @@ def test_ctrl_c_cancels_the_running_turn_and_the_session_goes_on(tmp_path):
     events = read_trace(Path(chat.last.trace_path).parent)
     assert events[-1].error == "cancelled"
     assert "ERROR: cancelled" in out.split(PROMPT)[2]  # /trace shows the cancelled turn
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is before  # restored
 
 
 def test_ctrl_c_and_ctrl_d_at_the_prompt_leave_cleanly(tmp_path):
