@@ -42,44 +42,39 @@ def _wiki_spec(value: str) -> str:
     return str(path)
 
 
+# Options shared by `ask` and `chat` (and `trace` for --out).
+OutDir = Annotated[Path, typer.Option("--out", help="Where runs are written.")]
+Seed = Annotated[Optional[int], typer.Option(help="Image seed.", min=0)]
+Wiki = Annotated[str, typer.Option(help="Wikipedia: live | offline | PATH (.jsonl corpus or .zim file).", callback=_wiki_spec)]
+Llm = Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a transformers hub id or folder.")]
+Asr = Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")]
+ImageModel = Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")]
+ImageSteps = Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)]
+
+
 @app.command()
 def ask(
     question: Annotated[Optional[str], typer.Argument(help="The question (or use --audio).")] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Ask with an audio file (wav/flac/ogg/opus/mp3).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are written.")] = Path("runs"),
-    seed: Annotated[Optional[int], typer.Option(help="Image seed.", min=0)] = None,
+    out_dir: OutDir = Path("runs"),
+    seed: Seed = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result as JSON on stdout.")] = False,
     trace: Annotated[bool, typer.Option("--trace", help="Print each step's tool decision to stderr as it happens.")] = False,
-    wiki: Annotated[str, typer.Option(help="Wikipedia: live | offline | PATH (.jsonl corpus or .zim file).", callback=_wiki_spec)] = "offline",
-    llm: Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a transformers hub id or folder.")] = None,
-    asr: Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")] = None,
-    image_model: Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")] = None,
-    image_steps: Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)] = None,
+    wiki: Wiki = "offline",
+    llm: Llm = None,
+    asr: Asr = None,
+    image_model: ImageModel = None,
+    image_steps: ImageSteps = None,
+    image_size: ImageSize = None,
 ) -> None:
     """Ask one question; print the answer, the route and why, the sources, and the image path."""
     if question is None and audio is None:
         _fail("give a question, or --audio FILE", 2)
     if question is not None and not question.strip() and audio is None:
         _fail("empty question: type a question or give an audio file", 2)
-    from pydantic import ValidationError
-
-    from agent.agent import Agent
-    from agent.settings import Settings
-    from tools.common import quiet_transformers
-
-    quiet_transformers()
-
-    overrides = {"out_dir": out_dir, "wiki": wiki}
-    for key, value in (("llm", llm), ("asr", asr), ("image_model", image_model),
-                       ("image_steps", image_steps), ("image_size", image_size), ("seed", seed)):
-        if value is not None:
-            overrides[key] = value
-    try:
-        agent = Agent(Settings(**overrides))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+    agent = _agent_or_fail({"out_dir": out_dir, "wiki": wiki, "llm": llm, "asr": asr, "image_model": image_model,
+                            "image_steps": image_steps, "image_size": image_size, "seed": seed})
 
     from agent.trace import format_event
 
@@ -156,7 +151,7 @@ def _print_result(result) -> None:
 @app.command("trace")
 def show_trace(
     run_id: Annotated[Optional[str], typer.Argument(help="Run id, run folder, or omit for the latest run.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are written.")] = Path("runs"),
+    out_dir: OutDir = Path("runs"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSON events.")] = False,
 ) -> None:
     """Print a run's steps and decisions as a readable timeline."""
@@ -200,14 +195,14 @@ def chat(
     thread: Annotated[Optional[str], typer.Argument(metavar="ID", show_default=False,
                                                     help="With --resume: the conversation to resume (default: the most recent).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Resume a past conversation: the most recent, or ID (askdraw history lists them).")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are written.")] = Path("runs"),
-    seed: Annotated[Optional[int], typer.Option(help="Image seed.", min=0)] = None,
-    wiki: Annotated[str, typer.Option(help="Wikipedia: live | offline | PATH (.jsonl corpus or .zim file).", callback=_wiki_spec)] = "offline",
-    llm: Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a transformers hub id or folder.")] = None,
-    asr: Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")] = None,
-    image_model: Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")] = None,
-    image_steps: Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)] = None,
+    out_dir: OutDir = Path("runs"),
+    seed: Seed = None,
+    wiki: Wiki = "offline",
+    llm: Llm = None,
+    asr: Asr = None,
+    image_model: ImageModel = None,
+    image_steps: ImageSteps = None,
+    image_size: ImageSize = None,
 ) -> None:
     """Talk with the agent: typed, spoken (/voice) or audio-file (/file) questions, follow-ups in context."""
     if thread is not None and not resume:
