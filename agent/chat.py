@@ -11,7 +11,6 @@ token, a final panel); when stdout is not a terminal the same content is printed
 
 from __future__ import annotations
 
-import inspect
 import os
 import queue
 import shlex
@@ -55,28 +54,10 @@ class ChatError(Exception):
         self.code = code
 
 
-# -- what the agent supports -------------------------------------------------------------------
-def accepts(fn: Callable[..., Any], name: str) -> bool:
-    """Whether ``fn`` takes the keyword argument ``name``."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def conversations(agent: Any) -> list[dict[str, Any]] | None:
-    """Past conversations, newest first; None when the agent keeps no conversations."""
-    method = getattr(agent, "conversations", None)
-    return list(method()) if callable(method) else None
-
-
 def resolve_resume(agent: Any, wanted: str | None) -> dict[str, Any]:
     """The conversation ``--resume [ID]`` names: ``wanted`` (an id or a unique prefix of one), or
     the most recent one. Raises :class:`ChatError` (exit 2) when there is none such."""
-    known = conversations(agent)
-    if known is None:
-        raise ChatError("this agent keeps no conversations, so there is nothing to resume")
+    known = list(agent.conversations())
     if not known:
         raise ChatError("no conversations to resume yet (start one with `askdraw chat`)")
     if wanted is None:
@@ -113,7 +94,7 @@ def clip(text: Any, limit: int) -> str:
 
 def history_lines(agent: Any) -> list[str]:
     """``askdraw history``: one line per past conversation, newest first."""
-    known = conversations(agent)
+    known = list(agent.conversations())
     if not known:
         return ["no conversations yet"]
     width = max(len(str(c.get("thread_id", ""))) for c in known)
@@ -167,11 +148,7 @@ class ChatSession:
         self.last: Any = None  # the last turn's Result
         self.turns = 0
         self.resumed = resume
-        self.memory = accepts(agent.stream, "thread_id")
-        self.can_cancel = accepts(agent.stream, "cancel")
-        self.thread_id: str | None = None
-        if self.memory:
-            self.thread_id = resume["thread_id"] if resume else self._new_thread_id()
+        self.thread_id: str = resume["thread_id"] if resume else str(agent.new_thread_id())
         self._interrupts = 0
         self._cancel: threading.Event | None = None
         self._leftover: threading.Thread | None = None  # a turn abandoned while it still ran
@@ -179,17 +156,9 @@ class ChatSession:
         self._preload_result: dict[str, Any] | None = None
         self._preload_error: BaseException | None = None
         self._preload_reported = False
-        self._want_preload = preload and callable(getattr(agent, "preload", None))
+        self._want_preload = preload
 
     # -- helpers ------------------------------------------------------------------------------
-    def _new_thread_id(self) -> str:
-        make = getattr(self.agent, "new_thread_id", None)
-        if callable(make):
-            return str(make())
-        import uuid
-
-        return uuid.uuid4().hex[:12]
-
     @property
     def recorder(self) -> Any:
         if self._recorder is None:
@@ -204,9 +173,7 @@ class ChatSession:
         self.console.print(text, soft_wrap=True)  # the terminal wraps; paths are never broken
 
     def _settings_line(self) -> str:
-        s = getattr(self.agent, "settings", None)
-        if s is None:
-            return ""
+        s = self.agent.settings
         image = s.image_model or "none (labelled cards; --image-model to draw)"
         return f"models: llm {s.llm}, asr {s.asr}, wiki {s.wiki}, image {image}"
 
@@ -217,9 +184,7 @@ class ChatSession:
         self.say(title)
         for name, what in HELP[1:]:
             self.say(Text.assemble(("  " + name.ljust(11), "cyan"), what))
-        if not self.memory:
-            self.say("conversation memory is not available: each question is answered on its own", "yellow")
-        elif self.resumed:
+        if self.resumed:
             r = self.resumed
             turns = r.get("turns")
             last = clip(r.get("last_question") or r.get("first_question"), 60)
@@ -301,10 +266,7 @@ class ChatSession:
         return True
 
     def new_conversation(self) -> None:
-        if not self.memory:
-            self.say("conversation memory is not available: every question is already on its own", "yellow")
-            return
-        self.thread_id = self._new_thread_id()
+        self.thread_id = str(self.agent.new_thread_id())
         self.resumed = None
         self.say(Text.assemble("new conversation ", (str(self.thread_id), "bold")))
 
@@ -480,11 +442,8 @@ class ChatSession:
         if label:
             self.say(label, "dim")
         cancel = threading.Event()
-        kwargs: dict[str, Any] = {"text": text, "audio": audio, "progress": True}
-        if self.memory:
-            kwargs["thread_id"] = self.thread_id
-        if self.can_cancel:
-            kwargs["cancel"] = cancel
+        kwargs: dict[str, Any] = {"text": text, "audio": audio, "progress": True,
+                                  "thread_id": self.thread_id, "cancel": cancel}
         events: queue.Queue = queue.Queue()
         start = time.perf_counter()
         first_turn = self.turns == 0 and self._preload_thread is None
@@ -513,7 +472,7 @@ class ChatSession:
             for kind, item in _drain(events, lambda: self._interrupts):
                 if self._interrupts > seen:
                     seen = self._interrupts
-                    if not self.can_cancel or seen >= 2:
+                    if seen >= 2:
                         abandoned = True
                         break
                     view.note("cancelling this turn (Ctrl-C again to stop waiting)", "yellow")
