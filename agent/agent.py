@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import new_run_id
+from agent.nodes import error_message, new_run_id
 from tools.common import Cancelled
 from agent.settings import Settings
 from agent.state import Source
@@ -217,15 +217,7 @@ class Agent:
     # -- output -----------------------------------------------------------------------------
     def _result(self, run_id: str, run_dir: Path, values: dict[str, Any], notices: list[str],
                 error: BaseException | None) -> Result:
-        message = None
-        if error is not None:
-            message = " ".join(str(error).split()) or type(error).__name__
-            from tools.common import ToolError
-
-            if isinstance(error, Cancelled):
-                message = "cancelled"
-            elif not isinstance(error, (ValueError, ToolError)) and type(error).__name__ != "StepError":
-                message = f"{type(error).__name__}: {message}"
+        message = error_message(error) if error is not None else None
         result = Result(
             run_id=run_id,
             question=(values.get("transcript") or values.get("question") or "") if values else "",

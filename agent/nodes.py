@@ -70,7 +70,7 @@ def step(name: str, tool: str | None = None) -> Callable:
             ms = round((time.perf_counter() - start) * 1000, 1)
             handled = fields.pop("error", None)  # a failure the node recovered from (it still shows)
             event = TraceEvent(run_id=run_id, step=name, ms=ms,
-                               error=_one_line(error) if error else handled, **fields)
+                               error=error_message(error) if error else handled, **fields)
             try:
                 append_event(merged["run_dir"], event)
             except OSError as exc:
@@ -104,7 +104,8 @@ def _emit(event: TraceEvent) -> None:
     writer({"type": "step", "event": event.model_dump()})
 
 
-def _one_line(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
+    """One line for the user: our own errors as they are, others with their type."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, Cancelled):
         return "cancelled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -76,8 +77,10 @@ def quiet_transformers() -> None:
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 
 
+@functools.lru_cache(maxsize=None)
 def load_prompt(name: str) -> str:
-    """Read a prompt template from ``prompts/<name>`` (prompts are data files, not literals)."""
+    """Read a prompt template from ``prompts/<name>`` (prompts are data files, not literals).
+    Read once per process: every decision and answer uses them."""
     path = PROMPTS_DIR / name
     try:
         return path.read_text(encoding="utf-8").strip()
