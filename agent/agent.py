@@ -141,15 +141,22 @@ class Agent:
     # -- running ----------------------------------------------------------------------------
     def stream(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
                run_id: str | None = None, progress: bool = False, thread_id: str | None = None,
-               cancel: threading.Event | None = None) -> Iterator[StepEvent]:
+               cancel: threading.Event | None = None, route: str | None = None,
+               image: bool | None = None) -> Iterator[StepEvent]:
         """Run one question, yielding a ``StepEvent`` per finished step (and, with
         ``progress=True``, answer tokens and image steps as they happen); the last event carries
         the :class:`Result`. The run's trace and result are written even when it fails.
 
         ``thread_id``: the turn belongs to that conversation (kept in SQLite), so follow-ups
         ("and what do they eat?") are understood in context. ``cancel``: set it to stop the turn
-        (between steps, and mid-answer); the result then has ``error == "cancelled"``."""
+        (between steps, and mid-answer); the result then has ``error == "cancelled"``.
+        ``route`` ('search' | 'answer' | 'draw'; default ``settings.route``) skips the decision;
+        ``image=False`` (default ``settings.image``) answers in text only."""
         run_id = run_id or new_run_id()
+        route = self.settings.route if route is None else route
+        if route not in ("auto", "search", "answer", "draw"):
+            raise ValueError(f"route must be 'auto', 'search', 'answer' or 'draw', not {route!r}")
+        image = self.settings.image if image is None else bool(image)
         run_dir = Path(self.settings.out_dir) / run_id
         notices: list[str] = []
         events: queue.Queue = queue.Queue()
@@ -169,7 +176,8 @@ class Agent:
                 state = self._prepare(text, audio, run_dir, notices)
                 values.update(state)
                 inputs = {"question": None, "audio_path": None, **state, "run_id": run_id, "run_dir": str(run_dir),
-                          "seed": self.settings.seed if seed is None else seed}
+                          "seed": self.settings.seed if seed is None else seed,
+                          "force_route": None if route == "auto" else route, "want_image": image}
                 ctx = Context(tools=self.tools, on_progress=on_progress, cancel=cancel)
                 graph, config = self.graph, None
                 if thread_id:
@@ -203,12 +211,13 @@ class Agent:
 
     def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
             run_id: str | None = None, thread_id: str | None = None,
-            cancel: threading.Event | None = None) -> Result:
+            cancel: threading.Event | None = None, route: str | None = None,
+            image: bool | None = None) -> Result:
         """Answer one question (typed ``text``, or ``audio``: a file path, a 16 kHz mono array,
         or an ``(array, sample_rate)`` tuple). Never raises for bad input: see ``Result.error``."""
         result = None
         for event in self.stream(text=text, audio=audio, seed=seed, run_id=run_id, thread_id=thread_id,
-                                 cancel=cancel):
+                                 cancel=cancel, route=route, image=image):
             if event.kind == "result":
                 result = event.result
         assert result is not None

@@ -50,6 +50,8 @@ Llm = Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a t
 Asr = Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")]
 ImageModel = Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")]
 ImageSteps = Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)]
+RouteOpt = Annotated[Optional[str], typer.Option("--route", help="Force a route: search | answer | draw (default: the LLM decides).")]
+ImageOnOff = Annotated[Optional[bool], typer.Option("--image/--no-image", help="--no-image: text only, skip the image prompt and image.")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)]
 
 
@@ -67,6 +69,8 @@ def ask(
     image_model: ImageModel = None,
     image_steps: ImageSteps = None,
     image_size: ImageSize = None,
+    route: RouteOpt = None,
+    image: ImageOnOff = None,
 ) -> None:
     """Ask one question; print the answer, the route and why, the sources, and the image path."""
     if question is None and audio is None:
@@ -74,7 +78,8 @@ def ask(
     if question is not None and not question.strip() and audio is None:
         _fail("empty question: type a question or give an audio file", 2)
     agent = _agent_or_fail({"out_dir": out_dir, "wiki": wiki, "llm": llm, "asr": asr, "image_model": image_model,
-                            "image_steps": image_steps, "image_size": image_size, "seed": seed})
+                            "image_steps": image_steps, "image_size": image_size, "seed": seed,
+                            "route": route, "image": image})
 
     from agent.trace import format_event
 
@@ -203,12 +208,15 @@ def chat(
     image_model: ImageModel = None,
     image_steps: ImageSteps = None,
     image_size: ImageSize = None,
+    route: RouteOpt = None,
+    image: ImageOnOff = None,
 ) -> None:
     """Talk with the agent: typed, spoken (/voice) or audio-file (/file) questions, follow-ups in context."""
     if thread is not None and not resume:
         _fail(f"unexpected argument '{thread}' (to resume a conversation: askdraw chat --resume {thread})", 2)
     agent = _agent_or_fail({"out_dir": out_dir, "wiki": wiki, "llm": llm, "asr": asr, "image_model": image_model,
-                            "image_steps": image_steps, "image_size": image_size, "seed": seed})
+                            "image_steps": image_steps, "image_size": image_size, "seed": seed,
+                            "route": route, "image": image})
     from agent.chat import ChatError, run_chat
 
     try:

@@ -5,6 +5,7 @@
                                                     --draw----> draw (image prompt from the request)
     answer -> rewrite_image_prompt -> generate_image -> finish -> END
     draw   ----------------------------> generate_image
+    (text only, ``want_image=False``: answer -> finish, draw -> finish)
 
 ``graph`` (below) is what ``langgraph.json`` exports for LangGraph tooling.
 """
@@ -24,6 +25,14 @@ def _entry(state: State) -> Literal["transcribe", "decide"]:
     return "transcribe" if state.get("audio_path") else "decide"
 
 
+def _after_answer(state: State) -> Literal["rewrite_image_prompt", "finish"]:
+    return "finish" if state.get("want_image") is False else "rewrite_image_prompt"
+
+
+def _after_draw(state: State) -> Literal["generate_image", "finish"]:
+    return "finish" if state.get("want_image") is False else "generate_image"
+
+
 def build_graph(checkpointer=None):
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
     builder.add_node("transcribe", nodes.transcribe)
@@ -39,9 +48,9 @@ def build_graph(checkpointer=None):
 
     builder.add_conditional_edges(START, _entry)
     builder.add_edge("transcribe", "decide")
-    builder.add_edge("answer", "rewrite_image_prompt")
+    builder.add_conditional_edges("answer", _after_answer)
     builder.add_edge("rewrite_image_prompt", "generate_image")
-    builder.add_edge("draw", "generate_image")
+    builder.add_conditional_edges("draw", _after_draw)
     builder.add_edge("generate_image", "finish")
     builder.add_edge("finish", END)
     return builder.compile(checkpointer=checkpointer, name="askdraw")

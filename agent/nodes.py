@@ -16,6 +16,7 @@ from langgraph.types import Command
 
 from agent.context import Context
 from agent.followup import standalone_question, topic_of_turn
+from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, add_timings
 from agent.trace import TraceEvent, append_event, summarise
 from tools.answer import AnswerWriter, content_words, with_citation
@@ -156,7 +157,12 @@ def decide(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["s
     ensure_loaded(router.llm, ev, "llm")
     history = state.get("history") or []
     question, how = standalone_question(asked, history[-3:], router.llm)
-    decision = router.decide(question)
+    forced = state.get("force_route")
+    if forced:
+        decision = RouteDecision(route=forced, reason=f"the route was forced by the caller (route={forced}); "
+                                 "the LLM did not decide")
+    else:
+        decision = router.decide(question)
     ev["decision"], ev["reason"] = decision.route, decision.reason
     ev["data"] = {**ev.get("data", {}), "scores": decision.scores, "attempts": decision.attempts, "fallback": decision.fallback,
                   "errors": decision.errors}
@@ -313,7 +319,9 @@ def finish(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
     update: dict[str, Any] = {}
     if state.get("route") == "draw":
         prompt = state.get("image_prompt", "")
-        if state.get("image_generated"):
+        if state.get("want_image") is False:
+            text = f"Images are off for this question, so nothing was drawn. The picture would show: {prompt}"
+        elif state.get("image_generated"):
             text = f"I drew: {prompt}"
         else:
             text = f"I could not draw it: no image was generated (see the notice). The picture would show: {prompt}"

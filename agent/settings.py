@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,16 @@ class Settings(BaseSettings):
     )
     image_steps: int | None = Field(None, ge=1, le=200, description="Denoising steps (None: model default).")
     image_size: int = Field(512, ge=64, le=2048, description="Image width and height in pixels (multiple of 8).")
+    route: Literal["auto", "search", "answer", "draw"] = Field(
+        "auto",
+        description="'auto': the LLM decides; 'search', 'answer' or 'draw' forces that route "
+        "(for scripts and evaluations; the trace says it was forced).",
+    )
+    image: bool = Field(
+        True,
+        description="False: text only. Search and answer routes skip the image prompt and the image; "
+        "the draw route writes its image prompt but draws nothing.",
+    )
     wiki: str = Field(
         "offline",
         description="Wikipedia backend: 'offline' (10k Wikipedia leads shipped on PyPI), 'live' "

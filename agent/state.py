@@ -33,6 +33,8 @@ class InputState(TypedDict, total=False):
     run_id: str
     run_dir: str
     seed: int
+    force_route: Route | None  # skip the decision and take this route (None: the LLM decides)
+    want_image: bool  # False: text only, no image prompt or image for the search/answer routes
 
 
 class State(InputState, total=False):

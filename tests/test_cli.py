@@ -139,6 +139,24 @@ def test_invalid_setting_is_one_error_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_unknown_route_is_one_error_line(tmp_path):
+    proc = askdraw("ask", "Who painted the Mona Lisa?", "--route", "paint", cwd=tmp_path)
+    assert_one_line_error(proc, "route", code=2)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_real_forced_route_text_only(tmp_path):
+    out = tmp_path / "runs"
+    proc = askdraw("ask", "Write a haiku about rain", "--route", "search", "--no-image", "--json", "--out", str(out),
+                   cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["route"] == "search" and "forced" in result["route_reason"]
+    assert result["image_path"] is None and result["image_prompt"] is None
+    assert list(result["timings_ms"]) == ["decide", "search_wikipedia", "answer", "finish"]
+
+
 def test_trace_of_a_missing_run_is_an_error(tmp_path):
     proc = askdraw("trace", "20990101-000000-abcdef", "--out", str(tmp_path / "runs"), cwd=tmp_path)
     assert_one_line_error(proc, "20990101-000000-abcdef", code=1)

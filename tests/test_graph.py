@@ -656,3 +656,39 @@ def test_langgraph_json_points_at_the_graph():
     assert any(t.replace("./", "").endswith("agent/graph.py:graph") for t in targets), targets
     module, _, attr = targets[0].replace("./", "").partition(":")
     assert (REPO / module).is_file() and attr == "graph"
+
+
+# -- forced route, text only -----------------------------------------------------------------
+def test_forced_route_skips_the_decision_and_says_so(tmp_path):
+    llm = ScriptedLLM(replies=["Leonardo da Vinci painted it."], labels=["draw"])  # the LLM would say draw
+    agent = make_agent(tmp_path, llm, wiki=FakeWiki([MONA_LISA]))
+    r = agent.ask(text="Who painted the Mona Lisa?", route="search", image=False)
+
+    assert r.route == "search" and r.error is None
+    assert "forced" in r.route_reason and "did not decide" in r.route_reason
+    assert not any(kind == "score" for kind, _ in llm.calls)  # no label scoring happened
+    assert steps_of(r) == ["decide", "search_wikipedia", "answer", "finish"]  # text only: no image steps
+    assert r.image_path is None and r.image_prompt is None and "Leonardo" in r.answer
+
+    # the next call on the same Agent is back to the settings' defaults (LLM decides, image on)
+    r2 = agent.ask(text="Show me a cat eating fish")
+    assert r2.route == "draw" and "forced" not in r2.route_reason
+    assert steps_of(r2) == ["decide", "draw", "generate_image", "finish"]
+
+
+def test_text_only_setting_on_the_draw_route_writes_the_prompt_but_draws_nothing(tmp_path):
+    llm = ScriptedLLM(replies=["A cat eating a fish, cartoon"], labels=["draw"])
+    settings = Settings(out_dir=tmp_path / "runs", image=False)
+    tools = Toolbox(settings, llm=llm, asr=NoASR(), wiki=FakeWiki(), image=ImageGenerator(None, width=64, height=64))
+    r = Agent(settings, tools=tools).ask(text="Show me a cat eating fish")
+
+    assert r.route == "draw" and r.error is None
+    assert steps_of(r) == ["decide", "draw", "finish"]
+    assert r.image_path is None and "cat" in r.image_prompt.lower()
+    assert r.answer.startswith("Images are off") and r.image_prompt in r.answer
+
+
+def test_a_bad_forced_route_is_refused(tmp_path):
+    agent = make_agent(tmp_path, ScriptedLLM(replies=["x"], labels=["answer"]))
+    with pytest.raises(ValueError, match="route must be"):
+        agent.ask(text="hello", route="paint")
