@@ -14,6 +14,7 @@ from tools.image_prompt import (
     PromptRewriter,
     approx_clip_tokens,
     keeps_source,
+    loops,
     request_subject,
 )
 
@@ -56,6 +57,11 @@ def test_rewriter_uses_a_good_rewrite_and_rejects_a_chatty_one():
     result = chatty.rewrite("cat eating fish")
     assert not result.rewritten
     assert result.prompt.startswith("cat eating fish") and "chatted" in result.note
+
+    looping = PromptRewriter(ScriptedLLM(replies=["Two frisbees, colorful fun, big fun, big fun, big fun, big fun"]))
+    result = looping.rewrite("two frisbees")
+    assert not result.rewritten and "repeats itself" in result.note
+    assert not loops("a dog and a dog") and loops("big fun, big fun, big fun, big fun")
 
     rambling = PromptRewriter(ScriptedLLM(replies=["a " + "very " * 200 + "long prompt about a cat eating fish"]))
     assert approx_clip_tokens(rambling.rewrite("cat eating fish").prompt) <= CLIP_MAX_TOKENS

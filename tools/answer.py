@@ -153,7 +153,7 @@ class AnswerWriter:
 
 def question_names(question: str) -> set[str]:
     """Stems of the capitalised words after the first (the names a question asks about)."""
-    words = re.findall(r"[A-Za-z0-9][\w'-]*", question)
+    words = [re.sub(r"['’]s$", "", w) for w in re.findall(r"[A-Za-z0-9][\w'’-]*", question)]  # Victoria's
     return {stem(w.lower()) for w in words[1:] if w[0].isupper() and w.lower() not in _STOP}
 
 

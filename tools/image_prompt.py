@@ -51,6 +51,14 @@ def _numbers(text: str) -> set[str]:
     return {w for w in words if w.isdigit() or w in _NUMBER_WORDS}
 
 
+def loops(text: str, times: int = 3) -> bool:
+    """Does some run of three words occur ``times`` times or more? Small models often loop
+    ("big fun, fun, fun, ..."); such a prompt is not a description."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return any(grams.count(g) >= times for g in set(grams))
+
+
 def keeps_source(source: str, prompt: str, min_share: float = 0.8) -> tuple[bool, str]:
     """Does ``prompt`` keep every number and at least ``min_share`` of the content words of
     ``source``? Returns (ok, reason)."""
@@ -114,6 +122,8 @@ class PromptRewriter:
             ok, why = False, "the model returned nothing"
         elif _CHATTY.search(prompt) and not _CHATTY.search(source):
             ok, why = False, "the model chatted instead of describing a picture"
+        elif loops(prompt) and not loops(source):
+            ok, why = False, "the model's rewrite repeats itself"
         else:
             ok, why = keeps_source(source, prompt, min_share)
         if ok and approx_clip_tokens(prompt) > CLIP_MAX_TOKENS:
