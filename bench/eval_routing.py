@@ -1,49 +1,131 @@
-"""Route-decision accuracy of the agent's router (the real LLM) on labelled requests.
+"""Route-decision quality of the agent's router (the real LLM), side by side with two baselines.
 
     .venv/bin/python bench/eval_routing.py [--data ../shared/data/routing/dev.jsonl] [--json]
+    .venv/bin/python bench/eval_routing.py --heldout [--json]
 
-Prints accuracy, per-class precision/recall and the confusion matrix, and writes them to
-bench/results/routing.json. ``--json`` prints only the headline JSON object on stdout.
+``--data``: JSONL lines of ``{text, route}`` (default: the labelled dev set). ``--heldout``: instead,
+150 requests built here from the raw sources the dev set was drawn from, with rows and wordings the
+dev set does not use (see :func:`heldout_rows`); nothing was tuned on them, so they estimate how the
+decision carries over to requests worded differently.
+
+Prints accuracy, per-class precision/recall, the confusion matrix and ms per decision for the LLM
+router and for two baselines (always-search; a keyword rule), and writes them to
+``bench/results/routing.json`` (``routing_heldout.json`` with ``--heldout``). ``--json`` prints
+only the headline JSON object on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import random
+import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.router import Router  # noqa: E402
 from agent.state import ROUTES  # noqa: E402
-from tools.common import quiet_transformers  # noqa: E402
-from tools.llm import STARTER_LLM, LocalLLM  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "routing" / "dev.jsonl"
+DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = DATA / "routing" / "dev.jsonl"
+
+# -- baselines -------------------------------------------------------------------------------
+
+_DRAW_WORDS = re.compile(r"\b(draw|drawing|show me|picture|image|illustrat\w*|paint|painting|sketch|see)\b", re.I)
+_QUESTION = re.compile(r"^\s*(who|what|when|where|which|whose|how many|how old|in what|is|are|was|were|did|does)\b", re.I)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JSONL lines of {text, route}")
-    parser.add_argument("--llm", default=STARTER_LLM)
-    parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
-    args = parser.parse_args()
-    if not args.data.is_file():
-        sys.exit(f"eval_routing: no data file {args.data}")
-    rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    quiet_transformers()
-    router = Router(LocalLLM(args.llm))
-    router.llm.load()
-    router.bias()
+def always_search(text: str) -> str:
+    return "search"
+
+
+def keyword_rule(text: str) -> str:
+    """The obvious rule: picture words -> draw; a question naming something capitalised -> search;
+    anything else -> answer."""
+    if _DRAW_WORDS.search(text):
+        return "draw"
+    names = [w for w in re.findall(r"[A-Za-z][\w'-]*", text)[1:] if w[0].isupper() and w != "I"]
+    if _QUESTION.search(text) and names:
+        return "search"
+    return "answer"
+
+
+# -- held-out requests -----------------------------------------------------------------------
+
+# Request wrappers of our own, unlike the dev set's ("Show me", "Draw", "Please illustrate",
+# "I'd like to see", "Can you make a picture of").
+_DRAW_WRAPPERS = (
+    "Could you sketch {p}?", "Paint {p}.", "Generate an image of {p}.", "I want a picture of {p}.",
+    "Let me see {p}.", "Make me an illustration of {p}.", "Render {p}, please.", "Picture this for me: {p}.",
+    "What would {p} look like? Draw it.", "Create artwork showing {p}.",
+)
+
+
+def _lower_first(text: str) -> str:
+    text = text.strip().rstrip(".")
+    acronym = len(text) > 1 and text[1].isupper()
+    return text if acronym else text[:1].lower() + text[1:]
+
+
+def heldout_rows(seed: int = 7, per_class: int = 50) -> list[dict]:
+    """``per_class`` requests per route from the raw sources, excluding every dev text.
+
+    search: PopQA long-tail questions in their original wording (``sources.txt``), rows the dev set
+    does not use; answer: Alpaca seed instructions not in the dev set (with their input appended
+    when they have one); draw: PartiPrompts/DrawBench prompts not in the dev set, wrapped in the
+    request forms above."""
+    dev = {json.loads(line)["text"] for line in DEFAULT_DATA.read_text().splitlines() if line.strip()}
+    dev_norm = {" ".join(t.lower().split()) for t in dev}
+    rng = random.Random(seed)
+
+    def unseen(text: str) -> bool:
+        low = " ".join(text.lower().split())
+        return low not in dev_norm and not any(low in d for d in dev_norm)
+
+    popqa = (DATA / "raw" / "popqa" / "crag_popqa_longtail" / "sources.txt").read_text().splitlines()
+    with (DATA / "raw" / "popqa" / "DisambPopQA_longtail1399.csv").open(encoding="utf-8") as f:
+        rewritten = [row["question"] for row in csv.DictReader(f)]
+    search = [q for q, r in zip(popqa, rewritten) if q.strip() and unseen(q) and unseen(r)]
+    seeds = [json.loads(line) for line in (DATA / "raw" / "alpaca_seed" / "seed_tasks.jsonl").read_text().splitlines()]
+    answer = []
+    for task in seeds:
+        inst, extra = task["instruction"].strip(), (task["instances"][0].get("input") or "").strip()
+        text = f"{inst}\n{extra}" if extra else inst
+        if unseen(inst) and len(text) < 600:
+            answer.append(text)
+    prompts = [row["Prompt"] for row in csv.DictReader((DATA / "raw" / "image_prompts" / "PartiPrompts.tsv").open(encoding="utf-8"), delimiter="\t")
+               if len(row["Prompt"].split()) >= 3]
+    prompts += [row["Prompt"] for row in csv.DictReader((DATA / "raw" / "image_prompts" / "drawbench.csv").open(encoding="utf-8"))]
+    prompts = [p for p in dict.fromkeys(prompts) if unseen(p) and len(p) < 200]
+    rows = []
+    for route, pool in (("search", search), ("answer", answer), ("draw", prompts)):
+        picked = rng.sample(pool, min(per_class, len(pool)))
+        for i, text in enumerate(picked):
+            if route == "draw":
+                text = _DRAW_WRAPPERS[i % len(_DRAW_WRAPPERS)].format(p=_lower_first(text))
+            rows.append({"text": text, "route": route, "id": f"heldout-{route}-{i:03d}"})
+    return rows
+
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+def score(rows: list[dict], decide: Callable[[str], str]) -> dict:
     confusion: Counter = Counter()
+    wrong = []
     start = time.perf_counter()
     for row in rows:
-        confusion[(row["route"], router.decide(row["text"]).route)] += 1
-    ms = (time.perf_counter() - start) * 1000 / len(rows)
+        got = decide(row["text"])
+        confusion[(row["route"], got)] += 1
+        if got != row["route"]:
+            wrong.append({"text": row["text"][:200], "gold": row["route"], "predicted": got})
+    ms = (time.perf_counter() - start) * 1000 / max(len(rows), 1)
     correct = sum(v for (gold, got), v in confusion.items() if gold == got)
     per_class = {}
     for route in ROUTES:
@@ -52,22 +134,63 @@ def main() -> None:
         actual = sum(v for (gold, _), v in confusion.items() if gold == route)
         per_class[route] = {"precision": round(tp / predicted, 3) if predicted else 0.0,
                             "recall": round(tp / actual, 3) if actual else 0.0, "n": actual}
-    summary = {"n": len(rows), "accuracy": round(correct / len(rows), 3), "per_class": per_class,
-               "ms_per_decision": round(ms, 1), "llm": router.llm.name, "data": str(args.data),
-               "confusion": {f"{g}->{p}": v for (g, p), v in sorted(confusion.items())}}
-    out = REPO / "bench" / "results" / "routing.json"
+    return {"n": len(rows), "accuracy": round(correct / max(len(rows), 1), 3), "per_class": per_class,
+            "ms_per_decision": round(ms, 2),
+            "confusion": {f"{g}->{p}": confusion[(g, p)] for g in ROUTES for p in ROUTES}, "wrong": wrong}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="JSONL lines of {text, route} (default: the dev set)")
+    parser.add_argument("--heldout", action="store_true", help="evaluate on held-out requests built from the raw sources")
+    parser.add_argument("--llm", default=None, help="LLM spec (default: the starter LLM)")
+    parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
+    args = parser.parse_args()
+    if args.heldout and args.data:
+        sys.exit("eval_routing: give --data or --heldout, not both")
+    if args.heldout:
+        rows, source = heldout_rows(), "held-out (built from ../shared/data/raw, see heldout_rows)"
+    else:
+        path = args.data or DEFAULT_DATA
+        if not path.is_file():
+            sys.exit(f"eval_routing: no data file {path}")
+        rows, source = [json.loads(line) for line in path.read_text().splitlines() if line.strip()], str(path)
+        bad = [r for r in rows if r.get("route") not in ROUTES or not str(r.get("text", "")).strip()]
+        if bad:
+            sys.exit(f"eval_routing: {len(bad)} line(s) without a text and a route in {ROUTES}: {bad[0]}")
+
+    from agent.router import Router
+    from tools.common import quiet_transformers
+    from tools.llm import STARTER_LLM, LocalLLM
+
+    quiet_transformers()
+    router = Router(LocalLLM(args.llm or STARTER_LLM))
+    t0 = time.perf_counter()
+    router.llm.load()
+    router.bias()
+    load_s = time.perf_counter() - t0
+    llm = score(rows, lambda text: router.decide(text).route)
+    summary = {**llm, "llm": router.llm.name, "data": source, "load_and_calibrate_s": round(load_s, 2),
+               "baselines": {"always_search": score(rows, always_search), "keyword_rule": score(rows, keyword_rule)}}
+    out = REPO / "bench" / "results" / ("routing_heldout.json" if args.heldout else "routing.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({k: v for k, v in summary.items() if k != "wrong"}
+                         | {"baselines": {k: {"accuracy": v["accuracy"], "per_class": v["per_class"]}
+                                          for k, v in summary["baselines"].items()}}))
         return
-    print(f"{len(rows)} requests, accuracy {summary['accuracy']:.1%}, {ms:.0f} ms per decision ({router.llm.name})")
-    print(f"{'route':<8} {'precision':>9} {'recall':>7} {'n':>4}")
-    for route, m in per_class.items():
-        print(f"{route:<8} {m['precision']:>9.1%} {m['recall']:>7.1%} {m['n']:>4}")
-    print("confusion (gold -> predicted):")
+    print(f"{len(rows)} requests from {source}; LLM: {router.llm.name} (load + calibration {load_s:.1f} s)")
+    systems = {"LLM router": llm, **{k.replace("_", "-"): v for k, v in summary["baselines"].items()}}
+    head = f"{'system':<14} {'accuracy':>8} {'ms/dec':>7}" + "".join(f" {r + ' P/R':>13}" for r in ROUTES)
+    print(head)
+    for name, m in systems.items():
+        cells = "".join(f" {m['per_class'][r]['precision']:>6.1%}/{m['per_class'][r]['recall']:<6.1%}" for r in ROUTES)
+        print(f"{name:<14} {m['accuracy']:>8.1%} {m['ms_per_decision']:>7.1f}{cells}")
+    print("LLM router confusion (rows: gold, columns: predicted):")
+    print(" " * 9 + "".join(f"{r:>8}" for r in ROUTES))
     for gold in ROUTES:
-        print(f"  {gold:<7}" + "".join(f" {pred}:{confusion[(gold, pred)]:<3}" for pred in ROUTES))
+        print(f"  {gold:<7}" + "".join(f"{llm['confusion'][f'{gold}->{p}']:>8}" for p in ROUTES))
     print(f"written to {out.relative_to(REPO)}")
 
 

@@ -1,0 +1,393 @@
+"""Retrieval recall of the offline Wikipedia search (BM25 alone and the hybrid ranker) on SQuAD and HotpotQA.
+
+    .venv/bin/python bench/eval_retrieval.py [--squad-n 500] [--seed 0] [--k 5] [--json]
+
+Corpus: every SQuAD v1.1 dev paragraph plus every HotpotQA paragraph (distractors included) of the
+500 IRCoT-subsampled dev questions, one ``{"title", "text"}`` JSONL record per distinct paragraph
+(deduplicated by title and whitespace-normalised text; SQuAD titles lose their underscores, so
+``Super_Bowl_50`` becomes the real article title ``Super Bowl 50``). The JSONL file is written
+under ``cache_dir()/bench/`` with its content hash in the name and is never rewritten when it
+already exists, so the index that :class:`tools.wikipedia.OfflineWikipedia` builds from it (keyed
+by the file's path, size and mtime) is built once and then loaded from ``cache_dir()/indexes``.
+
+Queries: ``--squad-n`` SQuAD questions sampled with ``random.Random(seed)`` from all dev
+questions (deterministic), and all HotpotQA questions. Gold: the SQuAD question's own paragraph;
+for HotpotQA both supporting paragraphs, and a query counts as a hit when *any* of them is
+retrieved (``all@k`` also reports how often both are).
+
+Matching a returned passage to a paragraph: the index splits long texts into passages of at most
+~150 words, so a returned passage is a piece of one record's text. A passage matches a gold
+paragraph when the titles are equal and the passage's whitespace-normalised text is a substring of
+the paragraph's whitespace-normalised text (a record never gives a passage that spans two records,
+so any piece of the gold paragraph counts as retrieving it).
+
+Rankers: ``bm25`` is ``OfflineWikipedia(corpus, rerank=False)`` (BM25 plus the title bonus);
+``hybrid`` is ``OfflineWikipedia(corpus)`` with all defaults (BM25 shortlist reranked with MiniLM
+cosine), the agent's default ranker. Passage vectors are cached lazily next to the index, so the
+first hybrid run embeds every shortlisted passage ("cold") and later runs only the queries
+("warm"); the report says which, and gives ms/query both with and without passage embedding.
+
+Prints a table, writes bench/results/retrieval.json; ``--json`` prints only that JSON object on
+stdout (headline: ``n`` and ``recall@1``/``recall@5`` per dataset, for the default ranker).
+Target: SQuAD recall@5 >= 90 % with the default (hybrid) ranker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tools.common import cache_dir  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "raw"
+DEFAULT_SQUAD = DATA / "squad_v1.1_dev" / "dev-v1.1.json"
+DEFAULT_HOTPOT = DATA / "hotpotqa_dev_subsampled_ircot" / "dev_subsampled.jsonl"
+RESULTS = REPO / "bench" / "results" / "retrieval.json"
+TARGET_RECALL_AT_5 = 0.90
+
+Gold = tuple[str, str]  # (title, whitespace-normalised paragraph text)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: paragraphs and questions
+
+
+def norm_text(text: str) -> str:
+    """Whitespace-normalised text (how the index's passage splitter leaves it)."""
+    return " ".join(text.split())
+
+
+def squad_title(raw: str) -> str:
+    """``Super_Bowl_50`` -> ``Super Bowl 50`` (as tools.wikipedia reads SQuAD-format files)."""
+    return raw.replace("_", " ").strip()
+
+
+def load_squad(path: Path) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(paragraphs ``{title, text}``, questions ``{id, question, gold: [(title, text)]}``) of a
+    SQuAD v1.1 JSON file, in file order."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    paragraphs, questions = [], []
+    for article in data:
+        title = squad_title(article["title"])
+        for para in article["paragraphs"]:
+            paragraphs.append({"title": title, "text": para["context"]})
+            gold = [(title, norm_text(para["context"]))]
+            for qa in para["qas"]:
+                questions.append({"id": qa["id"], "question": qa["question"].strip(), "gold": gold})
+    return paragraphs, questions
+
+
+def load_hotpot(path: Path) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(paragraphs ``{title, text}`` of every context, questions ``{id, question, gold}``) of the
+    IRCoT HotpotQA JSONL (``question_text``; ``contexts`` of ``{title, paragraph_text,
+    is_supporting}``). ``gold`` lists the supporting paragraphs."""
+    paragraphs, questions = [], []
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            gold = []
+            for ctx in row["contexts"]:
+                title, text = ctx["title"].strip(), ctx["paragraph_text"]
+                paragraphs.append({"title": title, "text": text})
+                if ctx.get("is_supporting"):
+                    gold.append((title, norm_text(text)))
+            if not gold:
+                raise ValueError(f"{path}: question {row.get('question_id')} has no supporting paragraph")
+            questions.append({"id": row["question_id"], "question": row["question_text"].strip(), "gold": gold})
+    return paragraphs, questions
+
+
+def corpus_records(*paragraph_lists: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """One record per distinct (title, normalised text), first occurrence kept, empty texts dropped."""
+    seen: set[tuple[str, str]] = set()
+    records = []
+    for paragraphs in paragraph_lists:
+        for p in paragraphs:
+            key = (p["title"], norm_text(p["text"]))
+            if not key[1] or key in seen:
+                continue
+            seen.add(key)
+            records.append({"title": p["title"], "text": p["text"]})
+    return records
+
+
+def write_corpus(records: list[dict[str, str]], folder: Path) -> Path:
+    """The records as JSONL in ``folder``, named by content hash; an existing file with the same
+    content is left untouched (its mtime keys the cached index)."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    digest = hashlib.sha1(payload).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"retrieval-corpus-{digest}.jsonl"
+    if path.is_file() and path.stat().st_size == len(payload):
+        return path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+    return path
+
+
+def sample_questions(questions: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` questions drawn without replacement with ``random.Random(seed)`` (all if n >= len)."""
+    if n >= len(questions):
+        return list(questions)
+    return random.Random(seed).sample(questions, n)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+def is_hit(title: str, text: str, gold: Gold) -> bool:
+    """Whether a returned passage (title, text) is (a piece of) the gold paragraph."""
+    piece = norm_text(text)
+    return bool(piece) and title == gold[0] and piece in gold[1]
+
+
+def gold_ranks(passages: list[tuple[str, str]], golds: list[Gold]) -> list[int | None]:
+    """For each gold paragraph, the 1-based rank of the first passage matching it (None: not
+    retrieved)."""
+    ranks: list[int | None] = []
+    for gold in golds:
+        ranks.append(next((i for i, (t, x) in enumerate(passages, 1) if is_hit(t, x, gold)), None))
+    return ranks
+
+
+def cutoffs(k: int) -> list[int]:
+    return sorted({c for c in (1, 5, k) if c <= k})
+
+
+def recall(rank_lists: list[list[int | None]], ks: list[int]) -> dict[str, float]:
+    """``recall@c`` (any gold within the top c) and, when some query has several golds,
+    ``all@c`` for c > 1 (every gold within the top c), as fractions of the queries."""
+    n = len(rank_lists)
+    out: dict[str, float] = {}
+    for c in ks:
+        any_hit = sum(any(r is not None and r <= c for r in ranks) for ranks in rank_lists)
+        out[f"recall@{c}"] = round(any_hit / n, 4) if n else 0.0
+    for c in ks:  # all@1 is 0 by construction when a query has several golds
+        if c > 1 and any(len(ranks) > 1 for ranks in rank_lists):
+            all_hit = sum(all(r is not None and r <= c for r in ranks) for ranks in rank_lists)
+            out[f"all@{c}"] = round(all_hit / n, 4) if n else 0.0
+    return out
+
+
+def evaluate(search: Callable[[str, int], list[Any]], questions: list[dict[str, Any]], k: int,
+             before_query: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every question through ``search(query, k)`` (passages with .title and .text) and
+    score it: ``n``, recall figures, ``ms_per_query`` and the per-query gold ranks."""
+    rank_lists, seconds = [], 0.0
+    for q in questions:
+        if before_query is not None:
+            before_query(q["question"])
+        t0 = time.perf_counter()
+        passages = search(q["question"], k)
+        seconds += time.perf_counter() - t0
+        rank_lists.append(gold_ranks([(p.title, p.text) for p in passages[:k]], q["gold"]))
+    result: dict[str, Any] = {"n": len(questions), **recall(rank_lists, cutoffs(k))}
+    result["ms_per_query"] = round(seconds * 1000 / len(questions), 2) if questions else 0.0
+    result["seconds"] = round(seconds, 3)
+    result["ranks"] = rank_lists
+    return result
+
+
+class CountingEmbedder:
+    """Wraps the embedder the hybrid ranker uses and counts what it embeds: the query being
+    evaluated (set through :meth:`expect_query`) versus shortlisted passages missing from the
+    on-disk vector cache. ``name``/``dim``/``max_length`` are the inner embedder's, so the vector
+    cache is the one the agent uses."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._query: str | None = None
+        self.passages = 0
+        self.passage_seconds = 0.0
+        self.query_seconds = 0.0
+
+    def expect_query(self, query: str) -> None:
+        self._query = query
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def max_length(self) -> int:
+        return self.inner.max_length
+
+    def load(self) -> "CountingEmbedder":
+        self.inner.load()
+        return self
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> Any:
+        t0 = time.perf_counter()
+        out = self.inner.encode(texts, batch_size=batch_size)
+        dt = time.perf_counter() - t0
+        if list(texts) == [self._query]:
+            self.query_seconds += dt
+        else:
+            self.passages += len(texts)
+            self.passage_seconds += dt
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from tools.common import quiet_transformers
+    from tools.wikipedia import OfflineWikipedia, default_embedder
+
+    quiet_transformers()
+    t_start = time.perf_counter()
+    squad_paragraphs, squad_questions = load_squad(args.squad)
+    hotpot_paragraphs, hotpot_questions = load_hotpot(args.hotpot)
+    records = corpus_records(squad_paragraphs, hotpot_paragraphs)
+    corpus = write_corpus(records, cache_dir() / "bench")
+    datasets = {"squad": sample_questions(squad_questions, args.squad_n, args.seed),
+                "hotpotqa": hotpot_questions}
+    log(f"corpus {corpus} ({len(records)} paragraphs); loading the index ...")
+
+    bm25 = OfflineWikipedia(corpus, rerank=False).load()
+    index_meta = json.loads((bm25.index_dir / "meta.json").read_text())
+    index = {"dir": str(bm25.index_dir), "built": bm25.built_index,
+             "build_seconds": round(bm25.load_seconds, 2) if bm25.built_index else None,
+             "original_build_seconds": index_meta.get("build_seconds"),
+             "passages": bm25.num_passages, "documents": index_meta.get("documents")}
+    log(f"index {'built in %.1f s' % bm25.load_seconds if bm25.built_index else 'cached'}, "
+        f"{index['passages']} passages")
+
+    counter = CountingEmbedder(default_embedder())
+    hybrid = OfflineWikipedia(corpus, embedder=counter)  # every other parameter at its default
+    hybrid.load()
+    t0 = time.perf_counter()
+    counter.load()
+    embedder_load_s = time.perf_counter() - t0
+
+    rankers: dict[str, dict[str, Any]] = {}
+    for label, wiki in (("bm25", bm25), ("hybrid", hybrid)):
+        per_dataset = {}
+        for name, questions in datasets.items():
+            log(f"{label}: {name} ({len(questions)} questions) ...")
+            hook = counter.expect_query if wiki is hybrid else None
+            per_dataset[name] = evaluate(wiki.search, questions, args.k, before_query=hook)
+        total_n = sum(r["n"] for r in per_dataset.values())
+        total_s = sum(r["seconds"] for r in per_dataset.values())
+        rankers[label] = {**per_dataset, "ms_per_query": round(total_s * 1000 / total_n, 2)}
+    embedded = counter.passages
+    vectors = {"state": "cold" if embedded else "warm", "passages_embedded": embedded,
+               "passage_embed_seconds": round(counter.passage_seconds, 2),
+               "query_embed_seconds": round(counter.query_seconds, 2),
+               "embedder": counter.name, "embedder_load_seconds": round(embedder_load_s, 2)}
+    total_n = sum(len(q) for q in datasets.values())
+    hybrid_s = sum(rankers["hybrid"][name]["seconds"] for name in datasets)
+    rankers["hybrid"]["ms_per_query_without_passage_embedding"] = round(
+        (hybrid_s - counter.passage_seconds) * 1000 / total_n, 2)
+
+    default = "hybrid"
+    headline_keys = ["n"] + [f"recall@{c}" for c in cutoffs(args.k)]
+    summary: dict[str, Any] = {"n": total_n}
+    for name in datasets:
+        summary[name] = {key: rankers[default][name][key] for key in headline_keys
+                         if key in rankers[default][name]}
+        extra = {key: v for key, v in rankers[default][name].items() if key.startswith("all@")}
+        summary[name].update(extra)
+    squad_r5 = rankers[default]["squad"].get("recall@5")
+    summary["target"] = {"metric": f"squad recall@5 ({default})", "min": TARGET_RECALL_AT_5,
+                         "value": squad_r5, "met": None if squad_r5 is None else squad_r5 >= TARGET_RECALL_AT_5}
+    summary["default_ranker"] = default
+    summary["rankers"] = {label: {name: {key: v for key, v in r.items() if key not in ("ranks", "seconds")}
+                                  if isinstance(r, dict) else r for name, r in res.items()}
+                          for label, res in rankers.items()}
+    summary["index"] = index
+    summary["vectors"] = vectors
+    summary["corpus"] = {"path": str(corpus), "paragraphs": len(records),
+                         "squad_paragraphs": len(corpus_records(squad_paragraphs)),
+                         "hotpotqa_paragraphs": len(corpus_records(hotpot_paragraphs)),
+                         "passages": index["passages"]}
+    summary["params"] = {"k": args.k, "seed": args.seed, "squad_n": args.squad_n,
+                         "shortlist": hybrid.shortlist, "rerank_weight": hybrid.rerank_weight,
+                         "title_bonus": hybrid.title_bonus}
+    summary["data"] = {"squad": str(args.squad), "hotpotqa": str(args.hotpot)}
+    summary["process_seconds"] = round(time.perf_counter() - t_start, 1)
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    rankers = summary["rankers"]
+    labels = list(rankers)
+    datasets = [name for name in rankers[labels[0]] if isinstance(rankers[labels[0]][name], dict)]
+    corpus, index, vec = summary["corpus"], summary["index"], summary["vectors"]
+    built = (f"built in {index['build_seconds']:.1f} s" if index["built"]
+             else f"cached (first built in {index['original_build_seconds']} s)")
+    print(f"corpus: {corpus['paragraphs']} paragraphs ({corpus['squad_paragraphs']} SQuAD, "
+          f"{corpus['hotpotqa_paragraphs']} HotpotQA), {corpus['passages']} passages; index {built}")
+    print(f"{'dataset':<9} {'n':>4} {'metric':<10}" + "".join(f" {label:>7}" for label in labels))
+    for name in datasets:
+        metrics = [key for key in rankers[labels[0]][name] if key.startswith(("recall@", "all@"))]
+        for j, metric in enumerate(metrics):
+            head = f"{name:<9} {rankers[labels[0]][name]['n']:>4}" if j == 0 else " " * 14
+            print(f"{head} {metric:<10}" + "".join(f" {rankers[label][name][metric]:>7.1%}" for label in labels))
+    print(f"{'ms/query':<25}" + "".join(f" {rankers[label]['ms_per_query']:>7.1f}" for label in labels))
+    hybrid = rankers.get("hybrid", {})
+    if vec["state"] == "cold":
+        print(f"hybrid vectors cold: {vec['passages_embedded']} passages embedded in "
+              f"{vec['passage_embed_seconds']:.1f} s; {hybrid.get('ms_per_query_without_passage_embedding', 0):.1f}"
+              f" ms/query without that (about the warm cost)")
+    else:
+        print("hybrid vectors warm: every shortlisted passage vector was cached")
+    t = summary["target"]
+    if t["value"] is not None:
+        print(f"target {t['metric']} >= {t['min']:.0%}: {t['value']:.1%} "
+              f"{'met' if t['met'] else 'MISSED'}")
+    print(f"process {summary['process_seconds']:.0f} s; written to {RESULTS.relative_to(REPO)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--squad", type=Path, default=DEFAULT_SQUAD, help="SQuAD v1.1 dev JSON")
+    parser.add_argument("--hotpot", type=Path, default=DEFAULT_HOTPOT, help="IRCoT HotpotQA dev JSONL")
+    parser.add_argument("--squad-n", type=int, default=500, help="SQuAD questions to sample")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the SQuAD question sample")
+    parser.add_argument("--k", type=int, default=5, help="passages retrieved per query")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = parser.parse_args()
+    for path in (args.squad, args.hotpot):
+        if not path.is_file():
+            sys.exit(f"eval_retrieval: no data file {path}")
+    if args.k < 1 or args.squad_n < 1:
+        parser.error("--k and --squad-n must be at least 1")
+
+    def log(msg: str) -> None:
+        print(f"eval_retrieval: {msg}", file=sys.stderr, flush=True)
+
+    # With --json nothing but the object may reach stdout.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        summary = run(args, log)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print_table(summary)
+
+
+if __name__ == "__main__":
+    main()
