@@ -10,7 +10,8 @@ decision carries over to requests worded differently.
 
 Prints accuracy, per-class precision/recall, the confusion matrix and ms per decision for the LLM
 router and for two baselines (always-search; a keyword rule), and writes them to
-``bench/results/routing.json`` (``routing_heldout.json`` with ``--heldout``). ``--json`` prints
+``bench/results/routing.json`` (``routing_heldout.json`` with ``--heldout``,
+``routing_<name>.json`` for another ``--data`` file). ``--json`` prints
 only the headline JSON object on stdout.
 """
 
@@ -172,7 +173,8 @@ def main() -> None:
     llm = score(rows, lambda text: router.decide(text).route)
     summary = {**llm, "llm": router.llm.name, "data": source, "load_and_calibrate_s": round(load_s, 2),
                "baselines": {"always_search": score(rows, always_search), "keyword_rule": score(rows, keyword_rule)}}
-    out = REPO / "bench" / "results" / ("routing_heldout.json" if args.heldout else "routing.json")
+    name = "routing_heldout" if args.heldout else "routing" if args.data in (None, DEFAULT_DATA) else f"routing_{args.data.stem}"
+    out = REPO / "bench" / "results" / f"{name}.json"  # another --data file never overwrites the dev results
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
