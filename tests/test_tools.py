@@ -90,6 +90,17 @@ def test_grounded_answer_says_not_found_when_the_passage_is_about_something_else
     assert "Source:" not in with_citation(answer)
 
 
+def test_passage_about_the_asked_subject_is_quoted_even_without_a_shared_word():
+    village = {"title": "Dabkowice", "url": "", "text": "Dabkowice is a village in the administrative district of Gmina Nowe "
+               "Ostrowy, within Kutno County, in central Poland. It lies 5 km north-west of Nowe Ostrowy."}
+    writer = AnswerWriter(ScriptedLLM(replies=["It is a small town in the middle of Europe."]))
+    answer = writer.grounded("In what country is Dabkowice?", [village])
+    assert answer.found and "Poland" in answer.text and answer.text.startswith("Wikipedia's article")
+    # an article about something else is still not quoted as the answer
+    other = writer.grounded("In what country is Zbrosza?", [village])
+    assert not other.found and "did not find" in other.text
+
+
 def test_support_and_name_checks():
     assert supported("Leonardo da Vinci painted it", MONA["text"] + " painted")
     assert not supported("Picasso painted it in Spain", MONA["text"])

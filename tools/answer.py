@@ -129,7 +129,9 @@ class AnswerWriter:
         quote = best_sentence(question, text)
         asked = stems(question)
         about = mentions_names(question, f"{title} {text}")
-        relevant = about and bool((stems(quote) & asked) - stems(title))
+        # The quote is relevant when it shares a word with the question beyond the article's name,
+        # or when the article is the very thing asked about ("In what country is X?" -> article X).
+        relevant = about and (bool((stems(quote) & asked) - stems(title)) or names_article(question, title))
         user = load_prompt("answer_grounded.txt").format(
             title=title, passage=_clip_words(text, self.passage_words, quote), question=question
         )
@@ -155,6 +157,13 @@ def question_names(question: str) -> set[str]:
     """Stems of the capitalised words after the first (the names a question asks about)."""
     words = [re.sub(r"['’]s$", "", w) for w in re.findall(r"[A-Za-z0-9][\w'’-]*", question)]  # Victoria's
     return {stem(w.lower()) for w in words[1:] if w[0].isupper() and w.lower() not in _STOP}
+
+
+def names_article(question: str, title: str) -> bool:
+    """Does the question name the article's subject ("What is X's occupation?" and article "X (politician)")?"""
+    name = re.sub(r"\s*\([^)]*\)$", "", title).strip()
+    norm = lambda t: " " + " ".join(re.findall(r"\w+", t.lower().replace("'s ", " "))) + " "  # noqa: E731
+    return bool(name) and len(name) > 2 and norm(name) in norm(question)
 
 
 def mentions_names(question: str, text: str) -> bool:
