@@ -51,6 +51,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from results_io import save_results  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "raw" / "speech"
 DEFAULT_MODELS = ["starter:tiny.en", "starter:base"]
@@ -298,11 +301,8 @@ def main() -> None:
                            "ASKDRAW_ASR_THREADS": os.environ.get("ASKDRAW_ASR_THREADS")},
                "seconds": round(time.perf_counter() - start, 1),
                "clips": clips, "skipped_clips": skipped_clips, "results": results}
-    out = REPO / "bench" / "results" / "asr.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    out = save_results("asr", summary, headline, as_json=args.json)
     if args.json:
-        print(json.dumps(headline))
         return
     specs = list(results)
     print(f"{len(clips)} clips, {sum(len(a) for a in audio.values()) / 16_000:.1f} s of audio, from {args.data}")

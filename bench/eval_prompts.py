@@ -60,6 +60,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from results_io import save_results  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "raw" / "image_prompts" / "geneval_evaluation_metadata.jsonl"
 CLIP_MAX_TOKENS = 77
@@ -382,11 +385,8 @@ def main() -> None:
         "rewrite_s_mean": round(total_s / n, 2) if n else 0.0,
         "items": items,
     }
-    out = REPO / "bench" / "results" / "prompts.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    out = save_results("prompts", summary, headline, as_json=args.json)
     if args.json:
-        print(json.dumps(headline))
         return
     d = summary["detail"]
     print(f"{n} GenEval prompts (seed {args.seed}), LLM {llm.name}; load {load_s:.1f} s, "

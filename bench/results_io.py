@@ -1,0 +1,19 @@
+"""Where every evaluation writes its results, and how ``--json`` prints the headline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_results(name: str, summary: dict, headline: dict | None = None, *, as_json: bool = False) -> Path:
+    """Write ``summary`` to ``bench/results/<name>.json``; with ``as_json``, print only ``headline``
+    (default: the summary) as one JSON object on stdout. Returns the file's path."""
+    out = RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if as_json:
+        print(json.dumps(summary if headline is None else headline))
+    return out
