@@ -8,7 +8,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -154,8 +154,9 @@ class Agent:
         ``image=False`` (default ``settings.image``) answers in text only."""
         run_id = run_id or new_run_id()
         route = self.settings.route if route is None else route
-        if route not in ("auto", "search", "answer", "draw"):
-            raise ValueError(f"route must be 'auto', 'search', 'answer' or 'draw', not {route!r}")
+        allowed = get_args(Settings.model_fields["route"].annotation)
+        if route not in allowed:
+            raise ValueError(f"route must be one of {', '.join(map(repr, allowed))}, not {route!r}")
         image = self.settings.image if image is None else bool(image)
         run_dir = Path(self.settings.out_dir) / run_id
         notices: list[str] = []

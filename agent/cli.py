@@ -77,9 +77,7 @@ def ask(
         _fail("give a question, or --audio FILE", 2)
     if question is not None and not question.strip() and audio is None:
         _fail("empty question: type a question or give an audio file", 2)
-    agent = _agent_or_fail({"out_dir": out_dir, "wiki": wiki, "llm": llm, "asr": asr, "image_model": image_model,
-                            "image_steps": image_steps, "image_size": image_size, "seed": seed,
-                            "route": route, "image": image})
+    agent = _agent_or_fail(locals())
 
     from agent.trace import format_event
 
@@ -179,8 +177,9 @@ def show_trace(
         out.print(format_timeline(events), markup=False)
 
 
-def _agent_or_fail(overrides: dict):
-    """An Agent from CLI overrides; a bad setting is a one-line usage error (exit 2)."""
+def _agent_or_fail(options: dict):
+    """An Agent from a command's options (its ``locals()``): those named like a Settings field and
+    given are the overrides. A bad setting is a one-line usage error (exit 2)."""
     from pydantic import ValidationError
 
     from agent.agent import Agent
@@ -189,7 +188,7 @@ def _agent_or_fail(overrides: dict):
 
     quiet_transformers()
     try:
-        return Agent(Settings(**{k: v for k, v in overrides.items() if v is not None}))
+        return Agent(Settings(**{k: v for k, v in options.items() if k in Settings.model_fields and v is not None}))
     except ValidationError as exc:
         first = exc.errors()[0]
         _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
@@ -214,9 +213,7 @@ def chat(
     """Talk with the agent: typed, spoken (/voice) or audio-file (/file) questions, follow-ups in context."""
     if thread is not None and not resume:
         _fail(f"unexpected argument '{thread}' (to resume a conversation: askdraw chat --resume {thread})", 2)
-    agent = _agent_or_fail({"out_dir": out_dir, "wiki": wiki, "llm": llm, "asr": asr, "image_model": image_model,
-                            "image_steps": image_steps, "image_size": image_size, "seed": seed,
-                            "route": route, "image": image})
+    agent = _agent_or_fail(locals())
     from agent.chat import ChatError, run_chat
 
     try:

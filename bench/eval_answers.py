@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from eval_retrieval import DEFAULT_HOTPOT as HOTPOT  # noqa: E402
 from eval_retrieval import corpus_records, load_hotpot, load_squad, write_corpus  # noqa: E402
+from results_io import RESULTS, save_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "raw"
 POPQA = DATA / "popqa"
@@ -225,7 +226,7 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true",
                         help="recompute the summary from the rows in bench/results/answers.json (no models run)")
     args = parser.parse_args()
-    out_path = REPO / "bench" / "results" / "answers.json"
+    out_path = RESULTS / "answers.json"
     if args.rescore:
         saved = json.loads(out_path.read_text(encoding="utf-8"))
         results = {}
@@ -269,11 +270,8 @@ def report(results: dict, settings: dict, out_path: Path, as_json: bool) -> None
                 "quote_has_gold": {k: v["search"]["quote_has_gold"] for k, v in results.items()},
                 "top_passage_has_gold": {k: v["search"]["top_passage_has_gold"] for k, v in results.items()},
                 "when_top_lacks_gold": {k: v["search"]["when_top_lacks_gold"] for k, v in results.items()}}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({**headline, "settings": settings, "datasets": results},
-                                   indent=1, ensure_ascii=False) + "\n")
+    save_results("answers", {**headline, "settings": settings, "datasets": results}, headline, as_json=as_json)
     if as_json:
-        print(json.dumps(headline))
         return
     print("Accuracy: a gold answer is in the answer shown (search: with its cited sentence; 'line': the")
     print("answer without the citation). 'top has gold': the top passage contains one (the answer step's ceiling).")

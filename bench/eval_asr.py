@@ -42,7 +42,6 @@ Writes bench/results/asr.json (per-clip detail); ``--json`` prints only the head
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys

@@ -63,6 +63,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from results_io import save_results  # noqa: E402
+from tools.image_prompt import loops as repetitive  # noqa: E402  (the validator's own loop test)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "raw" / "image_prompts" / "geneval_evaluation_metadata.jsonl"
 CLIP_MAX_TOKENS = 77
@@ -212,13 +213,6 @@ def extra_classes(text: str, include: list[dict], classes: list[str]) -> list[st
     wanted = {it["class"] for it in include}
     colours = {it.get("color") for it in include}
     return sorted({c for _, _, c in spans if c not in wanted and c not in colours})
-
-
-def repetitive(text: str, times: int = 3) -> bool:
-    """Does some run of three words occur ``times`` times or more (a degenerate, looping reply)?"""
-    words = [w for w in tokens(text) if w not in ",.;:"]
-    grams = Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
-    return bool(grams) and max(grams.values()) >= times
 
 
 # --------------------------------------------------------------------------------------

@@ -48,12 +48,15 @@ from typing import Any, Callable, Iterable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "bench"))
+
+from results_io import save_results  # noqa: E402
 from tools.common import cache_dir  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "raw"
 DEFAULT_SQUAD = DATA / "squad_v1.1_dev" / "dev-v1.1.json"
 DEFAULT_HOTPOT = DATA / "hotpotqa_dev_subsampled_ircot" / "dev_subsampled.jsonl"
-RESULTS = REPO / "bench" / "results" / "retrieval.json"
+RESULTS = REPO / "bench" / "results" / "retrieval.json"  # what save_results("retrieval", ...) writes
 TARGET_RECALL_AT_5 = 0.90
 
 Gold = tuple[str, str]  # (title, whitespace-normalised paragraph text)
@@ -381,10 +384,8 @@ def main() -> None:
     # With --json nothing but the object may reach stdout.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         summary = run(args, log)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    save_results("retrieval", summary, as_json=args.json)
     if args.json:
-        print(json.dumps(summary))
         return
     print_table(summary)
 

@@ -31,7 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "bench"))
+
 from agent.state import ROUTES  # noqa: E402
+from results_io import save_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_DATA = DATA / "routing" / "dev.jsonl"
@@ -174,13 +177,10 @@ def main() -> None:
     summary = {**llm, "llm": router.llm.name, "data": source, "load_and_calibrate_s": round(load_s, 2),
                "baselines": {"always_search": score(rows, always_search), "keyword_rule": score(rows, keyword_rule)}}
     name = "routing_heldout" if args.heldout else "routing" if args.data in (None, DEFAULT_DATA) else f"routing_{args.data.stem}"
-    out = REPO / "bench" / "results" / f"{name}.json"  # another --data file never overwrites the dev results
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    headline = {k: v for k, v in summary.items() if k != "wrong"} | {
+        "baselines": {k: {"accuracy": v["accuracy"], "per_class": v["per_class"]} for k, v in summary["baselines"].items()}}
+    out = save_results(name, summary, headline, as_json=args.json)  # another --data file: its own results file
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "wrong"}
-                         | {"baselines": {k: {"accuracy": v["accuracy"], "per_class": v["per_class"]}
-                                          for k, v in summary["baselines"].items()}}))
         return
     print(f"{len(rows)} requests from {source}; LLM: {router.llm.name} (load + calibration {load_s:.1f} s)")
     systems = {"LLM router": llm, **{k.replace("_", "-"): v for k, v in summary["baselines"].items()}}
