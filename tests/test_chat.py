@@ -177,7 +177,7 @@ def test_voice_with_an_injected_microphone(tmp_path):
 
 def test_ctrl_c_cancels_the_running_turn_and_the_session_goes_on(tmp_path):
     class SlowLLM(ScriptedLLM):
-        def chat(self, messages, *, max_new_tokens=None, on_token=None, prefix=""):
+        def chat(self, messages, *, max_new_tokens=None, on_token=None, prefix="", stop=None):
             self.calls.append(("chat", list(messages)))
             for _ in range(200):  # 10 s unless cancelled
                 time.sleep(0.05)

@@ -97,8 +97,11 @@ class LocalLLM:
         *,
         max_new_tokens: int = 160,
         cache: Path | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         self.model_spec = model
+        self.prefix_cache = prefix_cache
+        self._prefixes: dict[tuple[int, ...], Any] = {}
         self.max_new_tokens = max_new_tokens
         self._cache = cache
         self._lock = threading.RLock()
@@ -146,6 +149,45 @@ class LocalLLM:
         text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
         return tok(text + prefix, return_tensors="pt", add_special_tokens=False)
 
+    # -- prompt-prefix KV cache ------------------------------------------------------------
+    def _prefix(self, messages: Sequence[Message], input_ids: Any) -> Any:
+        """The KV cache of everything before the last message (the fixed system prompt and
+        few-shot examples), computed once per distinct prefix and reused, or None when the
+        prompt has no reusable prefix. Callers hold ``self._lock`` and must :meth:`_rewind`."""
+        if not self.prefix_cache or len(messages) < 2:
+            return None
+        tok = self._tokenizer
+        head = tok.apply_chat_template(list(messages[:-1]), tokenize=False)
+        key = tuple(tok(head, add_special_tokens=False)["input_ids"])
+        full = input_ids[0].tolist()
+        if len(key) < 16 or len(full) <= len(key) or tuple(full[: len(key)]) != key:
+            return None  # the prefix does not tokenise the same on its own: no reuse
+        cache = self._prefixes.pop(key, None)
+        if cache is None:
+            import torch
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self._model.config)
+            with torch.inference_mode():
+                self._model(input_ids=torch.tensor([list(key)]), past_key_values=cache, use_cache=True)
+        self._prefixes[key] = cache  # most recently used last
+        while len(self._prefixes) > 8:
+            self._prefixes.pop(next(iter(self._prefixes)))
+        return cache
+
+    def _rewind(self, cache: Any, failed: bool = False) -> None:
+        """Drop what a call appended to a prefix cache (or the whole entry after a failure)."""
+        if cache is None:
+            return
+        key = next((k for k, v in self._prefixes.items() if v is cache), None)
+        if key is None:
+            return
+        extra = cache.get_seq_length() - len(key)
+        if failed or extra < 0:
+            self._prefixes.pop(key, None)
+        elif extra:
+            cache.crop(-extra)
+
     def chat(
         self,
         messages: Sequence[Message],
@@ -153,69 +195,83 @@ class LocalLLM:
         max_new_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
         prefix: str = "",
+        stop: Callable[[str], bool] | None = None,
     ) -> str:
         """Greedy generation of the assistant's reply. ``on_token`` receives text pieces as they
-        are produced. ``prefix`` is text the reply is forced to start with (not returned)."""
+        are produced. ``prefix`` is text the reply is forced to start with (not returned).
+        ``stop(reply_so_far)`` ends generation early when it returns True (for callers that
+        only use the reply's start, e.g. its first sentence)."""
         self.load()
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         with self._lock:  # one generation at a time per model: torch on 2 cores gains nothing from more
             inputs = self._encode(messages, prefix)
+            start = inputs["input_ids"].shape[1]
             cancel = current_cancel_event()
             abort = threading.Event()  # set when on_token raises (e.g. the turn was cancelled)
+            tokenizer = self._tokenizer
 
-            class StopWhenAborted(StoppingCriteria):
+            class StopWhen(StoppingCriteria):
                 def __call__(self, input_ids, scores, **_):
-                    stop = abort.is_set() or (cancel is not None and cancel.is_set())
-                    return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+                    done = abort.is_set() or (cancel is not None and cancel.is_set())
+                    if not done and stop is not None:
+                        done = bool(stop(tokenizer.decode(input_ids[0, start:], skip_special_tokens=True)))
+                    return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
+            cache = self._prefix(messages, inputs["input_ids"])
             kwargs = dict(
                 **inputs,
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
                 repetition_penalty=1.1,
                 pad_token_id=self._tokenizer.pad_token_id,
-                stopping_criteria=StoppingCriteriaList([StopWhenAborted()]),
+                stopping_criteria=StoppingCriteriaList([StopWhen()]),
             )
-            if on_token is None:
-                with torch.inference_mode():
-                    out = self._model.generate(**kwargs)
+            if cache is not None:
+                kwargs["past_key_values"] = cache
+            failed = True
+            try:
+                if on_token is None:
+                    with torch.inference_mode():
+                        out = self._model.generate(**kwargs)
+                    failed = False
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("cancelled")
+                    new = out[0, start:]
+                    return self._tokenizer.decode(new, skip_special_tokens=True).strip()
+                reply = self._stream(kwargs, on_token, abort)
+                failed = False
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
-                new = out[0, inputs["input_ids"].shape[1]:]
-                return self._tokenizer.decode(new, skip_special_tokens=True).strip()
-            streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-            error: list[BaseException] = []
+                return reply
+            finally:
+                self._rewind(cache, failed)
 
-            def run() -> None:
-                try:
-                    with torch.inference_mode():
-                        self._model.generate(**kwargs, streamer=streamer)
-                except BaseException as exc:  # surfaced below
-                    error.append(exc)
-                    streamer.end()
+    def _stream(self, kwargs: dict[str, Any], on_token: Callable[[str], None], abort: threading.Event) -> str:
+        """Generate in this thread, handing each finished piece of text to ``on_token`` as it
+        comes (transformers' TextStreamer decoding). An exception from ``on_token`` stops the
+        generation and propagates. (A TextIteratorStreamer with generation in a second thread
+        was measured ~0.5 s slower per answer on 2 cores.)"""
+        import torch
+        from transformers import TextStreamer
 
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            pieces = []
-            try:
-                for piece in streamer:
-                    if piece:
-                        pieces.append(piece)
-                        on_token(piece)
-            except BaseException:
-                abort.set()  # generation stops at its next token
-                for _ in streamer:
-                    pass
-                worker.join()
-                raise
-            worker.join()
-            if error:
-                raise error[0]
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled")
-            return "".join(pieces).strip()
+        pieces: list[str] = []
+
+        class Streamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    pieces.append(text)
+                    try:
+                        on_token(text)
+                    except BaseException:
+                        abort.set()
+                        raise
+
+        with torch.inference_mode():
+            self._model.generate(**kwargs, streamer=Streamer(self._tokenizer, skip_prompt=True,
+                                                             skip_special_tokens=True))
+        return "".join(pieces).strip()
 
     def score_labels(
         self, messages: Sequence[Message], labels: Sequence[str], *, prefix: str = ""
@@ -230,9 +286,22 @@ class LocalLLM:
             prompt_ids = self._encode(messages, prefix)["input_ids"][0].tolist()
             label_ids = [tok(label, add_special_tokens=False)["input_ids"] for label in labels]
             if all(len(ids) == 1 for ids in label_ids):
-                # Single-token labels (the usual case): one forward pass over the prompt suffices.
-                with torch.inference_mode():
-                    logits = self._model(input_ids=torch.tensor([prompt_ids])).logits[0, -1]
+                # Single-token labels (the usual case): one forward pass over the prompt suffices,
+                # and only over what follows the cached system prompt and examples.
+                ids = torch.tensor([prompt_ids])
+                cache = self._prefix(messages, ids)
+                failed = True
+                try:
+                    with torch.inference_mode():
+                        if cache is None:
+                            logits = self._model(input_ids=ids).logits[0, -1]
+                        else:
+                            done = cache.get_seq_length()
+                            logits = self._model(input_ids=ids[:, done:], past_key_values=cache,
+                                                 use_cache=True).logits[0, -1]
+                    failed = False
+                finally:
+                    self._rewind(cache, failed)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 totals = [float(logprobs[ids[0]]) for ids in label_ids]
             else:
