@@ -249,6 +249,9 @@ def answer(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
         result = writer.direct(question, on_token=on_token)
         text = result.text
         ev["data"] = {"grounded": False}
+        if result.how:
+            ev["reason"] = result.how
+            ev["data"]["model_reply"] = summarise(result.model_reply)
     if not text.strip():
         raise StepError("the language model returned an empty answer")
     ev["output"] = summarise(text)
@@ -263,6 +266,8 @@ def answer(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
 def draw(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
     """The draw route pictures the request itself: its subject becomes the image prompt."""
     subject = request_subject(question_of(state))
+    if not will_draw(ctx):
+        return _plain(subject, ctx, ev, "the request")
     return _rewrite(subject, ctx, ev, min_share=0.8)
 
 
@@ -273,7 +278,25 @@ def rewrite_image_prompt(state: State, ctx: Context, ev: dict[str, Any]) -> dict
     answer_text = (state.get("answer") or "").split("\n\nSource:")[0]
     if "did not find the answer" in answer_text:  # nothing found: picture the question's topic only
         answer_text = ""
-    return _rewrite(source_for_answer(question_of(state), answer_text, title), ctx, ev, min_share=0.5)
+    source = source_for_answer(question_of(state), answer_text, title)
+    if not will_draw(ctx):
+        return _plain(source, ctx, ev, "the answer")
+    return _rewrite(source, ctx, ev, min_share=0.5)
+
+
+def _plain(source: str, ctx: Context, ev: dict[str, Any], what: str) -> dict[str, Any]:
+    """No image model: nothing will be drawn and the prompt only labels the card, so the LLM's
+    1-4 s rewrite is skipped and the prompt is built from ``source`` as it is."""
+    result = PromptRewriter(ctx.toolbox.llm).plain(
+        source, f"no image model is configured, so the LLM did not rewrite the prompt; built from {what}")
+    ev["input"], ev["output"], ev["reason"] = summarise(source), summarise(result.prompt), result.note
+    ev["data"] = {"rewritten": False, "skipped": "no image model"}
+    return {"image_prompt": result.prompt}
+
+
+def will_draw(ctx: Context) -> bool:
+    """Is an image model configured (so an image prompt will really be drawn)?"""
+    return getattr(ctx.toolbox.image, "model", True) is not None
 
 
 def _rewrite(source: str, ctx: Context, ev: dict[str, Any], *, min_share: float) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from tools.diffusion import ImageGenerator
 from tools.wikipedia import Passage
 
 try:
-    from tests.fakes import ScriptedLLM
+    from tests.fakes import FakeImage, ScriptedLLM
     from tests.tiny_pipeline import build_tiny_pipeline
 except ImportError:  # tests/ is on sys.path itself (pytest rootdir-less import mode)
-    from fakes import ScriptedLLM
+    from fakes import FakeImage, ScriptedLLM
     from tiny_pipeline import build_tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,13 +132,40 @@ def chat_messages(llm: ScriptedLLM) -> list[list[dict]]:
 
 
 # -- routes -----------------------------------------------------------------------------------
+def test_without_an_image_model_no_route_asks_the_llm_for_an_image_prompt(tmp_path):
+    """Nothing will be drawn, so the prompt (shown on the card) is built from the answer or the
+    request and the LLM is not asked for a rewrite; the trace says so."""
+    calibration = ["search"] * len(_calibration_inputs())
+    llm = ScriptedLLM(replies=["Leonardo da Vinci painted it."], labels=["search", *calibration, "draw"])
+    agent = make_agent(tmp_path, llm, wiki=FakeWiki([MONA_LISA]))
+    r = agent.ask(text="Who painted the Mona Lisa?")
+    assert len(chat_messages(llm)) == 1  # the answer only
+    assert r.image_prompt == "Mona Lisa. Leonardo da Vinci painted it., detailed illustration"
+    event = next(e for e in trace_of(r) if e.step == "rewrite_image_prompt")
+    assert "no image model" in event.reason and event.data["rewritten"] is False
+    assert not r.image_generated and any("No image was generated" in n for n in r.notices)
+    drawn = agent.ask(text="Show me a cat eating fish")
+    assert len(chat_messages(llm)) == 1 and drawn.image_prompt == "cat eating fish, detailed illustration"
+    assert "no image model" in next(e for e in trace_of(drawn) if e.step == "draw").reason
+    assert "could not draw it" in drawn.answer
+
+
+def test_with_an_image_model_the_draw_route_rewrites_the_request(tmp_path):
+    llm = ScriptedLLM(replies=["A cat eating a fish, cartoon illustration"], labels=["draw"])
+    image = FakeImage()
+    r = make_agent(tmp_path, llm, image=image).ask(text="Show me a cat eating fish")
+    assert r.image_prompt == "A cat eating a fish, cartoon illustration" == image.prompts[0]
+    assert r.image_generated and r.answer == "I drew: A cat eating a fish, cartoon illustration"
+
+
 def test_search_route_answers_from_the_passage_with_citation_and_sources(tmp_path):
     llm = ScriptedLLM(
         replies=["Leonardo da Vinci painted it.", "The Mona Lisa portrait by Leonardo da Vinci, oil painting"],
         labels=["search"],
     )
     wiki = FakeWiki([MONA_LISA, LOUVRE])
-    agent = make_agent(tmp_path, llm, wiki=wiki)
+    image = FakeImage()
+    agent = make_agent(tmp_path, llm, wiki=wiki, image=image)
 
     r = agent.ask(text="Who painted the Mona Lisa?")
 
@@ -161,6 +188,7 @@ def test_search_route_answers_from_the_passage_with_citation_and_sources(tmp_pat
     assert "Mona Lisa" in grounded_prompt and "Italian artist Leonardo da Vinci" in grounded_prompt
     # the picture illustrates the answer
     assert r.image_prompt == "The Mona Lisa portrait by Leonardo da Vinci, oil painting"
+    assert image.prompts == [r.image_prompt] and r.image_generated
     assert Path(r.image_path).is_file()
 
 
@@ -200,7 +228,8 @@ def test_answer_route_answers_directly_without_searching(tmp_path):
 def test_draw_route_draws_the_request_itself(tmp_path, model_reply):
     llm = ScriptedLLM(replies=[model_reply], labels=["draw"])
     wiki = FakeWiki([MONA_LISA])
-    r = make_agent(tmp_path, llm, wiki=wiki).ask(text="Show me a cat eating fish")
+    image = FakeImage()
+    r = make_agent(tmp_path, llm, wiki=wiki, image=image).ask(text="Show me a cat eating fish")
 
     assert r.route == "draw" and r.error is None
     assert wiki.queries == []
@@ -210,12 +239,8 @@ def test_draw_route_draws_the_request_itself(tmp_path, model_reply):
     # the model was asked to picture the subject, not the request to show it
     asked = chat_messages(llm)[0][-1]["content"].lower()
     assert "cat eating fish" in asked and "show" not in asked
-    # no image model: an honest card, and the answer says nothing was drawn
-    assert r.image_generated is False
-    assert Path(r.image_path).is_file()
-    assert r.answer.startswith("I could not draw it")
-    assert r.image_prompt in r.answer
-    assert any("No image was generated" in n for n in r.notices)
+    assert image.prompts == [r.image_prompt] and r.image_generated and Path(r.image_path).is_file()
+    assert r.answer == f"I drew: {r.image_prompt}"
     assert steps_of(r) == ["decide", "draw", "generate_image", "finish"]
 
 
@@ -594,7 +619,7 @@ def test_models_are_loaded_once_and_reused_across_questions(tmp_path, monkeypatc
 
     built = {"llm": 0, "asr": 0, "wiki": 0}
     calibration = ["search"] * len(_calibration_inputs())
-    llm = ScriptedLLM(replies=["Leaves fall.", "autumn leaves", "Rain taps.", "rain on a window"],
+    llm = ScriptedLLM(replies=["Leaves fall.", "Rain taps."],
                       labels=["answer", *calibration, "answer"])
     asr = FakeASR("Write a poem about rain.")
     wiki = FakeWiki([])

@@ -69,7 +69,7 @@ def test_unusable_llm_rewrite_falls_back_to_the_topic(tmp_path):
 
 
 def test_a_failed_turn_does_not_show_the_previous_answer(tmp_path):
-    llm = ScriptedLLM(replies=["Sea turtles can live for 50 years or more.", "photo", ""],
+    llm = ScriptedLLM(replies=["Sea turtles can live for 50 years or more.", ""],
                       labels=["search", *UNBIASED, "answer"])
     agent = make_agent(tmp_path, llm)
     thread = agent.new_thread_id()
@@ -94,7 +94,7 @@ def test_cancel_stops_the_turn_and_still_writes_the_trace(tmp_path):
     cancel = threading.Event()
 
     class SlowLLM(ScriptedLLM):
-        def chat(self, messages, *, max_new_tokens=None, on_token=None, prefix=""):
+        def chat(self, messages, *, max_new_tokens=None, on_token=None, prefix="", stop=None):
             for word in ["one", "two", "three", "four"]:
                 if word == "two":
                     cancel.set()

@@ -30,7 +30,8 @@ class ChatModel(Protocol):
     name: str
 
     def chat(self, messages: Sequence[dict[str, str]], *, max_new_tokens: int | None = None,
-             on_token: Callable[[str], None] | None = None, prefix: str = "") -> str: ...
+             on_token: Callable[[str], None] | None = None, prefix: str = "",
+             stop: Callable[[str], bool] | None = None) -> str: ...
 
 
 def content_words(text: str) -> list[str]:
@@ -54,6 +55,31 @@ def stems(text: str) -> set[str]:
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+
+
+def loops(text: str, times: int = 3) -> bool:
+    """Does some run of three words occur ``times`` times or more? Small models often loop
+    ("big fun, fun, fun, ..."); such text is not a description or an answer."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return any(grams.count(g) >= times for g in set(grams))
+
+
+DIRECT_MAX_SENTENCES = 3  # prompts/answer_system.txt asks for "one to three short sentences"
+
+
+def too_many_sentences(text: str, limit: int = DIRECT_MAX_SENTENCES) -> bool:
+    """Has prose (text without line breaks: not a list) begun a sentence after ``limit`` finished ones?"""
+    return "\n" not in text.strip() and len(split_sentences(text)) > limit
+
+
+def drop_partial(text: str) -> str:
+    """``text`` without its last, unfinished line (or sentence, for one-line text)."""
+    text = text.rstrip()
+    if "\n" in text:
+        return text.rsplit("\n", 1)[0].rstrip()
+    sentences = split_sentences(text)
+    return " ".join(sentences[:-1]) if len(sentences) > 1 else text
 
 
 def best_sentence(question: str, text: str) -> str:
@@ -109,8 +135,22 @@ class AnswerWriter:
 
     def direct(self, question: str, *, on_token: Callable[[str], None] | None = None) -> Answer:
         user = load_prompt("answer_direct.txt").format(question=question)
-        reply = self.llm.chat(self._messages(user), max_new_tokens=self.max_new_tokens, on_token=on_token)
-        return Answer(text=reply.strip(), found=bool(reply.strip()), model_reply=reply)
+        # The prompt asks for one to three sentences: prose stops after the third (the 135M
+        # starter model often runs on to the token limit). A reply that starts repeating itself
+        # (it loops on lists) is stopped there and cut back to its last finished line. The
+        # result says which happened.
+        def done(text: str) -> bool:
+            return loops(text) or too_many_sentences(text)
+
+        reply = self.llm.chat(self._messages(user), max_new_tokens=self.max_new_tokens, on_token=on_token,
+                              stop=done)
+        text, how = reply.strip(), ""
+        if loops(text):
+            text, how = drop_partial(text), "the model began repeating itself; the reply was cut there"
+        elif too_many_sentences(text):
+            text = " ".join(split_sentences(text)[:DIRECT_MAX_SENTENCES])
+            how = f"cut after {DIRECT_MAX_SENTENCES} sentences, as the prompt asks"
+        return Answer(text=text, found=bool(text), model_reply=reply, how=how)
 
     def grounded(
         self, question: str, passages: Sequence[Any], *, on_token: Callable[[str], None] | None = None
@@ -137,7 +177,8 @@ class AnswerWriter:
         )
         messages = [{"role": "system", "content": load_prompt("answer_grounded_system.txt")},
                     {"role": "user", "content": user}]
-        reply = self.llm.chat(messages, max_new_tokens=min(self.max_new_tokens, 64), on_token=on_token)
+        reply = self.llm.chat(messages, max_new_tokens=min(self.max_new_tokens, 64), on_token=on_token,
+                              stop=lambda text: answer_sentence_done(text, question))
         first = _answer_sentence(reply, question)
         if about and first and supported(first, text + " " + question + " " + title) and stems(first) - asked:
             support = best_sentence(first + " " + question, text) or quote  # the sentence backing the answer
@@ -185,6 +226,14 @@ def _answer_sentence(reply: str, question: str) -> str:
             continue
         return sentence
     return ""
+
+
+def answer_sentence_done(reply: str, question: str) -> bool:
+    """Has a (partial) reply already completed the sentence :func:`_answer_sentence` will pick?
+    A sentence counts as complete once the next one has begun, so generation can stop there
+    with the same result as generating to the end."""
+    complete = split_sentences(reply)[:-1]
+    return bool(complete) and bool(_answer_sentence(" ".join(complete), question))
 
 
 def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:

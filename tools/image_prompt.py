@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tools.answer import ChatModel, content_words, split_sentences
+from tools.answer import ChatModel, content_words, loops, split_sentences
 from tools.common import load_prompt
 
 CLIP_MAX_TOKENS = 77
@@ -49,14 +49,6 @@ def approx_clip_tokens(text: str) -> int:
 def _numbers(text: str) -> set[str]:
     words = {w.lower() for w in re.findall(r"[A-Za-z]+|\d+", text)}
     return {w for w in words if w.isdigit() or w in _NUMBER_WORDS}
-
-
-def loops(text: str, times: int = 3) -> bool:
-    """Does some run of three words occur ``times`` times or more? Small models often loop
-    ("big fun, fun, fun, ..."); such a prompt is not a description."""
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    return any(grams.count(g) >= times for g in set(grams))
 
 
 def keeps_source(source: str, prompt: str, min_share: float = 0.8) -> tuple[bool, str]:
@@ -112,11 +104,29 @@ class PromptRewriter:
         messages.append({"role": "user", "content": source})
         return messages
 
+    def settled(self, reply: str, source: str) -> bool:
+        """Is the outcome of a (partial) model reply already fixed, so generation can stop?
+        Only the first sentence of the first line is used, cut to ``max_words``; and a reply
+        that already chats, loops or is too long will be rejected whatever follows. Judged on
+        complete words only, so stopping here gives the same prompt as generating to the end."""
+        lines = reply.lstrip().split("\n", 1)
+        if len(lines) > 1:
+            return True  # the first line is complete
+        if re.search(r"(?<=[a-z])[.!?]\s", lines[0]):
+            return True  # its first sentence is complete
+        words = lines[0].split()[:-1]  # the last word may still grow
+        if len(words) >= self.max_words:
+            return True
+        text = " ".join(words)
+        return bool((_CHATTY.search(text) and not _CHATTY.search(source)) or (loops(text) and not loops(source))
+                    or approx_clip_tokens(text) > CLIP_MAX_TOKENS)
+
     def rewrite(self, source: str, *, min_share: float = 0.8) -> ImagePrompt:
         """Rewrite ``source``; the rewrite must keep every number and ``min_share`` of its content
         words (a drawing request: nearly all; an answer's topic: the main ones)."""
         source = " ".join(source.split())
-        reply = self.llm.chat(self._messages(source), max_new_tokens=64)
+        reply = self.llm.chat(self._messages(source), max_new_tokens=64,
+                              stop=lambda text: self.settled(text, source))
         prompt = _limit_words(_clean_reply(reply), self.max_words)
         if not prompt:
             ok, why = False, "the model returned nothing"
@@ -130,13 +140,15 @@ class PromptRewriter:
             ok, why = False, "too long for the 77-token text encoder"
         if ok:
             return ImagePrompt(prompt=prompt, source=source, rewritten=True, note=why, model_reply=reply)
-        fallback = _limit_words(f"{source}, {STYLE_SUFFIX}", self.max_words)
-        while approx_clip_tokens(fallback) > CLIP_MAX_TOKENS and len(fallback.split()) > 5:
-            fallback = _limit_words(fallback, len(fallback.split()) - 3)
-        return ImagePrompt(
-            prompt=fallback, source=source, rewritten=False,
-            note=f"model rewrite not used ({why}); prompt built from the request itself", model_reply=reply,
-        )
+        return self.plain(source, f"model rewrite not used ({why}); prompt built from the request itself", reply)
+
+    def plain(self, source: str, note: str, model_reply: str = "") -> ImagePrompt:
+        """The prompt built from ``source`` itself, without the model (a style added, cut to fit)."""
+        source = " ".join(source.split())
+        prompt = _limit_words(f"{source}, {STYLE_SUFFIX}", self.max_words)
+        while approx_clip_tokens(prompt) > CLIP_MAX_TOKENS and len(prompt.split()) > 5:
+            prompt = _limit_words(prompt, len(prompt.split()) - 3)
+        return ImagePrompt(prompt=prompt, source=source, rewritten=False, note=note, model_reply=model_reply)
 
 
 def source_for_answer(question: str, answer: str, title: str | None = None) -> str:
