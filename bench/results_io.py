@@ -8,10 +8,11 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def save_results(name: str, summary: dict, headline: dict | None = None, *, as_json: bool = False) -> Path:
-    """Write ``summary`` to ``bench/results/<name>.json``; with ``as_json``, print only ``headline``
-    (default: the summary) as one JSON object on stdout. Returns the file's path."""
-    out = RESULTS / f"{name}.json"
+def save_results(name: str, summary: dict, headline: dict | None = None, *, as_json: bool = False,
+                 folder: Path | None = None) -> Path:
+    """Write ``summary`` to ``bench/results/<name>.json`` (or ``folder``); with ``as_json``, print
+    only ``headline`` (default: the summary) as one JSON object on stdout. Returns the file's path."""
+    out = (folder or RESULTS) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if as_json:
