@@ -171,7 +171,7 @@ class LocalLLM:
             with torch.inference_mode():
                 self._model(input_ids=torch.tensor([list(key)]), past_key_values=cache, use_cache=True)
         self._prefixes[key] = cache  # most recently used last
-        while len(self._prefixes) > 8:
+        while len(self._prefixes) > 6:  # route, follow-up, image prompt, answer, grounded answer (+1)
             self._prefixes.pop(next(iter(self._prefixes)))
         return cache
 
