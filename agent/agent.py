@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import queue
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import error_message, new_run_id
+from agent.nodes import TRACE_NOT_WRITTEN, error_message, new_run_id
 from tools.common import Cancelled
 from agent.settings import Settings
 from agent.state import Source
@@ -128,7 +129,9 @@ class Agent:
                 sf.write(path, samples, SAMPLE_RATE)
                 state["audio_path"] = str(path)
         if text is not None:
-            question = " ".join(str(text).replace("\x00", " ").split())
+            # Control characters (terminal escapes, bell, NUL) and bidi overrides are not part of a
+            # question, and would be echoed to the user's terminal and the trace: they become spaces.
+            question = " ".join(re.sub(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", " ", str(text)).split())
             limit = self.settings.max_question_chars
             if len(question) > limit:
                 notices.append(f"the question was {len(question)} characters long; only the first {limit} were used")
@@ -169,6 +172,10 @@ class Agent:
             # (Other progress comes after a step's work is done: it must not fail that step.)
             if event.get("type") == "token" and cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
+            if event.get("type") == "notice" and event.get("text"):  # e.g. the trace could not be written
+                kind = str(event["text"]).split(" to ", 1)[0]
+                if not any(n.startswith(kind) for n in notices):  # once per run, not once per step
+                    notices.append(str(event["text"]))
             if progress:
                 events.put(StepEvent(kind="progress", progress=event))
 
@@ -251,11 +258,13 @@ class Agent:
             if error is not None and not trace_path.exists():
                 # Failed before any step ran (bad input): the trace still records why.
                 append_event(run_dir, TraceEvent(run_id=run_id, step="input", error=message))
-            result.trace_path = str(trace_path)
+            result.trace_path = str(trace_path) if trace_path.is_file() else None  # never a path to nothing
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "result.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
         except OSError as exc:
             result.trace_path = None
+            # One notice for the whole run (it covers the trace too).
+            result.notices = [n for n in result.notices if not n.startswith(TRACE_NOT_WRITTEN)]
             result.notices.append(f"the run could not be saved to {run_dir}: {exc.strerror or exc}")
         return result
 

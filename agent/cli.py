@@ -117,7 +117,8 @@ def ask(
     for notice in result.notices:
         err.print(f"askdraw: note: {notice}", markup=False)
     if result.error == "cancelled":
-        _fail(f"cancelled; the run's trace is in {result.trace_path}", 130)
+        _fail(f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
+              else "cancelled (the run could not be saved; see the note above)", 130)
     if result.error and not result.answer:
         _fail(result.error, 1)
     if result.error:

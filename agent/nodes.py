@@ -28,6 +28,9 @@ class StepError(RuntimeError):
     """A step failed in a way the run cannot recover from; the message is for the user."""
 
 
+TRACE_NOT_WRITTEN = "the trace could not be written"
+
+
 
 
 def _context(runtime: Runtime[Context] | None) -> Context:
@@ -74,8 +77,9 @@ def step(name: str, tool: str | None = None) -> Callable:
                                error=error_message(error) if error else handled, **fields)
             try:
                 append_event(merged["run_dir"], event)
-            except OSError as exc:
-                ctx.progress(type="notice", text=f"could not write the trace: {exc}")
+            except OSError as exc:  # the run goes on; Agent.stream turns this into a result notice
+                ctx.progress(type="notice", step=name, text=f"{TRACE_NOT_WRITTEN} to {merged['run_dir']}: "
+                             f"{exc.strerror or exc}")
             _emit(event)
             if error is not None:
                 raise error
@@ -221,7 +225,7 @@ def search_wikipedia(state: State, ctx: Context, ev: dict[str, Any]) -> Command[
             ev["decision"], ev["reason"] = "search again", f'nothing found; retrying with keywords "{retry}"'
             return Command(goto="search_wikipedia", update={**update, "search_query": retry})
     if not found:
-        update["notices"] = [f'No Wikipedia article matched "{query}"; answered directly without a source']
+        update["notices"] = [f'No Wikipedia article matched "{summarise(query, 80)}"; answered directly without a source']
     return Command(goto="answer", update=update)
 
 
@@ -325,7 +329,12 @@ def generate_image(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, 
         ctx.progress(type="image_step", step="generate_image", done=done, total=total,
                      text=f"drawing, step {done}/{total}")
 
-    result = image.generate(prompt, out_path, seed=seed, progress=progress)
+    try:
+        result = image.generate(prompt, out_path, seed=seed, progress=progress)
+    except OSError as exc:  # the picture (or its card) cannot be written: the answer still stands
+        why = f"No image was saved: {out_path} could not be written ({exc.strerror or exc})"
+        ev["error"], ev["output"] = why, "no image saved"
+        return {"image_path": None, "image_model": image.name, "image_generated": False, "notices": [why]}
     ev["output"] = f"{result.path} ({'generated' if result.generated else 'NOT generated: labelled card'})"
     ev["data"] = {"generated": result.generated, "steps": result.steps, "size": [result.width, result.height]}
     update: dict[str, Any] = {
@@ -333,7 +342,8 @@ def generate_image(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, 
     }
     if not result.generated:
         ev["reason"] = result.notice
-        update["notices"] = [f"No image was generated: {result.notice}"]
+        why = result.notice.removeprefix("No picture was drawn: ")  # said once, not twice
+        update["notices"] = [f"No image was generated: {why}"]
     return update
 
 
