@@ -47,6 +47,7 @@ SILENCE_RMS = 1e-4  # -80 dBFS
 CHUNK_SECONDS = 30.0  # Whisper's context
 CUT_SEARCH_SECONDS = 10.0  # long audio: cut at the quietest pause in each window's last 10 s
 BATCH_SIZE = 4  # 30 s windows decoded together
+NO_SPEECH_PROB = 0.6  # Whisper's threshold: above it a window holds no speech (noise, hum) and is skipped
 CONVERTER_VERSION = 1
 _MARKER = "askdraw_conversion.json"
 
@@ -542,6 +543,7 @@ class WhisperASR:
         self._suppress_begin: list[int] = []
         self._processor = None
         self._multilingual = False
+        self._no_speech: tuple[int, int] | None = None  # (start-of-transcript id, no-speech id)
         self.model_dir: Path | None = None
         self.load_seconds: float | None = None
         self.converted = False  # True if load() had to convert CT2 weights
@@ -639,6 +641,8 @@ class WhisperASR:
             self._suppress_begin = [
                 int(t) for t in (gen.begin_suppress_tokens or model.config.begin_suppress_tokens or [])
             ]
+            start, no_ts = getattr(gen, "decoder_start_token_id", None), getattr(gen, "no_timestamps_token_id", None)
+            self._no_speech = (int(start), int(no_ts) - 1) if start is not None and no_ts is not None else None
             gen.suppress_tokens = gen.begin_suppress_tokens = None
             model.config.suppress_tokens = model.config.begin_suppress_tokens = None
             self._processor, self.model_dir = processor, Path(where) if not isinstance(where, str) else None
@@ -675,6 +679,17 @@ class WhisperASR:
                 # runs many tiny steps where thread sync costs more than it gains: always 1 thread.
                 with _torch_threads(_encoder_threads()):
                     encoded = model.get_encoder()(feats).last_hidden_state
+                if self._no_speech is not None:
+                    # Noise, hum or music is not silence, but Whisper makes up words for it ("You"):
+                    # skip windows its no-speech token claims, as Whisper itself does.
+                    start, no_speech = self._no_speech
+                    with _torch_threads(1):
+                        logits = model(encoder_outputs=(encoded,),
+                                       decoder_input_ids=torch.full((encoded.shape[0], 1), start)).logits
+                    speech = logits[:, -1].float().softmax(-1)[:, no_speech] <= NO_SPEECH_PROB
+                    if not bool(speech.any()):
+                        continue
+                    encoded = encoded[speech]
                 processors = LogitsProcessorList([_Suppress(self._suppress, self._suppress_begin)])
                 with _torch_threads(1), _quiet_generate():
                     ids = model.generate(
