@@ -57,9 +57,10 @@ class Toolbox:
             if self._wiki is None:
                 from tools.wikipedia import LiveWikipedia, make_backend
 
-                spec = self.settings.wiki
-                if spec == "live":
-                    self._wiki = LiveWikipedia(timeout=self.settings.wiki_timeout)
+                spec = self.settings.wiki.strip()
+                if spec.lower() == "live" or spec.lower().startswith("live:"):  # "live:fr" too
+                    lang = spec.split(":", 1)[1].strip() if ":" in spec else ""
+                    self._wiki = LiveWikipedia(lang=lang or "en", timeout=self.settings.wiki_timeout)
                 else:
                     self._wiki = make_backend(spec)
             return self._wiki

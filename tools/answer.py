@@ -180,7 +180,8 @@ class AnswerWriter:
         reply = self.llm.chat(messages, max_new_tokens=min(self.max_new_tokens, 64), on_token=on_token,
                               stop=lambda text: answer_sentence_done(text, question))
         first = _answer_sentence(reply, question)
-        if about and first and supported(first, text + " " + question + " " + title) and stems(first) - asked:
+        evidence = " ".join(s for s in split_sentences(text) if not addresses_the_model(s))
+        if about and first and supported(first, evidence + " " + question + " " + title) and stems(first) - asked:
             support = best_sentence(first + " " + question, text) or quote  # the sentence backing the answer
             return Answer(text=first, found=True, title=title, url=url, quote=support or None, model_reply=reply,
                           how="model answer, supported by the passage")
@@ -234,6 +235,23 @@ def answer_sentence_done(reply: str, question: str) -> bool:
     with the same result as generating to the end."""
     complete = split_sentences(reply)[:-1]
     return bool(complete) and bool(_answer_sentence(" ".join(complete), question))
+
+
+# Article text is data. A sentence in it that speaks to the model ("ignore previous instructions",
+# "reply only with ...", "you are now ...") is an injection attempt: it never counts as support
+# for the model's answer, so a model that obeys it gets the article quoted instead.
+_TO_THE_MODEL = re.compile(
+    r"\b(ignore|disregard|forget)\b[^.]{0,30}\b(previous|prior|above|earlier|all|your)\b[^.]{0,20}"
+    r"\b(instructions?|prompts?|directions|rules)\b"
+    r"|\b(reply|respond|answer)\b[^.]{0,30}\bonly with\b|\byou are now\b|\bsystem prompt\b"
+    r"|^\W*(system|assistant)\s*:",
+    re.IGNORECASE,
+)
+
+
+def addresses_the_model(sentence: str) -> bool:
+    """Does this sentence of a source give orders to the model (a prompt injection)?"""
+    return bool(_TO_THE_MODEL.search(sentence))
 
 
 def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:

@@ -245,22 +245,32 @@ def _record_from_obj(obj: Any, where: str, default_title: str | None = None) -> 
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, str, str, str]]:
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise ToolError(f"corrupt corpus {path}: line {lineno} is not valid JSON ({exc})") from exc
-            yield _record_from_obj(obj, f"corrupt corpus {path}: line {lineno}")
+    lineno = 0
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise ToolError(f"corrupt corpus {path}: line {lineno} is not valid JSON ({exc})") from exc
+                yield _record_from_obj(obj, f"corrupt corpus {path}: line {lineno}")
+    except UnicodeDecodeError as exc:  # a binary or non-UTF-8 file
+        raise ToolError(f"corrupt corpus {path}: line {lineno + 1} is not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise ToolError(f"cannot read Wikipedia corpus {path}: {exc.strerror or exc}") from exc
 
 
 def _iter_json(path: Path) -> Iterator[tuple[str, str, str, str]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:  # before ValueError: it is one
+        raise ToolError(f"corrupt corpus {path}: not UTF-8 text ({exc.reason})") from exc
     except ValueError as exc:
         raise ToolError(f"corrupt corpus {path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise ToolError(f"cannot read Wikipedia corpus {path}: {exc.strerror or exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if isinstance(data, dict):  # {title: record | text} (the starter corpus' shape)
@@ -734,7 +744,13 @@ class _RequestsWithTimeout:
         timeout = _REQUEST_TIMEOUT.get()
         if timeout is not None:
             kwargs.setdefault("timeout", timeout)
-        return self._real.get(*args, **kwargs)
+        response = self._real.get(*args, **kwargs)
+        # The package calls ``r.json()`` whatever the status: an HTTP error page would surface as
+        # a puzzling JSON error. Inside LiveWikipedia.search, raise requests.HTTPError instead.
+        status = getattr(response, "status_code", None)
+        if timeout is not None and isinstance(status, int) and status >= 400:
+            response.raise_for_status()
+        return response
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -755,6 +771,21 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
 )
+
+# Answers the `wikipedia` package cannot make sense of (JSON of another
+# shape, ...): not a network failure, but the search cannot go on either.
+_BAD_ANSWER_ERRORS: tuple[type[BaseException], ...] = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    AssertionError,  # the package asserts on redirect shapes
+)
+
+#: The MediaWiki API the live backend asks; ``{lang}`` is the language code. LiveWikipedia's
+#: ``api_url`` argument overrides it (a mirror, or a local test server).
+LIVE_API_URL = "https://{lang}.wikipedia.org/w/api.php"
 
 _SKIP_SECTIONS = {"see also", "references", "external links", "further reading", "notes",
                   "bibliography", "sources", "citations", "footnotes"}
@@ -779,13 +810,22 @@ class LiveWikipedia:
     for up to ``max_pages`` of them (a disambiguation page is replaced by its first options that
     load; missing pages are skipped). Each page gives its best-matching passage (the lead wins
     ties), then further passages if ``k`` asks for more. Every HTTP request has ``timeout``
-    seconds; network failures raise ``ToolError("Wikipedia is unreachable: ...")``.
+    seconds. Failures raise :class:`ToolError`: ``"Wikipedia is unreachable: ..."`` (no
+    connection, or no answer within ``timeout``), ``"Wikipedia answered HTTP 500 ..."`` (an HTTP
+    error status), ``"Wikipedia returned an error: ..."`` (the API's own ``{"error": ...}``),
+    ``"Wikipedia sent a malformed answer: ..."`` (not JSON, or JSON the ``wikipedia`` package
+    cannot read).
+
+    ``api_url``: the MediaWiki ``api.php`` endpoint to ask (default :data:`LIVE_API_URL` for
+    ``lang``, i.e. ``https://en.wikipedia.org/w/api.php``); tests point it at a local server.
     """
 
-    def __init__(self, lang: str = "en", timeout: float = 8.0, max_pages: int = 3) -> None:
+    def __init__(self, lang: str = "en", timeout: float = 8.0, max_pages: int = 3,
+                 api_url: str | None = None) -> None:
         self.lang = lang
         self.timeout = float(timeout)
         self.max_pages = max(1, int(max_pages))
+        self.api_url = api_url or LIVE_API_URL.format(lang=lang)
         self.name = f"live:{lang}"
 
     def _fetch_page(self, title: str, seen: set[str]) -> Any | None:
@@ -823,15 +863,33 @@ class LiveWikipedia:
         try:
             with _LIVE_LOCK:
                 _install_timeout_shim()
-                api_url = f"https://{self.lang}.wikipedia.org/w/api.php"
-                if getattr(wikipedia_api.wikipedia, "API_URL", None) != api_url:
+                if getattr(wikipedia_api.wikipedia, "API_URL", None) != self.api_url:
                     wikipedia_api.set_lang(self.lang)  # also clears the package's caches
-                    wikipedia_api.wikipedia.API_URL = api_url
+                    wikipedia_api.wikipedia.API_URL = self.api_url
                 return self._search(query, k)
+        except requests.exceptions.HTTPError as exc:
+            response = getattr(exc, "response", None)
+            status = getattr(response, "status_code", None)
+            what = f"HTTP {status} ({getattr(response, 'reason', '') or 'error'})" if status else self._reason(exc)
+            raise ToolError(f"Wikipedia answered {what}") from exc
+        except requests.exceptions.InvalidJSONError as exc:  # before _NETWORK_ERRORS: it is one
+            raise ToolError(f"Wikipedia sent a malformed answer: not JSON ({self._short(exc)})") from exc
         except _NETWORK_ERRORS as exc:
             raise ToolError(f"Wikipedia is unreachable: {self._reason(exc)}") from exc
+        except wikipedia_api.exceptions.WikipediaException as exc:  # the API's {"error": ...}
+            error = " ".join(str(getattr(exc, "error", "") or "").split())[:200]
+            raise ToolError(f"Wikipedia returned an error: {error or type(exc).__name__}") from exc
+        except _BAD_ANSWER_ERRORS as exc:
+            raise ToolError(f"Wikipedia sent a malformed answer: {self._short(exc)}") from exc
         finally:
             _REQUEST_TIMEOUT.reset(token)
+
+    @staticmethod
+    def _short(exc: BaseException) -> str:
+        text = " ".join(str(exc).split())
+        if isinstance(exc, KeyError):
+            text = f"no {text} field"
+        return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
     def _reason(self, exc: BaseException) -> str:
         if isinstance(exc, (requests.exceptions.Timeout, TimeoutError,
