@@ -476,22 +476,28 @@ def _check_independent(results, questions) -> None:
     assert len({r.run_id for r in results}) == len(results)
 
 
-def test_two_threads_and_ten_calls_in_a_row_with_fakes(tmp_path, monkeypatch):
-    made = install_fakes({"llm": "echo"}, monkeypatch.setattr)
-    agent = Agent(Settings(out_dir=tmp_path / "runs", image=False))
-    questions = ["Tell me about Q1 please", "Tell me about Q2 please"]
-    results: list = [None, None]
-    start = threading.Barrier(2)
+def ask_at_once(agent, questions: list[str], *, timeout: float) -> list:
+    """Each question from its own thread, released together; the results in question order."""
+    results: list = [None] * len(questions)
+    start = threading.Barrier(len(questions))
 
     def ask(i: int) -> None:
         start.wait()
         results[i] = agent.ask(text=questions[i])
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(timeout)
+    return results
+
+
+def test_two_threads_and_ten_calls_in_a_row_with_fakes(tmp_path, monkeypatch):
+    made = install_fakes({"llm": "echo"}, monkeypatch.setattr)
+    agent = Agent(Settings(out_dir=tmp_path / "runs", image=False))
+    questions = ["Tell me about Q1 please", "Tell me about Q2 please"]
+    results = ask_at_once(agent, questions, timeout=30)
     _check_independent(results, questions)
 
     in_a_row = [f"What about Q{i}?" for i in range(10, 20)]
@@ -542,18 +548,7 @@ def _check_real(r, question: str) -> None:
 def test_real_models_two_threads_at_once_and_ten_in_a_row(real_agent):
     agent, counts = real_agent
     questions = ["Who painted the Mona Lisa?", "What is the capital of France?"]
-    results: list = [None, None]
-    start = threading.Barrier(2)
-
-    def ask(i: int) -> None:
-        start.wait()
-        results[i] = agent.ask(text=questions[i])
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
+    results = ask_at_once(agent, questions, timeout=300)
     for r, q in zip(results, questions):
         _check_real(r, q)
     assert results[0].run_id != results[1].run_id
