@@ -1,4 +1,4 @@
-"""The ``askdraw`` command line: ``askdraw ask``, ``trace``, ``chat`` and ``history``."""
+"""The ``askdraw`` command line: ``askdraw ask``, ``trace``, ``chat``, ``serve`` and ``history``."""
 
 from __future__ import annotations
 
@@ -222,6 +222,46 @@ def chat(
     except ChatError as exc:
         _fail(str(exc), exc.code)
     raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (non-loopback needs --allow-remote).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 7860,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a --host other machines can reach (no authentication!).")] = False,
+    out_dir: OutDir = Path("runs"),
+    seed: Seed = None,
+    wiki: Wiki = "offline",
+    llm: Llm = None,
+    asr: Asr = None,
+    image_model: ImageModel = None,
+    image_steps: ImageSteps = None,
+    image_size: ImageSize = None,
+    route: RouteOpt = None,
+    image: ImageOnOff = None,
+) -> None:
+    """Run the web app (Gradio): chat, voice or audio-file questions, answers, sources, image, trace."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from agent.web import is_loopback
+
+    if not is_loopback(host):
+        if not allow_remote:
+            _fail(f"--host {host} is reachable from other machines; add --allow-remote to serve on it", 2)
+        err.print(f"askdraw: warning: serving on {host}: anyone who can reach this machine can use the agent "
+                  "(there is no authentication)", markup=False)
+    agent = _agent_or_fail(locals())
+    from agent.web import serve as run_server
+
+    err.print("askdraw: loading models…", markup=False)
+
+    def ready(url: str) -> None:
+        out.print(f"askdraw web app: {url}  (Ctrl-C stops it)", markup=False)
+        sys.stdout.flush()
+
+    try:
+        run_server(host, port, agent=agent, allow_remote=allow_remote, on_ready=ready)
+    except OSError as exc:
+        _fail(f"cannot serve on {host}:{port}: {exc}", 1)
 
 
 @app.command()
