@@ -197,6 +197,18 @@ def test_gradio_client_asks_the_served_agent(server):
 
 
 @pytest.mark.slow
+def test_a_second_request_while_one_runs_is_queued_not_lost(server):
+    from gradio_client import Client
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    questions = ["Who painted the Mona Lisa?", "Who wrote Hamlet?"]
+    jobs = [client.submit(q, None, api_name="/ask") for q in questions]  # the second waits in the queue
+    (first, *_), (second, *_) = [job.result(timeout=180) for job in jobs]
+    assert "Leonardo" in first and "Shakespeare" in second
+
+
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(server, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
