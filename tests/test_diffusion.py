@@ -12,29 +12,10 @@ from tools import diffusion
 from tools.common import ToolError
 from tools.diffusion import ImageGenerator, ImageResult, render_card
 
-try:
-    from tests.tiny_pipeline import build_tiny_pipeline
-except ImportError:  # tests/ is on sys.path itself (pytest rootdir-less import mode)
-    from tiny_pipeline import build_tiny_pipeline
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py; so is tiny_model
 
 SIZE = 64
 STEPS = 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors run fastest (and steadiest on a busy 2-core box) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,8 @@ from tools.wikipedia import Passage
 
 try:
     from tests.fakes import FakeImage, ScriptedLLM
-    from tests.tiny_pipeline import build_tiny_pipeline
 except ImportError:  # tests/ is on sys.path itself (pytest rootdir-less import mode)
     from fakes import FakeImage, ScriptedLLM
-    from tiny_pipeline import build_tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 MONA_LISA = Passage(
@@ -242,11 +240,6 @@ def test_draw_route_draws_the_request_itself(tmp_path, model_reply):
     assert image.prompts == [r.image_prompt] and r.image_generated and Path(r.image_path).is_file()
     assert r.answer == f"I drew: {r.image_prompt}"
     assert steps_of(r) == ["decide", "draw", "generate_image", "finish"]
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
 
 
 def test_draw_route_with_a_real_diffusers_pipeline_generates_the_png(tmp_path, tiny_model):

@@ -39,10 +39,8 @@ from tools.wikipedia import Passage
 
 try:
     from tests.fakes import ScriptedLLM
-    from tests.tiny_pipeline import build_tiny_pipeline
 except ImportError:  # tests/ is on sys.path itself (pytest rootdir-less import mode)
     from fakes import ScriptedLLM
-    from tiny_pipeline import build_tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 MONA_LISA = {
@@ -233,20 +231,7 @@ def is_card(path: str | Path) -> bool:
     return generated == "false" and counts.max() / len(px) > 0.6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors run fastest (and leave the other core to parallel tests) on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py; so is tiny_model
 
 
 # == 4. models ======================================================================================
