@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import TRACE_NOT_WRITTEN, error_message, new_run_id
+from agent.nodes import NO_IMAGE_NOTICE, TRACE_NOT_WRITTEN, error_message, new_run_id
 from tools.common import Cancelled
 from agent.settings import Settings
 from agent.state import Source
@@ -44,6 +44,11 @@ class Result(BaseModel):
     error: str | None = None
     thread_id: str | None = None
     standalone_question: str | None = None
+
+    @property
+    def no_image_reason(self) -> str:
+        """Why the image is a labelled card instead of a picture ('' when there is no such notice)."""
+        return next((n.split(":", 1)[-1].strip() for n in self.notices if n.startswith(NO_IMAGE_NOTICE)), "")
 
     @property
     def ok(self) -> bool:
@@ -172,10 +177,8 @@ class Agent:
             # (Other progress comes after a step's work is done: it must not fail that step.)
             if event.get("type") == "token" and cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            if event.get("type") == "notice" and event.get("text"):  # e.g. the trace could not be written
-                kind = str(event["text"]).split(" to ", 1)[0]
-                if not any(n.startswith(kind) for n in notices):  # once per run, not once per step
-                    notices.append(str(event["text"]))
+            if event.get("type") == "notice" and event.get("text") and event["text"] not in notices:
+                notices.append(str(event["text"]))  # e.g. the trace could not be written: once per run
             if progress:
                 events.put(StepEvent(kind="progress", progress=event))
 

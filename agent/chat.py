@@ -30,6 +30,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from agent.nodes import NO_IMAGE_NOTICE
+
 PROMPT = "ask> "
 GOODBYE = "bye"
 LOADING = "loading models (first turn only)"
@@ -503,6 +505,8 @@ class ChatSession:
 
     # -- the final output ---------------------------------------------------------------------
     def render(self, result: Any, elapsed: float) -> None:
+        from agent.trace import step_times
+
         trace_hint = f"trace: {result.trace_path}" if result.trace_path else "no trace was written"
         if result.error == "cancelled":
             self.say(f"cancelled after {elapsed:.1f}s ({trace_hint}; /trace shows it)", "yellow")
@@ -533,13 +537,12 @@ class ChatSession:
             if result.image_generated:
                 what = Text(f"generated with {result.image_model}", style="green")
             else:
-                reason = next((n.split(":", 1)[-1].strip() for n in result.notices
-                               if n.startswith("No image was generated")), "")
+                reason = result.no_image_reason
                 why = ("no image model is set; --image-model draws pictures" if "No image model" in reason
                        else clip(reason, 160))
                 what = Text("NOT generated: a labelled card" + (f" ({why})" if why else ""), style="bold yellow")
             facts.add_row("Image", Text.assemble(what, "\n", result.image_path))
-        steps = ", ".join(f"{k} {v / 1000:.2f}s" for k, v in (result.timings_ms or {}).items())
+        steps = step_times(result.timings_ms)
         facts.add_row("Time", f"{elapsed:.1f}s total" + (f" ({steps})" if steps else ""))
         body: list[Any] = []
         if head.row_count:
@@ -553,7 +556,7 @@ class ChatSession:
 
     def _notices(self, result: Any, skip_card: bool = False) -> None:
         for notice in result.notices:
-            if skip_card and notice.startswith("No image was generated"):
+            if skip_card and notice.startswith(NO_IMAGE_NOTICE):
                 continue
             self.say(f"note: {notice}", "dim")
 

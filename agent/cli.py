@@ -126,6 +126,8 @@ def ask(
 
 
 def _print_result(result) -> None:
+    from agent.trace import step_times
+
     p = lambda text="": out.print(text, markup=False)  # noqa: E731
     if result.transcript:
         p(f"Transcript: {result.transcript}")
@@ -148,8 +150,7 @@ def _print_result(result) -> None:
         p(f"Trace:      {result.trace_path}  (askdraw trace {result.run_id})")
     if result.timings_ms:
         total = sum(result.timings_ms.values()) / 1000
-        steps = ", ".join(f"{k} {v / 1000:.2f}s" for k, v in result.timings_ms.items())
-        p(f"Time:       {total:.2f}s ({steps})")
+        p(f"Time:       {total:.2f}s ({step_times(result.timings_ms)})")
 
 
 @app.command("trace")

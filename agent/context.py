@@ -55,14 +55,9 @@ class Toolbox:
     def wiki(self) -> Any:
         with self._lock:
             if self._wiki is None:
-                from tools.wikipedia import LiveWikipedia, make_backend
+                from tools.wikipedia import make_backend
 
-                spec = self.settings.wiki.strip()
-                if spec.lower() == "live" or spec.lower().startswith("live:"):  # "live:fr" too
-                    lang = spec.split(":", 1)[1].strip() if ":" in spec else ""
-                    self._wiki = LiveWikipedia(lang=lang or "en", timeout=self.settings.wiki_timeout)
-                else:
-                    self._wiki = make_backend(spec)
+                self._wiki = make_backend(self.settings.wiki, timeout=self.settings.wiki_timeout)
             return self._wiki
 
     @property

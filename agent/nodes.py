@@ -29,8 +29,7 @@ class StepError(RuntimeError):
 
 
 TRACE_NOT_WRITTEN = "the trace could not be written"
-
-
+NO_IMAGE_NOTICE = "No image was generated"  # a result notice: "No image was generated: <why>"
 
 
 def _context(runtime: Runtime[Context] | None) -> Context:
@@ -343,7 +342,7 @@ def generate_image(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, 
     if not result.generated:
         ev["reason"] = result.notice
         why = result.notice.removeprefix("No picture was drawn: ")  # said once, not twice
-        update["notices"] = [f"No image was generated: {why}"]
+        update["notices"] = [f"{NO_IMAGE_NOTICE}: {why}"]
     return update
 
 

@@ -50,6 +50,11 @@ def append_event(run_dir: str | Path, event: TraceEvent) -> None:
             fh.write(line)
 
 
+def step_times(timings_ms: dict[str, float] | None) -> str:
+    """A run's step timings on one line: ``transcribe 3.16s, decide 1.09s, ...``."""
+    return ", ".join(f"{k} {v / 1000:.2f}s" for k, v in (timings_ms or {}).items())
+
+
 def read_trace(run_dir: str | Path) -> list[TraceEvent]:
     path = Path(run_dir) / "trace.jsonl"
     events = []

@@ -26,8 +26,9 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from agent.nodes import NO_IMAGE_NOTICE  # noqa: E402
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-NO_IMAGE_NOTICE = "No image was generated"
 IDLE = "Ready: type a question, record one, or upload an audio file."
 
 
@@ -39,12 +40,8 @@ def is_loopback(host: str) -> bool:
 
 # -- pure helpers (tested without a browser) ----------------------------------------------------
 def _source_pairs(result: Any) -> list[tuple[str, str]]:
-    pairs = []
-    for src in getattr(result, "sources", None) or []:
-        title = src.get("title", "") if isinstance(src, dict) else getattr(src, "title", "")
-        url = src.get("url", "") if isinstance(src, dict) else getattr(src, "url", "")
-        pairs.append((str(title or url), str(url or "")))
-    return pairs
+    return [(str(s.get("title") or s.get("url") or ""), str(s.get("url") or ""))
+            for s in getattr(result, "sources", None) or []]
 
 
 def _md_escape(text: Any) -> str:
@@ -83,7 +80,7 @@ def image_note(result: Any) -> str:
         return ""
     if result.image_generated:
         return f"Image generated with {result.image_model}."
-    reason = next((n.split(":", 1)[-1].strip() for n in result.notices if n.startswith(NO_IMAGE_NOTICE)), "")
+    reason = result.no_image_reason
     why = ("no image model is set; `askdraw serve --image-model ...` draws pictures" if "No image model" in reason
            else _md_escape(reason))
     return "**NO IMAGE GENERATED**: the picture is a labelled card" + (f" ({why})." if why else ".")
@@ -112,7 +109,7 @@ def notices_markdown(result: Any = None, error: str | None = None) -> str:
 
 def trace_markdown(result: Any = None, live: list[str] | None = None) -> str:
     """The turn's steps (from its trace file when written, else the events seen so far) and timings."""
-    from agent.trace import format_event, read_trace
+    from agent.trace import format_event, read_trace, step_times
 
     body: list[str] = []
     if result is not None and result.trace_path:
@@ -127,8 +124,7 @@ def trace_markdown(result: Any = None, live: list[str] | None = None) -> str:
         timings = result.timings_ms or {}
         if timings:
             total = sum(timings.values()) / 1000
-            steps = ", ".join(f"{k} {v / 1000:.2f}s" for k, v in timings.items())
-            text += f"\n\n**Time:** {total:.2f}s ({steps})"
+            text += f"\n\n**Time:** {total:.2f}s ({step_times(timings)})"
         if result.trace_path:
             text += f"  \n**Run:** `{result.run_id}` - trace at `{result.trace_path}`"
     return text

@@ -964,14 +964,14 @@ def default_embedder() -> Embedder:
         return _DEFAULT_EMBEDDER
 
 
-def make_backend(spec: str, *, embedder: Embedder | None = None) -> WikipediaBackend:
-    """``"live"`` (or ``"live:fr"``), ``"offline"``/``"starter"``, or a path to a .jsonl/.json/.zim
-    corpus."""
+def make_backend(spec: str, *, embedder: Embedder | None = None, timeout: float | None = None) -> WikipediaBackend:
+    """``"live"`` (or ``"live:fr"``; ``timeout`` seconds per request), ``"offline"``/``"starter"``,
+    or a path to a .jsonl/.json/.zim corpus."""
     spec = (spec or "offline").strip()
     low = spec.lower()
     if low == "live" or low.startswith("live:"):
-        lang = spec.split(":", 1)[1] if ":" in spec else "en"
-        return LiveWikipedia(lang=lang or "en")
+        lang = spec.split(":", 1)[1].strip() if ":" in spec else "en"
+        return LiveWikipedia(lang=lang or "en", **({} if timeout is None else {"timeout": timeout}))
     if low in ("offline", "starter"):
         return OfflineWikipedia("starter", embedder=embedder)
     if low.endswith((".jsonl", ".json", ".zim")):
