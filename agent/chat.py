@@ -176,8 +176,13 @@ class ChatSession:
 
     def _settings_line(self) -> str:
         s = self.agent.settings
-        image = s.image_model or "none (labelled cards; --image-model to draw)"
-        return f"models: llm {s.llm}, asr {s.asr}, wiki {s.wiki}, image {image}"
+        llm = f"{s.llm_model or 'the served model'} @ {s.llm_endpoint}" if s.llm_endpoint else s.llm
+        asr = f"{s.asr_model or 'the served model'} @ {s.asr_endpoint}" if s.asr_endpoint else s.asr
+        if s.image_endpoint:
+            image = f"{s.image_model or 'default model'} @ {s.image_endpoint}"
+        else:
+            image = s.image_model or "none (labelled cards; --image-model to draw)"
+        return f"models: llm {llm}, asr {asr}, wiki {s.wiki}, image {image}"
 
     # -- banner and commands ------------------------------------------------------------------
     def banner(self) -> None:

@@ -52,6 +52,11 @@ ImageModel = Annotated[Optional[str], typer.Option("--image-model", help="diffus
 ImageSteps = Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)]
 RouteOpt = Annotated[Optional[str], typer.Option("--route", help="Force a route: search | answer | draw (default: the LLM decides).")]
 ImageOnOff = Annotated[Optional[bool], typer.Option("--image/--no-image", help="--no-image: text only, skip the image prompt and image.")]
+LlmEndpoint = Annotated[Optional[str], typer.Option("--llm-endpoint", help="OpenAI-compatible server for the LLM (vLLM, Ollama, llama.cpp...), e.g. http://host:8000/v1. API key: $OPENAI_API_KEY.")]
+LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help="Model name on --llm-endpoint (default: the one it serves).")]
+AsrEndpoint = Annotated[Optional[str], typer.Option("--asr-endpoint", help="OpenAI-compatible server for speech recognition (/v1/audio/transcriptions).")]
+AsrModel = Annotated[Optional[str], typer.Option("--asr-model", help="Model name on --asr-endpoint (default: the one it serves).")]
+ImageEndpoint = Annotated[Optional[str], typer.Option("--image-endpoint", help="OpenAI-compatible server for images (/v1/images/generations); --image-model names its model.")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)]
 
 
@@ -71,6 +76,11 @@ def ask(
     image_size: ImageSize = None,
     route: RouteOpt = None,
     image: ImageOnOff = None,
+    llm_endpoint: LlmEndpoint = None,
+    llm_model: LlmModel = None,
+    asr_endpoint: AsrEndpoint = None,
+    asr_model: AsrModel = None,
+    image_endpoint: ImageEndpoint = None,
 ) -> None:
     """Ask one question; print the answer, the route and why, the sources, and the image path."""
     if question is None and audio is None:
@@ -211,6 +221,11 @@ def chat(
     image_size: ImageSize = None,
     route: RouteOpt = None,
     image: ImageOnOff = None,
+    llm_endpoint: LlmEndpoint = None,
+    llm_model: LlmModel = None,
+    asr_endpoint: AsrEndpoint = None,
+    asr_model: AsrModel = None,
+    image_endpoint: ImageEndpoint = None,
 ) -> None:
     """Talk with the agent: typed, spoken (/voice) or audio-file (/file) questions, follow-ups in context."""
     if thread is not None and not resume:
@@ -240,6 +255,11 @@ def serve(
     image_size: ImageSize = None,
     route: RouteOpt = None,
     image: ImageOnOff = None,
+    llm_endpoint: LlmEndpoint = None,
+    llm_model: LlmModel = None,
+    asr_endpoint: AsrEndpoint = None,
+    asr_model: AsrModel = None,
+    image_endpoint: ImageEndpoint = None,
 ) -> None:
     """Run the web app (Gradio): chat, voice or audio-file questions, answers, sources, image, trace."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

@@ -28,9 +28,16 @@ class Toolbox:
     def llm(self) -> Any:
         with self._lock:
             if self._llm is None:
-                from tools.llm import LocalLLM
+                s = self.settings
+                if s.llm_endpoint:
+                    from tools.llm import EndpointLLM
 
-                self._llm = LocalLLM(self.settings.llm, max_new_tokens=self.settings.max_answer_tokens)
+                    self._llm = EndpointLLM(s.llm_endpoint, s.llm_model, max_new_tokens=s.max_answer_tokens,
+                                            **_endpoint_options(s))
+                else:
+                    from tools.llm import LocalLLM
+
+                    self._llm = LocalLLM(s.llm, max_new_tokens=s.max_answer_tokens)
             return self._llm
 
     @property
@@ -46,9 +53,15 @@ class Toolbox:
     def asr(self) -> Any:
         with self._lock:
             if self._asr is None:
-                from tools.asr import WhisperASR
+                s = self.settings
+                if s.asr_endpoint:
+                    from tools.asr import EndpointASR
 
-                self._asr = WhisperASR(self.settings.asr)
+                    self._asr = EndpointASR(s.asr_endpoint, s.asr_model, **_endpoint_options(s))
+                else:
+                    from tools.asr import WhisperASR
+
+                    self._asr = WhisperASR(s.asr)
             return self._asr
 
     @property
@@ -67,9 +80,20 @@ class Toolbox:
                 from tools.diffusion import ImageGenerator
 
                 s = self.settings
-                self._image = ImageGenerator(s.image_model, steps=s.image_steps, width=s.image_size,
-                                             height=s.image_size)
+                if s.image_endpoint:
+                    from tools.diffusion import EndpointImageGenerator
+
+                    self._image = EndpointImageGenerator(s.image_endpoint, s.image_model, width=s.image_size,
+                                                         height=s.image_size, **_endpoint_options(s))
+                else:
+                    self._image = ImageGenerator(s.image_model, steps=s.image_steps, width=s.image_size,
+                                                 height=s.image_size)
             return self._image
+
+
+def _endpoint_options(settings: Settings) -> dict[str, Any]:
+    return {"api_key_env": settings.endpoint_api_key_env, "timeout": settings.endpoint_timeout,
+            "retries": settings.endpoint_retries}
 
 
 _default_toolbox: Toolbox | None = None

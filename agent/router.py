@@ -1,7 +1,9 @@
 """The route decision: the LLM scores the three allowed labels; nothing free-form is parsed.
 
 The model sees a short policy and a few examples, then the request; each label's probability as
-its reply is read from the logits (:meth:`tools.llm.LocalLLM.score_labels`). Small models lean
+its reply is read from the logits (:meth:`tools.llm.LocalLLM.score_labels`), or over an
+OpenAI-compatible endpoint from its logprobs, else a JSON-schema-constrained or validated one-word
+choice (:meth:`tools.llm.EndpointLLM.score_labels`). Small models lean
 toward some labels whatever the input, so the probabilities are calibrated once per model by the
 scores of content-free inputs ("Calibrate Before Use", Zhao et al. 2021).
 """
@@ -35,6 +37,12 @@ class RouteDecision:
     attempts: int = 1
     fallback: bool = False
     errors: list[str] = field(default_factory=list)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    from tools.endpoint import EndpointUnavailable
+
+    return isinstance(exc, EndpointUnavailable)
 
 
 def _examples() -> list[tuple[str, str]]:
@@ -75,6 +83,12 @@ class Router:
             raise DecisionError(f"scores are not probabilities: {scores!r}"[:200])
         return {r: float(scores[r]) for r in ROUTES}
 
+    @property
+    def method(self) -> str:
+        """How the LLM scores labels: 'logits' (local model), 'logprobs', 'json_schema' or 'parse'
+        (an endpoint; see :class:`tools.llm.EndpointLLM`)."""
+        return getattr(self.llm, "label_method", None) or "logits"
+
     def bias(self) -> dict[str, float]:
         """Mean label probabilities on content-free inputs (computed once per router)."""
         with self._lock:
@@ -89,8 +103,13 @@ class Router:
         for attempt in (1, 2):
             try:
                 raw = self._scores(request)
-                bias = self.bias() if self.calibrate else {r: 1.0 for r in ROUTES}
+                method = self.method
+                # A constrained choice (JSON schema, parsed label) has no probabilities to calibrate.
+                calibrated = self.calibrate and method in ("logits", "logprobs")
+                bias = self.bias() if calibrated else {r: 1.0 for r in ROUTES}
             except Exception as exc:  # the model failed: recorded, retried, then the safe route
+                if _unavailable(exc):
+                    raise  # a server that is down or refuses: no decision can be had; the run stops
                 errors.append(f"attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
                 continue
             adjusted = {r: raw[r] / bias[r] for r in ROUTES}
@@ -98,7 +117,14 @@ class Router:
             probs = {r: round(adjusted[r] / total, 4) for r in ROUTES}
             route: Route = max(probs, key=probs.get)  # type: ignore[arg-type]
             others = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES if r != route)
-            reason = f"the request {_MEANING[route]} (calibrated LLM label scores: {route} {probs[route]:.2f}; {others})"
+            if method in ("logits", "logprobs"):
+                how = ("calibrated " if calibrated else "") + "LLM label scores"
+                if method == "logprobs":
+                    how += " from the endpoint's logprobs"
+                reason = f"the request {_MEANING[route]} ({how}: {route} {probs[route]:.2f}; {others})"
+            else:
+                how = "a JSON-schema-constrained reply" if method == "json_schema" else "its one-word reply"
+                reason = f"the request {_MEANING[route]} (the LLM chose '{route}' by {how}; no probabilities)"
             return RouteDecision(route=route, reason=reason, scores=probs, attempts=attempt, errors=errors)
         return RouteDecision(
             route=SAFE_ROUTE,

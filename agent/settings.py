@@ -33,6 +33,36 @@ class Settings(BaseSettings):
         description="diffusers text-to-image model: hub id (e.g. stabilityai/sd-turbo, once downloaded) "
         "or local folder. None: no picture is drawn and a labelled card says so.",
     )
+    llm_endpoint: str | None = Field(
+        None,
+        description="OpenAI-compatible server for every LLM call instead of the local 'llm' (vLLM, Ollama, "
+        "llama.cpp's server, TGI, OpenAI), e.g. http://gpu-box:8000/v1 ('/v1' is added to a bare host:port).",
+    )
+    llm_model: str | None = Field(
+        None, description="Model name on llm_endpoint (None: the one model the server lists at /v1/models)."
+    )
+    asr_endpoint: str | None = Field(
+        None, description="OpenAI-compatible server for speech recognition (/v1/audio/transcriptions) "
+        "instead of the local 'asr'."
+    )
+    asr_model: str | None = Field(
+        None, description="Model name on asr_endpoint (None: the one model the server lists at /v1/models)."
+    )
+    image_endpoint: str | None = Field(
+        None, description="OpenAI-compatible server for images (/v1/images/generations) instead of a local "
+        "diffusers pipeline; image_model then names the model there (None: the server's default)."
+    )
+    endpoint_api_key_env: str = Field(
+        "OPENAI_API_KEY", min_length=1,
+        description="Name of the environment variable holding the endpoints' API key (the key itself is "
+        "never a setting, so it never reaches a trace). Unset: no key is sent (local servers need none).",
+    )
+    endpoint_timeout: float = Field(60.0, gt=0, description="Seconds an endpoint may stay silent before a request fails.")
+    endpoint_retries: int = Field(
+        2, ge=0, le=10,
+        description="Retries of a failed endpoint request (connection errors, timeouts, 408/409/429/5xx), with "
+        "exponential backoff from 0.5 s (or the server's Retry-After).",
+    )
     image_steps: int | None = Field(None, ge=1, le=200, description="Denoising steps (None: model default).")
     image_size: int = Field(512, ge=64, le=2048, description="Image width and height in pixels (multiple of 8).")
     route: Literal["auto", "search", "answer", "draw"] = Field(
@@ -60,6 +90,18 @@ class Settings(BaseSettings):
         None, description="SQLite file for conversation threads (default: $ASKDRAW_HOME/conversations.sqlite)."
     )
     max_question_chars: int = Field(4000, ge=100, description="Longer questions are truncated (with a notice).")
+
+    @field_validator("llm_endpoint", "asr_endpoint", "image_endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        from tools.endpoint import normalise_base_url
+
+        return normalise_base_url(value) if value and value.strip() else None
+
+    @field_validator("llm_model", "asr_model")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("image_size")
     @classmethod

@@ -814,6 +814,70 @@ _default: WhisperASR | None = None
 _default_lock = threading.Lock()
 
 
+class EndpointASR:
+    """Speech recognition by an OpenAI-compatible ``/v1/audio/transcriptions`` server (e.g. a GPU
+    box serving Whisper for many users). The audio is checked and normalised here first, exactly
+    as for the local model (:func:`load_audio`: bad, empty, silent or too long audio fails before
+    anything is sent), then sent as 16 kHz mono WAV with ``language="en"``."""
+
+    def __init__(self, base_url: str, model: str | None = None, *, api_key_env: str | None = None,
+                 timeout: float | None = None, retries: int | None = None) -> None:
+        from tools.endpoint import DEFAULT_API_KEY_ENV, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Endpoint
+
+        self.endpoint = Endpoint(base_url, what="ASR", api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
+                                 timeout=timeout or DEFAULT_TIMEOUT,
+                                 retries=DEFAULT_RETRIES if retries is None else retries)
+        self.model = (model or "").strip() or None
+        self.load_seconds: float | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EndpointASR({self.endpoint.base_url!r}, {self.model!r})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model or '?'} @ {self.endpoint.base_url}"
+
+    @property
+    def loaded(self) -> bool:
+        return self.load_seconds is not None
+
+    def load(self) -> None:
+        """Contact the server once; without a model name, take the one model it lists."""
+        with self._lock:
+            if self.loaded:
+                return
+            start = time.perf_counter()
+            models = self.endpoint.list_models()
+            if self.model is None:
+                if len(models) != 1:
+                    listed = ", ".join(models[:8]) or "none"
+                    raise ToolError(f"{self.endpoint.label} serves {len(models)} models ({listed}); "
+                                    "choose one with --asr-model (ASKDRAW_ASR_MODEL)")
+                self.model = models[0]
+            self.load_seconds = time.perf_counter() - start
+
+    def transcribe(self, audio: Any) -> str:
+        import io
+
+        import soundfile as sf
+
+        samples = load_audio(audio)
+        self.load()
+        buf = io.BytesIO()
+        sf.write(buf, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        try:
+            reply = self.endpoint.client().audio.transcriptions.create(
+                model=self.model, file=("audio.wav", buf.getvalue(), "audio/wav"), language="en",
+                response_format="json")
+        except Exception as exc:  # noqa: BLE001 - one line naming the endpoint
+            raise self.endpoint.error(exc) from exc
+        text = reply if isinstance(reply, str) else getattr(reply, "text", None)
+        if not isinstance(text, str):
+            raise self.endpoint.malformed(f"no 'text' in {str(reply)[:80]!r}")
+        return " ".join(text.split())
+
+
 def default_asr() -> WhisperASR:
     """The shared WhisperASR (model from $ASKDRAW_ASR_MODEL, else starter tiny.en), created lazily."""
     global _default

@@ -405,6 +405,91 @@ class ImageGenerator:
         return image
 
 
+class EndpointImageGenerator:
+    """Images from an OpenAI-compatible ``/v1/images/generations`` server (a GPU box serving a
+    diffusion model for many users), with the same contract as :class:`ImageGenerator`:
+    :meth:`generate` never raises for server problems; it writes the labelled card and says why.
+    ``model`` None lets the server use its default model. The API has no seed or step count:
+    the server decides those (``steps`` is reported as 0)."""
+
+    def __init__(self, base_url: str, model: str | None = None, *, width: int = 512, height: int = 512,
+                 api_key_env: str | None = None, timeout: float | None = None, retries: int | None = None) -> None:
+        from tools.endpoint import DEFAULT_API_KEY_ENV, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Endpoint
+
+        self.endpoint = Endpoint(base_url, what="image", api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
+                                 timeout=timeout or DEFAULT_TIMEOUT,
+                                 retries=DEFAULT_RETRIES if retries is None else retries)
+        self.server_model = (model or "").strip() or None
+        self.model = f"{self.server_model or 'default model'} @ {self.endpoint.base_url}"
+        self.name = self.model
+        self.steps = 0
+        self.width, self.height = width, height
+        self.load_ms: float | None = None
+
+    def _card(self, prompt: str, out_path: Path, seed: int, t0: float, notice: str) -> ImageResult:
+        render_card(prompt, notice, out_path, size=(self.width, self.height))
+        return ImageResult(path=str(out_path), generated=False, model=self.model, prompt=prompt, seed=seed,
+                           steps=0, width=self.width, height=self.height,
+                           ms=(time.perf_counter() - t0) * 1000, notice=notice)
+
+    def _request(self, prompt: str) -> Any:
+        import base64
+        import io
+
+        from PIL import Image
+
+        kwargs: dict[str, Any] = {"prompt": prompt, "n": 1, "size": f"{self.width}x{self.height}",
+                                  "response_format": "b64_json"}
+        if self.server_model:
+            kwargs["model"] = self.server_model
+        try:
+            reply = self.endpoint.client().images.generate(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - one line naming the endpoint
+            raise self.endpoint.error(exc) from exc
+        try:
+            item = reply.data[0]
+        except (AttributeError, IndexError, TypeError):
+            raise self.endpoint.malformed(f"no data[0] in {str(reply)[:80]!r}") from None
+        raw: bytes | None = None
+        if getattr(item, "b64_json", None):
+            try:
+                raw = base64.b64decode(item.b64_json, validate=True)
+            except ValueError as exc:
+                raise self.endpoint.malformed(f"b64_json is not base64 ({exc})") from None
+        elif getattr(item, "url", None):
+            import httpx
+
+            try:
+                response = httpx.get(item.url, timeout=self.endpoint.timeout)
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise ToolError(f"{self.endpoint.label}: could not fetch the image at {item.url[:80]}: {exc}") from exc
+            raw = response.content
+        if not raw:
+            raise self.endpoint.malformed("the reply holds no image (neither b64_json nor url)")
+        try:
+            image = Image.open(io.BytesIO(raw))
+            image.load()
+        except Exception as exc:  # noqa: BLE001 - not an image at all
+            raise self.endpoint.malformed(f"the image data is not a picture ({_one_line(exc, 80)})") from None
+        return image.convert("RGB")
+
+    def generate(self, prompt: str, out_path: str | Path, *, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> ImageResult:
+        t0 = time.perf_counter()
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            image = self._request(prompt)
+        except ToolError as exc:
+            return self._card(prompt, out_path, seed, t0, f"No picture was drawn: {exc}")
+        if progress is not None:
+            progress(1, 1)
+        _save_png(image, out_path, {"prompt": prompt, "model": self.model, "askdraw:generated": "true"})
+        return ImageResult(path=str(out_path), generated=True, model=self.model, prompt=prompt, seed=seed,
+                           steps=0, width=image.width, height=image.height, ms=(time.perf_counter() - t0) * 1000)
+
+
 # -- LangChain tool ----------------------------------------------------------------------
 _default_lock = threading.Lock()
 _default: ImageGenerator | None = None
@@ -459,6 +544,6 @@ def generate_image(prompt: str, seed: int = 0) -> str:
 
 
 __all__ = [
-    "DEFAULT_HUB_MODEL", "ImageGenerator", "ImageResult", "describe", "generate_image",
+    "DEFAULT_HUB_MODEL", "EndpointImageGenerator", "ImageGenerator", "ImageResult", "describe", "generate_image",
     "get_default_generator", "image_path_for", "render_card", "set_default_generator",
 ]
