@@ -51,9 +51,12 @@ def step(name: str, tool: str | None = None) -> Callable:
             if ctx.cancel is not None and ctx.cancel.is_set():
                 raise Cancelled("cancelled")
             ensured: dict[str, Any] = {}
-            if not state.get("run_id"):
+            # On a conversation thread (LangGraph's server, a checkpointer) the previous turn's
+            # run_id/run_dir are still in the state when a caller sends only a question: a turn
+            # whose run already finished is a new run, with its own id and folder.
+            if not state.get("run_id") or state["run_id"] == state.get("done_run"):
                 ensured["run_id"] = new_run_id()
-            if not state.get("run_dir"):
+            if not state.get("run_dir") or ensured or state["run_dir"] == state.get("done_dir"):
                 run_id = ensured.get("run_id") or state["run_id"]
                 ensured["run_dir"] = str(Path(ctx.settings.out_dir) / run_id)
             run_id = ensured.get("run_id") or state["run_id"]
@@ -158,6 +161,7 @@ def decide(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["s
     ev["model"] = getattr(router.llm, "name", None)
     ev["input"] = summarise(asked)
     ensure_loaded(router.llm, ev, "llm")
+    ev["model"] = getattr(router.llm, "name", None)  # an endpoint learns its model's name on loading
     history = state.get("history") or []
     question, how = standalone_question(asked, history[-3:], router.llm)
     forced = state.get("force_route")
@@ -168,7 +172,7 @@ def decide(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["s
         decision = router.decide(question)
     ev["decision"], ev["reason"] = decision.route, decision.reason
     ev["data"] = {**ev.get("data", {}), "scores": decision.scores, "attempts": decision.attempts, "fallback": decision.fallback,
-                  "errors": decision.errors}
+                  "errors": decision.errors, "label_method": router.method}
     ctx.progress(type="status", step="decide", text=f"decided: {decision.route}", reason=decision.reason)
     if how:
         ev["data"]["standalone_question"] = question
@@ -362,6 +366,10 @@ def finish(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
     else:
         ev["output"] = summarise(state.get("answer"))
     final = {**state, **update}
+    # Mark the run finished and drop its one-shot inputs, so the next turn on this thread starts
+    # a new run and does not re-use this one's audio, forced route or image switch.
+    update.update(done_run=state.get("run_id"), done_dir=state.get("run_dir"), audio_path=None,
+                  force_route=None, want_image=None)
     update["history"] = [{
         "run_id": state.get("run_id"),
         "question": question_of(state),

@@ -59,6 +59,8 @@ class State(InputState, total=False):
     timings_ms: dict[str, float]
     # Kept across the turns of a conversation thread.
     turn_of: str  # run_id of the turn the per-turn fields belong to
+    done_run: str | None  # run_id / run_dir of the last finished turn (a new turn gets new ones)
+    done_dir: str | None
     history: Annotated[list[dict], operator.add]
 
 
@@ -71,6 +73,8 @@ TURN_RESET: dict = {
 
 
 class OutputState(TypedDict, total=False):
+    run_id: str
+    run_dir: str  # holds trace.jsonl and the image
     question: str
     transcript: str
     route: Route
