@@ -117,7 +117,8 @@ def worker(plan_path: Path, out_path: Path) -> None:
     plan = json.loads(plan_path.read_text())
     imported = time.time()
     agent = Agent(Settings(out_dir=Path(plan["out_dir"]), image_model=plan.get("image_model"),
-                           image_steps=plan.get("image_steps"), image_size=plan.get("image_size", 512)))
+                           image_steps=plan.get("image_steps"), image_size=plan.get("image_size", 512),
+                           llm_endpoint=plan.get("llm_endpoint"), llm_model=plan.get("llm_model")))
     for name in plan.get("ablate", []):
         ABLATIONS[name](agent)
     turns = []
@@ -245,11 +246,11 @@ ABLATIONS = {
 
 
 def run_askdraw(requests: list[dict], work: Path, image: dict, ablate: list[str] | None = None,
-                profile: str | None = None) -> dict:
+                profile: str | None = None, endpoint: dict | None = None) -> dict:
     plan = work / "plan.json"
     out = work / "askdraw.json"
     plan.write_text(json.dumps({"requests": requests, "out_dir": str(work / "runs"), "ablate": ablate or [],
-                                "profile": profile, **image}))
+                                "profile": profile, **image, **(endpoint or {})}))
     spawn = time.time()
     proc = subprocess.run([sys.executable, __file__, "--worker", str(plan), str(out)],
                           capture_output=True, text=True)
@@ -420,6 +421,9 @@ def main() -> None:
                         help="switch an optimisation off again (repeatable), to measure what it is worth")
     parser.add_argument("--profile", action="store_true",
                         help=f"after the timed requests, profile one more warm typed turn ({PROFILE_QUESTION!r}) with cProfile")
+    parser.add_argument("--llm-endpoint", help="run askdraw's LLM calls on this OpenAI-compatible server "
+                        "(e.g. python -m llama_cpp.server with the starter GGUF); the baseline stays local")
+    parser.add_argument("--llm-model", help="model name on --llm-endpoint")
     parser.add_argument("--results-dir", type=Path, help="write the results JSON here instead of bench/results/")
     parser.add_argument("--worker", nargs=2, metavar=("PLAN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -453,7 +457,8 @@ def main() -> None:
             tag = f" (repeat {rep + 1}/{args.repeat})" if args.repeat > 1 else ""
             print(f"askdraw: {len(requests)} requests in one process{tag} ...", file=sys.stderr)
             last = rep == args.repeat - 1
-            ask = run_askdraw(requests, work, image, args.ablate, PROFILE_QUESTION if args.profile and last else None)
+            ask = run_askdraw(requests, work, image, args.ablate, PROFILE_QUESTION if args.profile and last else None,
+                              {"llm_endpoint": args.llm_endpoint, "llm_model": args.llm_model})
             base = None
             if not args.no_baseline:
                 print(f"baseline: {len(requests)} processes{tag} ...", file=sys.stderr)
@@ -479,7 +484,8 @@ def main() -> None:
     summary["ablated"] = args.ablate
     if ask.get("profile"):
         summary["profile"] = ask["profile"]
-    name = "latency" + ("_quick" if args.quick else "") + ("_image" if image else "") + "".join(f"_no-{a}" for a in args.ablate)
+    summary["llm_endpoint"] = args.llm_endpoint
+    name = "latency" + ("_quick" if args.quick else "") + ("_image" if image else "") + ("_endpoint" if args.llm_endpoint else "") + "".join(f"_no-{a}" for a in args.ablate)
     from results_io import save_results
 
     headline = {k: summary.get(k) for k in ("ratio_vs_baseline", "cold_start_s", "warm_text_p50_s", "first_token_p50_s",
