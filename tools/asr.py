@@ -848,13 +848,7 @@ class EndpointASR:
             if self.loaded:
                 return
             start = time.perf_counter()
-            models = self.endpoint.list_models()
-            if self.model is None:
-                if len(models) != 1:
-                    listed = ", ".join(models[:8]) or "none"
-                    raise ToolError(f"{self.endpoint.label} serves {len(models)} models ({listed}); "
-                                    "choose one with --asr-model (ASKDRAW_ASR_MODEL)")
-                self.model = models[0]
+            self.model = self.endpoint.served_model(self.model, "--asr-model (ASKDRAW_ASR_MODEL)")
             self.load_seconds = time.perf_counter() - start
 
     def transcribe(self, audio: Any) -> str:

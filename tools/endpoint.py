@@ -175,6 +175,17 @@ class Endpoint:
     def malformed(self, detail: str) -> EndpointError:
         return EndpointError(f"{self.label} sent a malformed reply: {detail}"[:300])
 
+    def served_model(self, name: str | None, option: str) -> str:
+        """Check the server answers (``GET /v1/models``) and return the model to ask for: ``name``,
+        or without one the only model the server lists (``option`` names the setting to choose with)."""
+        models = self.list_models()
+        if name:
+            return name
+        if len(models) != 1:
+            listed = ", ".join(models[:8]) or "none"
+            raise EndpointError(f"{self.label} serves {len(models)} models ({listed}); choose one with {option}")
+        return models[0]
+
     def list_models(self) -> list[str]:
         try:
             page = self.client().models.list()

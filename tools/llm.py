@@ -394,13 +394,7 @@ class EndpointLLM:
             if self.loaded:
                 return
             start = time.perf_counter()
-            models = self.endpoint.list_models()
-            if self.model is None:
-                if len(models) != 1:
-                    listed = ", ".join(models[:8]) or "none"
-                    raise ToolError(f"{self.endpoint.label} serves {len(models)} models ({listed}); "
-                                    "choose one with --llm-model (ASKDRAW_LLM_MODEL)")
-                self.model = models[0]
+            self.model = self.endpoint.served_model(self.model, "--llm-model (ASKDRAW_LLM_MODEL)")
             self.load_ms = (time.perf_counter() - start) * 1000
 
     def _create(self, *, probe: bool = False, **kwargs: Any) -> Any:
