@@ -203,7 +203,9 @@ def _agent_or_fail(options: dict):
         return Agent(Settings(**{k: v for k, v in options.items() if k in Settings.model_fields and v is not None}))
     except ValidationError as exc:
         first = exc.errors()[0]
-        _fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+        where = ".".join(map(str, first["loc"]))
+        message = first["msg"].removeprefix("Value error, ")
+        _fail(f"invalid setting {where}: {message}" if where else f"invalid settings: {message}", 2)
 
 
 @app.command()

@@ -173,6 +173,8 @@ def decide(state: State, ctx: Context, ev: dict[str, Any]) -> Command[Literal["s
     ev["decision"], ev["reason"] = decision.route, decision.reason
     ev["data"] = {**ev.get("data", {}), "scores": decision.scores, "attempts": decision.attempts, "fallback": decision.fallback,
                   "errors": decision.errors, "label_method": router.method}
+    if getattr(router.llm, "label_fallbacks", None):  # an endpoint: why better scoring methods were given up
+        ev["data"]["label_fallbacks"] = list(router.llm.label_fallbacks)
     ctx.progress(type="status", step="decide", text=f"decided: {decision.route}", reason=decision.reason)
     if how:
         ev["data"]["standalone_question"] = question

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tools.asr import STARTER_ASR
@@ -109,3 +109,14 @@ class Settings(BaseSettings):
         if value % 8:
             raise ValueError("image_size must be a multiple of 8")
         return value
+
+    @model_validator(mode="after")
+    def _one_place_per_model(self) -> Settings:
+        """A local model and an endpoint for the same role is a mistake (which one would run?)."""
+        if self.llm_endpoint and self.llm != STARTER_LLM:
+            raise ValueError(f"llm '{self.llm}' is a local model but llm_endpoint is set; name the model on "
+                             "the server with llm_model (--llm-model)")
+        if self.asr_endpoint and self.asr != STARTER_ASR:
+            raise ValueError(f"asr '{self.asr}' is a local model but asr_endpoint is set; name the model on "
+                             "the server with asr_model (--asr-model)")
+        return self

@@ -74,6 +74,15 @@ def test_cli_refuses_a_bad_endpoint_url_in_one_line():
     assert "Traceback" not in result.output
 
 
+def test_a_local_model_and_an_endpoint_for_the_same_role_is_refused():
+    from agent.cli import app
+
+    result = CliRunner().invoke(app, ["ask", "hi", "--llm", "qwen2.5:7b", "--llm-endpoint", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "name the model on the server with llm_model (--llm-model)" in result.output
+    with pytest.raises(ValueError, match="asr_model"):
+        Settings(asr="starter:base", asr_endpoint="http://127.0.0.1:9")
+
+
 def test_no_key_set_sends_a_placeholder(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert Endpoint("http://127.0.0.1:9").api_key == "not-needed"

@@ -105,6 +105,23 @@ def test_json_constrained_choice_works_on_the_real_server(llama_url):
     assert any("json_schema" in note and "500" in note for note in llm.label_fallbacks)
 
 
+def test_a_server_without_logprobs_gets_a_constrained_choice_and_the_trace_says_why(tmp_path):
+    with srv.ScriptedServer() as server:
+        def reply(rec):  # a chat server that ignores logprobs but takes JSON-schema output
+            if rec.path.endswith("/chat/completions") and not rec.stream:
+                body = '{"label": "draw"}' if rec.get("response_format") else "draw"
+                return srv.Reply.json(srv.chat_completion_body(body))
+            return server.default_reply(rec)
+
+        server.default = reply
+        result = Agent(Settings(llm_endpoint=server.url, out_dir=tmp_path, image=False)).ask(text="Show me a cat")
+    assert result.error is None and result.route == "draw"
+    assert "JSON-schema-constrained" in result.route_reason and "no probabilities" in result.route_reason
+    decide = _steps(result)["decide"]
+    assert decide.data["label_method"] == "json_schema"
+    assert decide.data["label_fallbacks"] == ["logprobs: the server returned no logprobs"]
+
+
 @pytest.mark.slow
 def test_cli_with_every_model_behind_an_endpoint(llama_url, tmp_path):
     """The "GPU box" shape: LLM on llama.cpp's server, Whisper and diffusion on another server."""
