@@ -132,16 +132,12 @@ class Endpoint:
         if isinstance(exc, EndpointError):
             return exc
         if doing:  # the reply had started: no retry can resume it
-            import openai
-
             if isinstance(exc, openai.APITimeoutError) or "Timeout" in type(exc).__name__:
                 return EndpointUnavailable(f"{where}: the reply stopped arriving {doing} (nothing within {self.timeout:g} s)")
             if isinstance(exc, openai.APIConnectionError) or _is_transport_error(exc):
                 return EndpointUnavailable(f"{where}: the reply broke off {doing} ({_cause(exc)})")
             if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIStatusError):
                 return EndpointUnavailable(f"{where} reported an error {doing}: {_server_message(exc) or _cause(exc)}")
-            if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
-                return EndpointError(f"{where} sent a malformed reply {doing}: {type(exc).__name__}: {_cause(exc)}")
         if isinstance(exc, openai.APITimeoutError):
             return EndpointUnavailable(f"{where}: no answer within {self.timeout:g} s{tried}")
         if isinstance(exc, openai.APIConnectionError):
@@ -164,13 +160,10 @@ class Endpoint:
                 hint = "; check the URL and the model name (GET /v1/models lists the server's models)"
             kind = EndpointError if status in (400, 404, 422, 501) else EndpointUnavailable  # shape vs server
             return kind(f"{where} answered {detail}{tried if retried else ''}{hint}")
-        if isinstance(exc, openai.APIResponseValidationError):
-            return EndpointError(f"{where} sent a malformed reply: {_cause(exc)}")
-        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
-            return EndpointError(f"{where} sent a malformed reply: {type(exc).__name__}: {_cause(exc)}")
-        if isinstance(exc, openai.OpenAIError):
-            return EndpointError(f"{where} failed: {type(exc).__name__}: {_cause(exc)}")
-        return EndpointError(f"{where} failed: {type(exc).__name__}: {_cause(exc)}")
+        during = f" {doing}" if doing else ""
+        if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError)):
+            return EndpointError(f"{where} sent a malformed reply{during}: {type(exc).__name__}: {_cause(exc)}")
+        return EndpointError(f"{where} failed{during}: {type(exc).__name__}: {_cause(exc)}")
 
     def malformed(self, detail: str) -> EndpointError:
         return EndpointError(f"{self.label} sent a malformed reply: {detail}"[:300])

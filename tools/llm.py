@@ -577,20 +577,8 @@ def _top_logprobs(reply: Any) -> list[tuple[str, float]]:
         choice = reply.choices[0]
     except (AttributeError, IndexError, TypeError):
         return []
-    logprobs = getattr(choice, "logprobs", None)
-    if logprobs is None:
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
         return []
-    content = getattr(logprobs, "content", None)
-    pairs: list[tuple[str, float]] = []
-    if content:
-        first = content[0]
-        for item in getattr(first, "top_logprobs", None) or []:
-            pairs.append((item.token, float(item.logprob)))
-        if not pairs and getattr(first, "token", None) is not None:
-            pairs.append((first.token, float(first.logprob)))
-    else:  # completions-style: {"tokens": [...], "top_logprobs": [{token: logprob}, ...]}
-        extra = getattr(logprobs, "model_extra", None) or {}
-        tops = extra.get("top_logprobs") or []
-        if tops and isinstance(tops[0], dict):
-            pairs = [(t, float(lp)) for t, lp in tops[0].items()]
+    pairs = [(item.token, float(item.logprob)) for item in getattr(content[0], "top_logprobs", None) or []]
     return sorted(pairs, key=lambda p: -p[1])
