@@ -27,13 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from tools.common import ToolError, cache_dir, require_package_dir
+from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, require_package_dir
 
 __all__ = [
     "SAMPLE_RATE",
     "AudioError",
     "load_audio",
     "WhisperASR",
+    "EndpointASR",
+    "speech_windows",
+    "window_speech",
     "transcribe_audio",
     "convert_ct2_whisper",
     "default_asr",
@@ -48,6 +51,8 @@ CHUNK_SECONDS = 30.0  # Whisper's context
 CUT_SEARCH_SECONDS = 10.0  # long audio: cut at the quietest pause in each window's last 10 s
 BATCH_SIZE = 4  # 30 s windows decoded together
 NO_SPEECH_PROB = 0.6  # Whisper's threshold: above it a window holds no speech (noise, hum) and is skipped
+VAD_MIN_SPEECH_SECONDS = 0.3  # a window is decoded only if the voice detector finds this much speech in it
+VAD_SURE_SPEECH_SECONDS = 1.0  # from this much, Whisper's no-speech vote is overruled (it refused speech in noise)
 CONVERTER_VERSION = 1
 _MARKER = "askdraw_conversion.json"
 
@@ -191,6 +196,35 @@ def _split_windows(audio: np.ndarray) -> list[np.ndarray]:
         start = cut
     chunks.append(audio[start:])
     return chunks
+
+
+def window_speech(audio: np.ndarray, *, vad: bool = True) -> list[tuple[np.ndarray, float | None]]:
+    """Each window of ``audio`` (:func:`_split_windows`) that is not silent (at least 0.2 s, peak
+    above the silence level), with the seconds of speech Silero VAD finds in it (``None`` with
+    ``vad=False``). The detector runs once over the whole audio, so its state carries across cuts."""
+    windows = _split_windows(audio)
+    offsets = np.cumsum([0] + [w.size for w in windows])
+    keep = [i for i, w in enumerate(windows)
+            if w.size >= MIN_SECONDS * SAMPLE_RATE and float(np.max(np.abs(w))) >= SILENCE_PEAK]
+    if not vad or not keep:
+        return [(windows[i], None) for i in keep]
+    from tools.vad import FRAME, default_vad, speech_segments
+
+    segments = speech_segments(default_vad().frame_probs(audio))
+    out = []
+    for i in keep:
+        lo, hi = offsets[i] / FRAME, offsets[i + 1] / FRAME  # the window's bounds in VAD frames
+        frames = sum(max(0.0, min(e, hi) - max(s, lo)) for s, e in segments)
+        out.append((windows[i], round(frames * FRAME / SAMPLE_RATE, 3)))
+    return out
+
+
+def speech_windows(audio: np.ndarray, *, vad: bool = True) -> list[tuple[np.ndarray, float | None]]:
+    """The windows of ``audio`` worth decoding, with their seconds of speech: not silent and
+    (``vad``) holding at least ``VAD_MIN_SPEECH_SECONDS`` of speech by the voice detector. Noise,
+    hum and music have none, and Whisper would turn them into made-up words ("I'm going to do
+    that.": issue 14; bench/eval_vad.py measures it)."""
+    return [(w, s) for w, s in window_speech(audio, vad=vad) if s is None or s >= VAD_MIN_SPEECH_SECONDS]
 
 
 # --------------------------------------------------------------------------------------
@@ -533,8 +567,9 @@ class WhisperASR:
     models (default ``cache_dir()``); they live in ``<cache>/models/whisper-<name>-hf``.
     """
 
-    def __init__(self, model: str = "starter:tiny.en", *, cache: Path | None = None):
+    def __init__(self, model: str = "starter:tiny.en", *, cache: Path | None = None, vad: bool = True):
         self.model_spec = str(model)
+        self.vad = vad  # gate each window with the voice detector (tools/vad.py) before decoding
         self._cache_root = Path(cache) if cache is not None else None
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()  # one transcription at a time (thread count juggling)
@@ -658,18 +693,19 @@ class WhisperASR:
         from transformers.modeling_outputs import BaseModelOutput
 
         model, processor = self._model, self._processor
-        windows = [
-            w
-            for w in _split_windows(samples)
-            if w.size >= MIN_SECONDS * SAMPLE_RATE and float(np.max(np.abs(w))) >= SILENCE_PEAK
-        ]
         kwargs: dict[str, Any] = {"do_sample": False, "num_beams": 1, "return_timestamps": False}
         if self._multilingual:
             kwargs.update(language="en", task="transcribe")
         n_vocab = len(processor.tokenizer)
         texts: list[str] = []
         with self._run_lock, torch.inference_mode():
+            kept = speech_windows(samples, vad=self.vad)  # under the lock: the VAD sets torch's threads
+            windows = [w for w, _ in kept]
+            sure = [s is not None and s >= VAD_SURE_SPEECH_SECONDS for _, s in kept]
+            cancel = current_cancel_event()
             for i in range(0, len(windows), BATCH_SIZE):
+                if cancel is not None and cancel.is_set():  # Ctrl-C: stop between batches of windows
+                    raise Cancelled("cancelled")
                 batch = windows[i : i + BATCH_SIZE]
                 feats = processor.feature_extractor(
                     batch, sampling_rate=SAMPLE_RATE, return_tensors="pt"
@@ -681,12 +717,15 @@ class WhisperASR:
                     encoded = model.get_encoder()(feats).last_hidden_state
                 if self._no_speech is not None:
                     # Noise, hum or music is not silence, but Whisper makes up words for it ("You"):
-                    # skip windows its no-speech token claims, as Whisper itself does.
+                    # besides the voice detector, skip windows its no-speech token claims, as
+                    # Whisper itself does (alone, it let 25-30 s of noise through: issue 14),
+                    # unless the detector heard a second of speech or more there.
                     start, no_speech = self._no_speech
                     with _torch_threads(1):
                         logits = model(encoder_outputs=(encoded,),
                                        decoder_input_ids=torch.full((encoded.shape[0], 1), start)).logits
                     speech = logits[:, -1].float().softmax(-1)[:, no_speech] <= NO_SPEECH_PROB
+                    speech |= torch.tensor(sure[i : i + BATCH_SIZE], dtype=torch.bool)
                     if not bool(speech.any()):
                         continue
                     encoded = encoded[speech]
@@ -818,16 +857,19 @@ class EndpointASR:
     """Speech recognition by an OpenAI-compatible ``/v1/audio/transcriptions`` server (e.g. a GPU
     box serving Whisper for many users). The audio is checked and normalised here first, exactly
     as for the local model (:func:`load_audio`: bad, empty, silent or too long audio fails before
-    anything is sent), then sent as 16 kHz mono WAV with ``language="en"``."""
+    anything is sent), then sent as 16 kHz mono WAV with ``language="en"``. The local voice
+    detector gates it too (:func:`speech_windows`, ``vad``): audio with no speech in any window is
+    not sent (the transcript is empty), and windows without speech are left out of what is sent."""
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key_env: str | None = None,
-                 timeout: float | None = None, retries: int | None = None) -> None:
+                 timeout: float | None = None, retries: int | None = None, vad: bool = True) -> None:
         from tools.endpoint import DEFAULT_API_KEY_ENV, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Endpoint
 
         self.endpoint = Endpoint(base_url, what="ASR", api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
                                  timeout=timeout or DEFAULT_TIMEOUT,
                                  retries=DEFAULT_RETRIES if retries is None else retries)
         self.model = (model or "").strip() or None
+        self.vad = vad
         self.load_seconds: float | None = None
         self._lock = threading.Lock()
 
@@ -858,6 +900,12 @@ class EndpointASR:
 
         samples = load_audio(audio)
         self.load()
+        if self.vad:
+            windows = [w for w, _ in speech_windows(samples)]
+            if not windows:
+                return ""  # noise, hum or music only: nothing for the server to make words of
+            if sum(w.size for w in windows) < samples.size:
+                samples = np.concatenate(windows)
         buf = io.BytesIO()
         sf.write(buf, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
         try:
