@@ -12,12 +12,23 @@ api_name="/ask")``) which returns ``(answer, route, reason, image, sources)``.
 Turns run one at a time (one set of models on the CPU): a second request waits in the queue.
 A handler never raises: errors (bad audio, no image model, Wikipedia unreachable) are shown in
 the page and the app stays up.
+
+Files: the server serves no folder of ours (no ``allowed_paths``). Gradio serves only its cache
+folder, which ``serve`` makes private to this server (a fresh ``mkdtemp`` folder, set as
+``GRADIO_TEMP_DIR``): the audio uploads, and a copy of each turn's image under a random name
+(``served_copy``), handed only to the session that asked. Run folders (question, answer, trace)
+are never served. The folder is emptied of files older than an hour while the server runs and
+removed when it stops (Ctrl-C, SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations
 
 import html
 import os
+import secrets
+import shutil
+import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -270,6 +281,83 @@ def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple
     return (answer, result.route or "", result.route_reason or "", image, sources)
 
 
+# -- files the page may serve ----------------------------------------------------------------------
+def served_copy(path: str | None, cache_dir: str | Path) -> str | None:
+    """A copy of a run's file for one client: in Gradio's cache folder ``cache_dir`` under a random
+    name (192 bits). Gradio serves a file that is already in its cache folder where it is (it
+    re-copies other files to ``<cache>/<sha256 of content>/<name>``), so the URL names neither the
+    out folder nor the run, and two copies of the same image (the "NO IMAGE GENERATED" card of
+    the same question) get different URLs. None when there is no file."""
+    if not path or not Path(path).is_file():
+        return None
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    copy = cache / f"{secrets.token_hex(24)}{Path(path).suffix.lower() or '.png'}"
+    shutil.copyfile(path, copy)
+    return str(copy)
+
+
+class ServerTemp:
+    """The server's private Gradio temp folder: a fresh ``mkdtemp`` folder (mode 0700) under
+    ``$GRADIO_TEMP_DIR`` or the system temp folder, set as ``GRADIO_TEMP_DIR`` (uploads, served
+    copies) and ``GRADIO_EXAMPLES_CACHE`` (by default ``./.gradio/cached_examples``, which Gradio
+    serves) while the server runs. ``remove()`` deletes it and restores the environment."""
+
+    def __init__(self) -> None:
+        parent = os.environ.get("GRADIO_TEMP_DIR") or None
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="askdraw-web-", dir=parent)).resolve()
+        self._set = {"GRADIO_TEMP_DIR": str(self.path), "GRADIO_EXAMPLES_CACHE": str(self.path / "cached_examples")}
+        self._saved = {key: os.environ.get(key) for key in self._set}
+        os.environ.update(self._set)
+        self._removed = False
+
+    def remove(self) -> None:
+        if self._removed:
+            return
+        self._removed = True
+        for key, value in self._saved.items():
+            if os.environ.get(key) != self._set[key]:
+                continue  # changed since: leave it
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.path.exists():  # a file written while it was being removed
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+# Largest upload: a 10-minute recording (the audio limit) as 48 kHz stereo 16-bit WAV is 115 MB.
+MAX_UPLOAD = "200mb"
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """In the main thread: SIGINT, SIGTERM and SIGHUP (unless ignored, e.g. under nohup) raise
+    KeyboardInterrupt, so the server closes and removes its temp folder. Returns the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old: dict[int, Any] = {}
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is None or (name == "SIGHUP" and signal.getsignal(sig) == signal.SIG_IGN):
+            continue
+        old[sig] = signal.signal(sig, stop)
+    return old
+
+
+def _restore_signals(old: dict[int, Any], *, ignore: bool = False) -> None:
+    """Put back the handlers ``old`` (``ignore``: ignore those signals instead, while closing)."""
+    for sig, handler in old.items():
+        signal.signal(sig, signal.SIG_IGN if ignore else (handler if handler is not None else signal.SIG_DFL))
+
+
 # -- the page ----------------------------------------------------------------------------------
 CSS = """
 #status { min-height: 1.5em; }
@@ -277,11 +365,13 @@ CSS = """
 """
 
 
-def build_app(agent: Any) -> Any:
-    """The Gradio Blocks app for ``agent`` (queued: one turn at a time)."""
+def build_app(agent: Any, *, delete_cache: tuple[int, int] | None = (3600, 3600)) -> Any:
+    """The Gradio Blocks app for ``agent`` (queued: one turn at a time). Images are handed out as
+    ``served_copy`` copies in the Gradio cache folder; ``delete_cache=(every, age)`` seconds:
+    Gradio deletes the uploads and copies older than ``age`` every ``every`` seconds."""
     import gradio as gr
 
-    with gr.Blocks(title="askdraw", analytics_enabled=False) as demo:
+    with gr.Blocks(title="askdraw", analytics_enabled=False, delete_cache=delete_cache) as demo:
         gr.Markdown("## askdraw\nAsk by typing, recording or uploading audio: the agent searches "
                     "Wikipedia, answers, or draws.")
         thread = gr.State(None)
@@ -307,7 +397,16 @@ def build_app(agent: Any) -> Any:
         outputs = [chat, route, sources, image, status, trace, notices, thread]
 
         def respond(q: str, a: str | None, history: list, thread_id: str | None):
-            yield from run_turn(agent, q, a, history, thread_id)
+            turn = run_turn(agent, q, a, history, thread_id)
+            copies: dict[str, str | None] = {}
+            try:
+                for outputs in turn:
+                    src = outputs[3]
+                    if src and src not in copies:
+                        copies[src] = served_copy(src, image.GRADIO_CACHE)
+                    yield (*outputs[:3], copies.get(src) if src else None, *outputs[4:])
+            finally:
+                turn.close()  # the page went away: run_turn cancels the turn
 
         def clear_inputs():
             return "", None
@@ -334,7 +433,8 @@ def build_app(agent: Any) -> Any:
             api_button = gr.Button("ask (api)")
 
         def ask_endpoint(q: str, a: str | None):
-            return api_ask(agent, q, a)
+            answer, route_, reason, image_path, sources_ = api_ask(agent, q, a)
+            return answer, route_, reason, served_copy(image_path, api_image.GRADIO_CACHE), sources_
 
         api_button.click(ask_endpoint, [api_question, api_audio],
                          [api_answer, api_route, api_reason, api_image, api_sources], api_name="ask",
@@ -348,7 +448,10 @@ def serve(host: str = "127.0.0.1", port: int = 7860, settings: Any = None, *, ag
           allow_remote: bool = False, preload: bool = True, block: bool = True,
           on_ready: Any = None) -> Any:
     """Run the web app on ``host:port``. A non-loopback ``host`` needs ``allow_remote=True``
-    (ValueError otherwise). ``on_ready(url)`` is called once the server listens."""
+    (ValueError otherwise). ``on_ready(url)`` is called once the server listens.
+
+    The server gets a private temp folder (``ServerTemp``), removed when it stops: on Ctrl-C,
+    SIGTERM or SIGHUP when ``block``, else by the returned app's ``close()``."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     if not is_loopback(host) and not allow_remote:
         raise ValueError(f"--host {host} would accept connections from other machines; add --allow-remote to allow it")
@@ -361,25 +464,46 @@ def serve(host: str = "127.0.0.1", port: int = 7860, settings: Any = None, *, ag
             agent.preload()
         except Exception:  # the first turn reports the real error in the page
             pass
-    demo = build_app(agent)
-    out_dir = str(Path(agent.settings.out_dir).resolve())
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
-                quiet=True, show_error=True, allowed_paths=[out_dir], ssr_mode=False, pwa=False,
-                mcp_server=False, footer_links=["api"], css=CSS,
-                theme=_offline_theme())
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{demo.server_port}/"
-    if on_ready is not None:
-        on_ready(url)
+    old_handlers = _stop_on_signals() if block else {}
+    temp = ServerTemp()
+    try:
+        demo = build_app(agent)
+        # No allowed_paths: Gradio then serves its (private) cache folder only. Deep links would
+        # write sessions' state into it as state.json: never serve those.
+        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                    quiet=True, show_error=True, blocked_paths=[str(temp.path / "deep_links")], ssr_mode=False,
+                    max_file_size=MAX_UPLOAD,
+                    pwa=False, mcp_server=False, footer_links=["api"], css=CSS, theme=_offline_theme())
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{demo.server_port}/"
+        if on_ready is not None:
+            on_ready(url)
+    except BaseException:
+        temp.remove()
+        _restore_signals(old_handlers)
+        raise
     if not block:
+        close = demo.close
+
+        def close_and_remove_temp(verbose: bool = True) -> None:
+            try:
+                close(verbose)
+            finally:
+                temp.remove()
+
+        demo.close = close_and_remove_temp
         return demo
     try:
         while True:
             time.sleep(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
         pass
     finally:
-        demo.close()
+        _restore_signals(old_handlers, ignore=True)  # a second Ctrl-C does not cut the clean-up short
+        try:
+            demo.close()
+        finally:
+            temp.remove()
+            _restore_signals(old_handlers)
     return demo
 
 
@@ -391,4 +515,4 @@ def _offline_theme() -> Any:
                              font_mono=["ui-monospace", "Consolas", "monospace"])
 
 
-__all__ = ["build_app", "serve", "run_turn", "api_ask", "is_loopback"]
+__all__ = ["build_app", "serve", "run_turn", "api_ask", "is_loopback", "served_copy", "ServerTemp"]
