@@ -17,7 +17,7 @@ from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
 from agent.nodes import NO_IMAGE_NOTICE, TRACE_NOT_WRITTEN, error_message, new_run_id
-from tools.common import Cancelled
+from tools.common import Cancelled, atomic_write
 from agent.settings import Settings
 from agent.state import Source
 from agent.trace import TraceEvent, append_event
@@ -263,7 +263,9 @@ class Agent:
                 append_event(run_dir, TraceEvent(run_id=run_id, step="input", error=message))
             result.trace_path = str(trace_path) if trace_path.is_file() else None  # never a path to nothing
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "result.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+            # Atomically, and last: a run's result.json is whole or absent (never 0 bytes on a
+            # full disk), and its presence is what says the run finished (agent.trace.run_finished).
+            atomic_write(run_dir / "result.json", result.model_dump_json(indent=2))
         except OSError as exc:
             result.trace_path = None
             # One notice for the whole run (it covers the trace too).

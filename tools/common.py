@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 
 class ToolError(RuntimeError):
@@ -43,6 +44,37 @@ def cache_dir() -> Path:
     root = Path(os.environ.get("ASKDRAW_HOME") or Path.home() / ".cache" / "askdraw")
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Any]:
+    """A binary file to write ``path`` whole or not at all. The bytes go to a temporary file in
+    the same folder (``.NAME.PID.THREAD.part``), which is flushed, fsynced and then renamed over
+    ``path`` (``os.replace``) when the block ends without an error. On any error (a full disk:
+    ENOSPC) the temporary file is removed and ``path`` is left as it was: never empty or cut off.
+
+    >>> with atomic_file(run_dir / "image.png") as fh:
+    ...     image.save(fh, format="PNG")
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)  # gone after os.replace; left after an error
+        except OSError:
+            pass
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text is UTF-8) to ``path`` atomically: see :func:`atomic_file`."""
+    with atomic_file(path) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def package_dir(name: str) -> Path | None:

@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from tools.common import ToolError, cache_dir
+from tools.common import ToolError, atomic_file, cache_dir
 
 DEFAULT_HUB_MODEL = "stabilityai/sd-turbo"  # a suggestion for users with hub access; never loaded by default
 
@@ -101,19 +101,15 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _save_png(image: Any, out_path: Path, meta: dict[str, str]) -> None:
-    """Save atomically with PNG text chunks."""
+    """Save with PNG text chunks, atomically (whole or not at all, even on a full disk)."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     for key, value in meta.items():
         info.add_text(key, value)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out_path) as fh:
+        image.save(fh, format="PNG", pnginfo=info)
 
 
 def _font(size: int):
