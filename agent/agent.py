@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import queue
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +102,15 @@ class Agent:
     def new_thread_id() -> str:
         return new_run_id()
 
+    def claim_thread(self, thread_id: str) -> None:
+        """Hold conversation ``thread_id`` for this process until :meth:`release_thread` (as a chat
+        session does while it is open). Raises ``agent.memory.ThreadBusy`` when another process
+        holds it. Each turn holds its thread anyway; a claim keeps other processes out between turns."""
+        self.memory.claim(thread_id)
+
+    def release_thread(self, thread_id: str) -> None:
+        self.memory.release(thread_id)
+
     def conversations(self) -> list[dict[str, Any]]:
         """Past conversation threads, newest first."""
         return self.memory.threads()
@@ -122,7 +133,22 @@ class Agent:
         state: dict[str, Any] = {}
         if audio is not None:
             if isinstance(audio, (str, os.PathLike)):
-                state["audio_path"] = str(audio)
+                path = os.fspath(audio)
+                try:
+                    path.encode("utf-8")
+                except UnicodeEncodeError:
+                    # A file name with bytes that are not UTF-8 cannot go into the trace, the result
+                    # or a checkpoint (all UTF-8): the run reads the file through a link of its own.
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    link = run_dir / ("input" + "".join(Path(path).suffixes[-1:]).encode("ascii", "ignore").decode())
+                    try:
+                        link.symlink_to(Path(path).absolute())
+                    except OSError:  # no symlinks here (or the file is missing: reading it says so)
+                        if Path(path).is_file():
+                            shutil.copyfile(path, link)
+                    notices.append(f"the audio file's name is not valid UTF-8; it is read as {link.name} in the run folder")
+                    path = str(link)
+                state["audio_path"] = path
             else:  # an array (16 kHz mono) or (array, sample_rate): kept as a file beside the run
                 import soundfile as sf
 
@@ -191,18 +217,25 @@ class Agent:
                           "force_route": None if route == "auto" else route, "want_image": image}
                 ctx = Context(tools=self.tools, on_progress=on_progress, cancel=cancel)
                 graph, config = self.graph, None
-                if thread_id:
-                    graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
-                for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
-                    if mode == "values":
-                        # A thread's checkpoint holds the previous turn's results until this
-                        # turn's first step resets them: take only what belongs to this turn.
-                        if chunk.get("turn_of") == run_id:
-                            values.update(chunk)
-                        else:
-                            values.update({k: chunk.get(k) for k in ("question", "audio_path")})
-                    elif chunk.get("type") == "step":
-                        events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+                with contextlib.ExitStack() as held:
+                    if thread_id:
+                        # One turn at a time on a thread, across processes: a turn that read the
+                        # thread while another was writing it would drop that one's update.
+                        held.enter_context(self.memory.turn(thread_id, cancel=cancel, on_wait=lambda who: on_progress(
+                            {"type": "status", "text": f"waiting: this conversation is in use ({who})"})))
+                        graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
+                    for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
+                        if mode == "values":
+                            # A thread's checkpoint holds the previous turn's results until this
+                            # turn's first step resets them: take only what belongs to this turn.
+                            if chunk.get("turn_of") == run_id:
+                                values.update(chunk)
+                            else:
+                                values.update({k: chunk.get(k) for k in ("question", "audio_path")})
+                        elif chunk.get("type") == "step":
+                            events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+                    if thread_id:
+                        self.memory.compact(thread_id)
             except BaseException as exc:  # reported in the result; the caller decides what to show
                 error.append(exc)
             finally:

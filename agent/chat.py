@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.nodes import NO_IMAGE_NOTICE
+from agent.terminal import printable
 
 PROMPT = "ask> "
 GOODBYE = "bye"
@@ -170,8 +171,10 @@ class ChatSession:
         return self._recorder
 
     def say(self, text: str | Text = "", style: str | None = None) -> None:
+        """Print a line. A ``str`` is made printable here (terminal escapes shown, not obeyed); a
+        ``Text`` must be built from printable parts by its caller."""
         if isinstance(text, str):
-            text = Text(text, style=style or "")
+            text = Text(printable(text), style=style or "")
         self.console.print(text, soft_wrap=True)  # the terminal wraps; paths are never broken
 
     def _settings_line(self) -> str:
@@ -194,9 +197,9 @@ class ChatSession:
         if self.resumed:
             r = self.resumed
             turns = r.get("turns")
-            last = clip(r.get("last_question") or r.get("first_question"), 60)
+            last = printable(clip(r.get("last_question") or r.get("first_question"), 60))
             count = f"{turns} turn{'' if turns == 1 else 's'}; " if turns is not None else ""
-            self.say(Text.assemble(("resumed conversation ", "green"), (str(self.thread_id), "bold green"),
+            self.say(Text.assemble(("resumed conversation ", "green"), (printable(self.thread_id), "bold green"),
                                    f" ({count}last: \"{last}\")"))
         else:
             self.say(Text.assemble("new conversation ", (str(self.thread_id), "bold"),
@@ -216,11 +219,25 @@ class ChatSession:
         restore = None
         if threading.current_thread() is threading.main_thread():
             restore = signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._claim(self.thread_id)
         try:
             return self._loop()
         finally:
+            self.agent.release_thread(self.thread_id)
             if restore is not None:
                 signal.signal(signal.SIGINT, restore)
+
+    def _claim(self, thread_id: str) -> None:
+        """Hold the conversation while this session is open: a second session on it (another
+        terminal, ``askdraw chat --resume``) would interleave turns and lose some."""
+        from agent.memory import MemoryCorrupt, ThreadBusy
+
+        try:
+            self.agent.claim_thread(thread_id)
+        except ThreadBusy as exc:
+            raise ChatError(f"{exc} (`askdraw chat` without --resume starts a new one)", 1) from None
+        except MemoryCorrupt as exc:
+            raise ChatError(str(exc), 1) from None
 
     def _loop(self) -> int:
         self.banner()
@@ -233,7 +250,7 @@ class ChatSession:
             try:
                 line = self.input_fn(PROMPT)
                 if self.echo:
-                    self.console.file.write(line + "\n")
+                    self.console.file.write(printable(line) + "\n")
             except (EOFError, KeyboardInterrupt):
                 self.console.print()  # the cursor is still on the prompt's line
                 self.say(GOODBYE)
@@ -273,23 +290,25 @@ class ChatSession:
         return True
 
     def new_conversation(self) -> None:
-        self.thread_id = str(self.agent.new_thread_id())
+        old, self.thread_id = self.thread_id, str(self.agent.new_thread_id())
+        self.agent.release_thread(old)
+        self._claim(self.thread_id)
         self.resumed = None
         self.say(Text.assemble("new conversation ", (str(self.thread_id), "bold")))
 
     def show_trace(self) -> None:
-        from agent.trace import format_timeline, read_trace
+        from agent.trace import format_timeline, load_trace
 
         if self.last is None or not self.last.trace_path:
             self.say("no turn yet in this session: ask something first", "yellow")
             return
         folder = Path(self.last.trace_path).parent
         try:
-            events = read_trace(folder)
-        except (OSError, ValueError) as exc:
+            log = load_trace(folder)  # damaged lines are marked, an unfinished run is said so
+        except OSError as exc:
             self.say(f"could not read the trace in {folder}: {exc}", "red")
             return
-        self.console.print(format_timeline(events), markup=False, highlight=False, soft_wrap=True)
+        self.console.print(printable(format_timeline(log)), markup=False, highlight=False, soft_wrap=True)
         self.say(f"(askdraw trace {self.last.run_id} --out {folder.parent} shows it again)", "dim")
 
     def show_image(self) -> None:
@@ -526,35 +545,37 @@ class ChatSession:
         head.add_column(overflow="fold")
         standalone = getattr(result, "standalone_question", None)
         if result.transcript:
-            head.add_row("Heard", result.transcript)
+            head.add_row("Heard", printable(result.transcript))
         if standalone and _norm(standalone) != _norm(result.question):
-            head.add_row("Understood", standalone)
+            head.add_row("Understood", printable(standalone))
         facts = Table.grid(padding=(0, 2))
         facts.add_column(style="bold", no_wrap=True, min_width=10)
         facts.add_column(overflow="fold")
         for i, src in enumerate(result.sources or [], 1):
             title = src["title"] if isinstance(src, dict) else getattr(src, "title", "")
             url = src.get("url", "") if isinstance(src, dict) else getattr(src, "url", "")
-            facts.add_row("Sources" if i == 1 else "", f"{i}. {title}" + (f" - {url}" if url else ""))
+            facts.add_row("Sources" if i == 1 else "", printable(f"{i}. {title}" + (f" - {url}" if url else "")))
         if not result.sources and result.route == "search":
             facts.add_row("Sources", "none found")
         if result.image_path:
             if result.image_generated:
-                what = Text(f"generated with {result.image_model}", style="green")
+                what = Text(f"generated with {printable(result.image_model)}", style="green")
             else:
                 reason = result.no_image_reason
                 why = ("no image model is set; --image-model draws pictures" if "No image model" in reason
                        else clip(reason, 160))
-                what = Text("NOT generated: a labelled card" + (f" ({why})" if why else ""), style="bold yellow")
-            facts.add_row("Image", Text.assemble(what, "\n", result.image_path))
+                what = Text("NOT generated: a labelled card" + (f" ({printable(why)})" if why else ""),
+                            style="bold yellow")
+            facts.add_row("Image", Text.assemble(what, "\n", printable(result.image_path)))
         steps = step_times(result.timings_ms)
         facts.add_row("Time", f"{elapsed:.1f}s total" + (f" ({steps})" if steps else ""))
         body: list[Any] = []
         if head.row_count:
             body += [head, Text("")]
-        body += [Text(result.answer or "(no answer)"), Text(""), facts]
-        self.console.print(Panel(Group(*body), title=f"answer ({result.route or 'none'})", title_align="left",
-                                 subtitle=f"run {result.run_id}", subtitle_align="right", expand=True))
+        body += [Text(printable(result.answer or "(no answer)")), Text(""), facts]
+        self.console.print(Panel(Group(*body), title=Text(printable(f"answer ({result.route or 'none'})")),
+                                 title_align="left", subtitle=Text(printable(f"run {result.run_id}")),
+                                 subtitle_align="right", expand=True))
         if result.error:
             self.say(f"warning: {result.error}", "yellow")
         self._notices(result, skip_card=True)
@@ -615,7 +636,7 @@ class TurnView:
     def spin(self, text: str) -> None:
         if self.spinner is None:
             return
-        self.spinner.update(Text(text, style="cyan"))
+        self.spinner.update(Text(printable(text, oneline=True), style="cyan"))
         if not self.spinning:
             self.spinner.start()
             self.spinning = True
@@ -627,9 +648,9 @@ class TurnView:
 
     def line(self, text: str, detail: str | None = None, style: str = "") -> None:
         self._end_tokens()
-        out = Text(text, style=style)
+        out = Text(printable(text), style=style)  # step outputs, notes, errors: data
         if detail:
-            out.append(" - " + detail, style="dim")
+            out.append(" - " + printable(detail), style="dim")
         row = Table.grid(padding=(0, 2))  # long lines wrap under the text, not under the time
         row.add_column(style="dim", no_wrap=True)
         row.add_column(overflow="fold")
@@ -648,7 +669,7 @@ class TurnView:
         if not self.streaming:
             self.console.file.write(" " * 9)
             self.streaming = True
-        self.console.file.write(piece.replace("\n", "\n" + " " * 9))
+        self.console.file.write(printable(piece).replace("\n", "\n" + " " * 9))
         self.console.file.flush()
 
     def image_step(self, done: int, total: int, text: str) -> None:
@@ -698,7 +719,12 @@ def run_chat(agent: Any, *, resume: bool = False, thread_id: str | None = None,
              console: Console | None = None, **session: Any) -> int:
     """``askdraw chat``: resolve ``--resume [ID]``, then run the session. Raises :class:`ChatError`
     for a conversation that cannot be resumed."""
-    resumed = resolve_resume(agent, thread_id) if resume else None
+    from agent.memory import MemoryCorrupt
+
+    try:
+        resumed = resolve_resume(agent, thread_id) if resume else None
+    except MemoryCorrupt as exc:
+        raise ChatError(str(exc), 1) from None
     return ChatSession(agent, console=console, resume=resumed, **session).run()
 
 

@@ -12,6 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
+
+from agent.terminal import printable, printable_json
 
 app = typer.Typer(
     name="askdraw",
@@ -27,8 +30,13 @@ out = Console(highlight=False, soft_wrap=True)
 def _fail(message: str, code: int = 1) -> None:
     from rich.markup import escape
 
-    err.print(f"[bold red]askdraw: error:[/] {escape(message)}", markup=True)
+    err.print(f"[bold red]askdraw: error:[/] {escape(printable(message, oneline=True))}", markup=True)
     raise typer.Exit(code)
+
+
+def _note(kind: str, message: str) -> None:
+    """``askdraw: note: ...`` (or warning) on stderr: one line, terminal escapes made visible."""
+    err.print(f"askdraw: {kind}: {printable(message, oneline=True)}", markup=False)
 
 
 def _wiki_spec(value: str) -> str:
@@ -100,7 +108,8 @@ def ask(
 
     def on_interrupt(signum, frame) -> None:
         if cancel.is_set():
-            raise KeyboardInterrupt
+            _quit_now("askdraw: interrupted; quitting without waiting for the running step "
+                      "(askdraw trace shows the unfinished run)")
         cancel.set()
         err.print("askdraw: cancelling (Ctrl-C again to quit at once)", markup=False)
 
@@ -109,9 +118,9 @@ def ask(
         for event in agent.stream(text=question, audio=str(audio) if audio else None, progress=True,
                                   cancel=cancel):
             if event.kind == "progress" and status and event.progress.get("text") and event.progress.get("type") != "token":
-                status.update(f"askdraw: {event.progress['text']}")
+                status.update(Text(f"askdraw: {printable(event.progress['text'], oneline=True)}"))
             elif event.kind == "step" and trace:
-                err.print(format_event(event.step), markup=False)
+                err.print(printable(format_event(event.step)), markup=False)
             elif event.kind == "result":
                 result = event.result
     finally:
@@ -121,24 +130,24 @@ def ask(
             signal.signal(signal.SIGINT, previous)
     assert result is not None
     if json_out:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(printable_json(result.model_dump_json(indent=2)) + "\n")
     else:
         _print_result(result)
     for notice in result.notices:
-        err.print(f"askdraw: note: {notice}", markup=False)
+        _note("note", notice)
     if result.error == "cancelled":
         _fail(f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
               else "cancelled (the run could not be saved; see the note above)", 130)
     if result.error and not result.answer:
         _fail(result.error, 1)
     if result.error:
-        err.print(f"askdraw: warning: {result.error}", markup=False)
+        _note("warning", result.error)
 
 
 def _print_result(result) -> None:
     from agent.trace import step_times
 
-    p = lambda text="": out.print(text, markup=False)  # noqa: E731
+    p = lambda text="": out.print(printable(text, oneline=True), markup=False)  # noqa: E731
     if result.transcript:
         p(f"Transcript: {result.transcript}")
     if result.route:
@@ -169,8 +178,9 @@ def show_trace(
     out_dir: OutDir = Path("runs"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSON events.")] = False,
 ) -> None:
-    """Print a run's steps and decisions as a readable timeline."""
-    from agent.trace import format_timeline, read_trace
+    """Print a run's steps and decisions as a readable timeline (a run that never finished, and
+    damaged trace lines, are marked; --json prints the valid events and notes the rest on stderr)."""
+    from agent.trace import UNFINISHED, format_timeline, load_trace
 
     if run_id is None:
         runs = sorted((d for d in out_dir.glob("*") if (d / "trace.jsonl").exists()), key=lambda d: d.stat().st_mtime)
@@ -181,12 +191,19 @@ def show_trace(
         folder = Path(run_id) if Path(run_id).is_dir() else out_dir / run_id
     if not (folder / "trace.jsonl").exists():
         _fail(f"no trace for run '{run_id}' (looked for {folder / 'trace.jsonl'})")
-    events = read_trace(folder)
+    try:
+        log = load_trace(folder)
+    except OSError as exc:
+        _fail(f"cannot read {folder / 'trace.jsonl'}: {exc.strerror or exc}")
     if json_out:
-        for e in events:
-            sys.stdout.write(e.model_dump_json() + "\n")
+        for e in log.events:
+            sys.stdout.write(printable_json(e.model_dump_json()) + "\n")
+        for bad in log.skipped:
+            _note("note", f"{folder / 'trace.jsonl'} {bad}")
+        if not log.finished:
+            _note("note", f"{UNFINISHED} ({folder})")
     else:
-        out.print(format_timeline(events), markup=False)
+        out.print(printable(format_timeline(log)), markup=False)
 
 
 def _agent_or_fail(options: dict):
@@ -242,11 +259,24 @@ def chat(
     raise typer.Exit(code)
 
 
+def _quit_now(message: str, code: int = 130) -> None:
+    """Exit at once: a model step still running in another thread (a transcription, a decoding)
+    would otherwise keep the process alive until it ends, since threads cannot be interrupted."""
+    err.print(message, markup=False)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (non-loopback needs --allow-remote).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 7860,
-    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a --host other machines can reach (no authentication!).")] = False,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a --host other machines can reach: anyone who reaches it can ask and upload audio "
+                                                                       "(no login, no HTTPS); it serves no file of yours, only each asker's own images.")] = False,
     out_dir: OutDir = Path("runs"),
     seed: Seed = None,
     wiki: Wiki = "offline",
@@ -270,7 +300,7 @@ def serve(
     if not is_loopback(host):
         if not allow_remote:
             _fail(f"--host {host} is reachable from other machines; add --allow-remote to serve on it", 2)
-        err.print(f"askdraw: warning: serving on {host}: anyone who can reach this machine can use the agent "
+        err.print(f"askdraw: warning: serving on {printable(host, oneline=True)}: anyone who can reach this machine can use the agent "
                   "(there is no authentication)", markup=False)
     agent = _agent_or_fail(locals())
     from agent.web import serve as run_server
@@ -278,7 +308,7 @@ def serve(
     err.print("askdraw: loading models…", markup=False)
 
     def ready(url: str) -> None:
-        out.print(f"askdraw web app: {url}  (Ctrl-C stops it)", markup=False)
+        out.print(f"askdraw web app: {printable(url, oneline=True)}  (Ctrl-C stops it)", markup=False)
         sys.stdout.flush()
 
     try:
@@ -291,10 +321,15 @@ def serve(
 def history() -> None:
     """List past chat conversations (newest first): id, last update, turns, first question."""
     from agent.chat import history_lines
+    from agent.memory import MemoryCorrupt
 
     agent = _agent_or_fail({})  # conversations live in $ASKDRAW_HOME/conversations.sqlite (ASKDRAW_MEMORY_PATH)
-    for line in history_lines(agent):
-        out.print(line, markup=False)
+    try:
+        lines = history_lines(agent)
+    except MemoryCorrupt as exc:
+        _fail(str(exc), 1)
+    for line in lines:
+        out.print(printable(line), markup=False)  # past questions are data
 
 
 def main() -> None:

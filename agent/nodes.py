@@ -142,7 +142,7 @@ def transcribe(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]
     asr = ctx.toolbox.asr
     ev["model"] = asr.name
     ev["input"] = state["audio_path"]
-    from tools.asr import load_audio
+    from tools.asr import SAMPLE_RATE, load_audio
 
     samples = load_audio(state["audio_path"])  # bad audio fails here, before the model loads
     ctx.progress(type="status", step="transcribe", text="transcribing")
@@ -151,7 +151,14 @@ def transcribe(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]
     ev["output"] = summarise(text)
     if not text:
         raise StepError("no speech recognised in the audio")
-    return {"transcript": text}
+    update: dict[str, Any] = {"transcript": text}
+    limit = ctx.settings.max_question_chars
+    if len(text) > limit:  # the same limit as a typed question: a long recording is not one question
+        update["transcript"] = text[:limit].rstrip()
+        update["notices"] = [f"the transcript was {len(text)} characters long ({samples.size / SAMPLE_RATE:.0f} s of "
+                             f"audio); only the first {limit} were used"]
+        ev["data"] = {**ev.get("data", {}), "transcript_chars": len(text), "used_chars": limit}
+    return update
 
 
 @step("decide", tool="llm")

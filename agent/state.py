@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Annotated, Literal
 
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
@@ -17,6 +16,15 @@ def add_timings(left: dict | None, right: dict | None) -> dict:
     for key, value in (right or {}).items():
         merged[key] = round(merged.get(key, 0.0) + value, 1)
     return merged
+
+
+HISTORY_TURNS = 12  # turns a thread keeps: follow-ups read the last 3; older ones only cost space
+
+
+def keep_recent(left: list | None, right: list | None) -> list:
+    """Append a turn to the thread's history, keeping the last ``HISTORY_TURNS`` turns (the
+    number of turns ever asked stays in ``askdraw history``'s table)."""
+    return [*(left or []), *(right or [])][-HISTORY_TURNS:]
 
 
 class Source(TypedDict):
@@ -61,7 +69,7 @@ class State(InputState, total=False):
     turn_of: str  # run_id of the turn the per-turn fields belong to
     done_run: str | None  # run_id / run_dir of the last finished turn (a new turn gets new ones)
     done_dir: str | None
-    history: Annotated[list[dict], operator.add]
+    history: Annotated[list[dict], keep_recent]
 
 
 TURN_RESET: dict = {

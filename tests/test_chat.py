@@ -239,6 +239,12 @@ class FakeAgent:
     def new_thread_id(self):
         return "new-thread"
 
+    def claim_thread(self, thread_id):
+        self.claimed = thread_id
+
+    def release_thread(self, thread_id):
+        self.claimed = None
+
     def preload(self):
         self.preloads += 1
         time.sleep(0.2)

@@ -318,3 +318,31 @@ def test_chat_session_survives_bad_input(tmp_path, clips):
     errors = sorted(r["error"] for r in saved if r["error"])
     assert len(errors) == 3 and all((runs / r["run_id"] / "trace.jsonl").exists() for r in saved)
     assert sum(1 for r in saved if r["answer"]) == 2
+
+
+@pytest.mark.slow
+def test_a_long_recording_is_held_to_the_question_limit_with_a_note(agent, tmp_path):
+    """Issue 14.8: a recording's transcript obeys the typed question's limit (and says so), so a
+    long recording is not sent whole to the decision and the search."""
+    if not SPEECH.exists():
+        pytest.skip(f"no speech clips at {SPEECH}")
+    from tools.asr import load_audio
+
+    pause = np.zeros(SR // 2, np.float32)
+    parts = [load_audio(p) for p in sorted(SPEECH.glob("fleurs_en/*.ogg"))[:4]]
+    path = tmp_path / "long_recording.wav"
+    sf.write(path, np.concatenate([x for p in parts for x in (p, pause)]), SR)
+    from agent.context import Toolbox
+
+    settings = agent.settings.model_copy(update={"max_question_chars": 120})
+    t = agent.tools  # the module's loaded models, with the lower limit
+    short = Agent(settings, tools=Toolbox(settings, llm=t.llm, asr=t.asr, wiki=t.wiki, image=t.image))
+    result = short.ask(audio=path)
+    assert result.transcript and len(result.transcript) <= 120
+    note = next(n for n in result.notices if n.startswith("the transcript was"))
+    full = int(re.search(r"the transcript was (\d+) characters long", note).group(1))
+    assert full > 200 and note.endswith("only the first 120 were used"), note
+    decide = json.loads(next(line for line in Path(result.trace_path).read_text().splitlines()
+                             if '"step":"decide"' in line))
+    assert len(decide["input"]) <= 120  # the decision saw the limited question only
+    assert_run_saved(result)
