@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, require_package_dir
+from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, require_package_dir, torch_threads
 
 __all__ = [
     "SAMPLE_RATE",
@@ -713,7 +713,7 @@ class WhisperASR:
                 # The encoder is a few big matmuls: all cores help, unless other processes keep them
                 # busy (OpenMP threads then wait on each other: 3x slower than 1 thread). The decoder
                 # runs many tiny steps where thread sync costs more than it gains: always 1 thread.
-                with _torch_threads(_encoder_threads()):
+                with torch_threads(_encoder_threads()):
                     encoded = model.get_encoder()(feats).last_hidden_state
                 if self._no_speech is not None:
                     # Noise, hum or music is not silence, but Whisper makes up words for it ("You"):
@@ -721,7 +721,7 @@ class WhisperASR:
                     # Whisper itself does (alone, it let 25-30 s of noise through: issue 14),
                     # unless the detector heard a second of speech or more there.
                     start, no_speech = self._no_speech
-                    with _torch_threads(1):
+                    with torch_threads(1):
                         logits = model(encoder_outputs=(encoded,),
                                        decoder_input_ids=torch.full((encoded.shape[0], 1), start)).logits
                     speech = logits[:, -1].float().softmax(-1)[:, no_speech] <= NO_SPEECH_PROB
@@ -730,7 +730,7 @@ class WhisperASR:
                         continue
                     encoded = encoded[speech]
                 processors = LogitsProcessorList([_Suppress(self._suppress, self._suppress_begin)])
-                with _torch_threads(1), _quiet_generate():
+                with torch_threads(1), _quiet_generate():
                     ids = model.generate(
                         encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                         logits_processor=processors,
@@ -814,27 +814,6 @@ class _quiet_generate:
 
     def __exit__(self, *exc):
         _quiet.active = False
-
-
-class _torch_threads:
-    """Temporarily use ``n`` intra-op threads (restored afterwards)."""
-
-    def __init__(self, n: int):
-        self.n, self.prev = n, None
-
-    def __enter__(self):
-        import torch
-
-        self.prev = torch.get_num_threads()
-        if self.n != self.prev:
-            torch.set_num_threads(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.prev is not None and torch.get_num_threads() != self.prev:
-            torch.set_num_threads(self.prev)
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -118,3 +118,24 @@ def load_prompt(name: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise ToolError(f"prompt template {path} is missing (is the repository complete?)") from None
+
+
+class torch_threads:
+    """Temporarily use ``n`` torch intra-op threads (the previous count is restored afterwards)."""
+
+    def __init__(self, n: int):
+        self.n, self.prev = n, None
+
+    def __enter__(self):
+        import torch
+
+        self.prev = torch.get_num_threads()
+        if self.n != self.prev:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.prev is not None and torch.get_num_threads() != self.prev:
+            torch.set_num_threads(self.prev)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.common import ToolError
+from tools.common import ToolError, torch_threads
 
 __all__ = ["SileroVAD", "default_vad", "speech_segments", "FRAME", "SAMPLE_RATE"]
 
@@ -112,7 +112,7 @@ class SileroVAD:
             return np.zeros(0, np.float32)
         # One thread: the model is tiny, and oneDNN's multi-threaded LSTM took 2-13 s on its
         # first call in a process on a busy 2-core machine (0.1-0.3 s with one thread).
-        with self._run_lock, _one_thread(), torch.inference_mode():
+        with self._run_lock, torch_threads(1), torch.inference_mode():
             x = F.pad(x, (CONTEXT, n * FRAME - x.numel()))
             h = x.unfold(0, CONTEXT + FRAME, FRAME).unsqueeze(1)  # (n, 1, 576)
             h = F.conv1d(F.pad(h, (0, 64), mode="reflect"), w["stft"], stride=128)
@@ -123,23 +123,6 @@ class SileroVAD:
             weight, bias = w["out"]
             p = torch.sigmoid(F.linear(F.relu(h[0]), weight[:, :, 0], bias))
         return p.reshape(-1).numpy().astype(np.float32)
-
-
-class _one_thread:
-    """Run torch ops on one intra-op thread, then restore the previous count."""
-
-    def __enter__(self):
-        import torch
-
-        self.prev = torch.get_num_threads()
-        if self.prev != 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        if torch.get_num_threads() != self.prev:
-            torch.set_num_threads(self.prev)
 
 
 def speech_segments(probs: np.ndarray, *, threshold: float = THRESHOLD, min_speech_ms: float = MIN_SPEECH_MS,
