@@ -29,7 +29,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast browser llama-server extras eval bench clean
+.PHONY: setup demo test test-fast browser llama-server extras eval bench soak clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,10 @@ eval: extras
 # Speed and memory vs the seed's one-process-per-question pipeline (README "Performance"); ~6 min.
 bench: setup
 	$(BIN)/python bench/bench_latency.py --repeat 3 --profile
+
+# One conversation of 200 turns: database size and memory every 50 turns (docs/robustness.md); ~12 min.
+soak: setup
+	$(BIN)/python bench/soak.py --turns 200 --every 50
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
