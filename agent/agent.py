@@ -19,7 +19,7 @@ from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
 from agent.nodes import NO_IMAGE_NOTICE, TRACE_NOT_WRITTEN, error_message, new_run_id
-from tools.common import Cancelled, atomic_write
+from tools.common import Cancelled, atomic_write, signals_to_main_thread
 from agent.settings import Settings
 from agent.state import Source
 from agent.trace import TraceEvent, append_event
@@ -209,6 +209,7 @@ class Agent:
                 events.put(StepEvent(kind="progress", progress=event))
 
         def run() -> None:
+            signals_to_main_thread()  # Ctrl-C goes to the caller's main thread, never to the models'
             try:
                 state = self._prepare(text, audio, run_dir, notices)
                 values.update(state)

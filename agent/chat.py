@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.nodes import NO_IMAGE_NOTICE
+from tools.common import signals_to_main_thread
 from agent.terminal import printable
 
 PROMPT = "ask> "
@@ -216,10 +217,10 @@ class ChatSession:
         """The read-eval-print loop; returns the exit status (0)."""
         # Ctrl-C must reach the session even when it was started with SIGINT ignored (a job
         # started in the background by a non-interactive shell inherits SIG_IGN).
+        self._claim(self.thread_id)
         restore = None
         if threading.current_thread() is threading.main_thread():
             restore = signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._claim(self.thread_id)
         try:
             return self._loop()
         finally:
@@ -248,7 +249,8 @@ class ChatSession:
             pass
         while True:
             try:
-                line = self.input_fn(PROMPT)
+                with _wake_up_at_prompt():
+                    line = self.input_fn(PROMPT)
                 if self.echo:
                     self.console.file.write(printable(line) + "\n")
             except (EOFError, KeyboardInterrupt):
@@ -429,6 +431,7 @@ class ChatSession:
             return
 
         def load() -> None:
+            signals_to_main_thread()
             try:
                 self._preload_result = dict(self.agent.preload() or {})
             except BaseException as exc:  # shown on the first turn; the turn then reports the real error
@@ -475,6 +478,7 @@ class ChatSession:
         first_turn = self.turns == 0 and self._preload_thread is None
 
         def consume() -> None:
+            signals_to_main_thread()
             try:
                 for event in self.agent.stream(**kwargs):
                     events.put(("event", event))
@@ -585,6 +589,27 @@ class ChatSession:
             if skip_card and notice.startswith(NO_IMAGE_NOTICE):
                 continue
             self.say(f"note: {notice}", "dim")
+
+
+class _wake_up_at_prompt:
+    """While the prompt waits for a line, wake the main thread 4 times a second (a no-op SIGALRM).
+    A Ctrl-C that lands between readline printing the prompt and starting to wait for keys only
+    marks the signal; readline then waits with no timeout and notices it at the next key press
+    (a race in CPython's readline: seen about once in 8 resumed sessions). The wake-up makes
+    readline look at the marked signal, so Ctrl-C at the prompt always leaves."""
+
+    PERIOD = 0.25
+
+    def __enter__(self) -> None:
+        self.armed = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"))
+        if self.armed:
+            self.previous = signal.signal(signal.SIGALRM, lambda signum, frame: None)
+            signal.setitimer(signal.ITIMER_REAL, self.PERIOD, self.PERIOD)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
 
 
 def _norm(question: Any) -> str:

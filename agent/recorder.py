@@ -206,6 +206,9 @@ def stop_on_enter(stop: threading.Event, done: threading.Event, stdin: Any = Non
     stream = stdin if stdin is not None else sys.stdin
 
     def watch() -> None:
+        from tools.common import signals_to_main_thread
+
+        signals_to_main_thread()
         try:
             import select
 

@@ -139,3 +139,17 @@ class torch_threads:
 
         if self.prev is not None and torch.get_num_threads() != self.prev:
             torch.set_num_threads(self.prev)
+
+
+def signals_to_main_thread() -> None:
+    """Call first thing in a worker thread: it will never be the thread that receives SIGINT,
+    SIGTERM, SIGHUP or SIGALRM (threads it starts, torch's included, inherit this). The kernel hands a
+    process signal to any thread that does not block it, and Python runs its handler only when
+    the main thread next runs Python code: a main thread waiting in ``input()`` (readline's
+    select, with no timeout) would then not see a Ctrl-C until the next key press."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return
+    wanted = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGALRM") if hasattr(signal, name)}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
