@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import NO_IMAGE_NOTICE, TRACE_NOT_WRITTEN, error_message, new_run_id
+from agent.nodes import NO_IMAGE_NOTICE, TRACE_NOT_WRITTEN, error_message, new_run_id, within_limit
 from tools.common import Cancelled, atomic_write, signals_to_main_thread
 from agent.settings import Settings
 from agent.state import Source
@@ -163,10 +163,8 @@ class Agent:
             # Control characters (terminal escapes, bell, NUL) and bidi overrides are not part of a
             # question, and would be echoed to the user's terminal and the trace: they become spaces.
             question = " ".join(re.sub(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", " ", str(text)).split())
-            limit = self.settings.max_question_chars
-            if len(question) > limit:
-                notices.append(f"the question was {len(question)} characters long; only the first {limit} were used")
-                question = question[:limit].rstrip()
+            question, cut = within_limit(question, self.settings.max_question_chars, "question")
+            notices.extend(cut)
             state["question"] = question
         if not state.get("audio_path") and not state.get("question"):
             raise ValueError("empty question: type a question or give an audio file")

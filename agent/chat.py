@@ -31,8 +31,8 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.nodes import NO_IMAGE_NOTICE
-from tools.common import signals_to_main_thread
 from agent.terminal import printable
+from tools.common import signals_to_main_thread
 
 PROMPT = "ask> "
 GOODBYE = "bye"

@@ -129,6 +129,14 @@ def ensure_loaded(tool: Any, ev: dict[str, Any], key: str) -> None:
     ev.setdefault("data", {})[f"load_{key}_ms"] = round((time.perf_counter() - start) * 1000, 1)
 
 
+def within_limit(text: str, limit: int, what: str, detail: str = "") -> tuple[str, list[str]]:
+    """``text`` cut to ``limit`` characters, and the notice saying so (none when it fits): typed
+    questions and transcripts obey the same limit (``max_question_chars``)."""
+    if len(text) <= limit:
+        return text, []
+    return text[:limit].rstrip(), [f"the {what} was {len(text)} characters long{detail}; only the first {limit} were used"]
+
+
 def question_of(state: State) -> str:
     """The question this turn answers: the standalone rewrite of a follow-up, else what was said."""
     return (state.get("standalone_question") or state.get("transcript") or state.get("question") or "").strip()
@@ -151,14 +159,12 @@ def transcribe(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]
     ev["output"] = summarise(text)
     if not text:
         raise StepError("no speech recognised in the audio")
-    update: dict[str, Any] = {"transcript": text}
+    # A long recording is not one question: the typed question's limit applies.
     limit = ctx.settings.max_question_chars
-    if len(text) > limit:  # the same limit as a typed question: a long recording is not one question
-        update["transcript"] = text[:limit].rstrip()
-        update["notices"] = [f"the transcript was {len(text)} characters long ({samples.size / SAMPLE_RATE:.0f} s of "
-                             f"audio); only the first {limit} were used"]
+    transcript, notices = within_limit(text, limit, "transcript", f" ({samples.size / SAMPLE_RATE:.0f} s of audio)")
+    if notices:
         ev["data"] = {**ev.get("data", {}), "transcript_chars": len(text), "used_chars": limit}
-    return update
+    return {"transcript": transcript, "notices": notices}
 
 
 @step("decide", tool="llm")

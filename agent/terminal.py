@@ -42,7 +42,7 @@ def printable(text: Any, *, oneline: bool = False) -> str:
     return (_UNSAFE_ONELINE_RE if oneline else _UNSAFE_RE).sub(_visible, str(text))
 
 
-_JSON_UNSAFE_RE = re.compile(f"[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_JSON_UNSAFE_RE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable_json(text: str) -> str:
