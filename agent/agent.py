@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import NO_IMAGE_NOTICE, TRACE_NOT_WRITTEN, error_message, new_run_id, within_limit
+from agent.nodes import error_message, new_run_id, within_limit
 from tools.common import Cancelled, atomic_write, signals_to_main_thread
 from agent.settings import Settings
-from agent.state import Source
+from agent.state import NoImageKind, Source, no_image_notice
 from agent.trace import TraceEvent, append_event
 
 
@@ -36,10 +36,14 @@ class Result(BaseModel):
     search_query: str | None = None
     sources: list[Source] = Field(default_factory=list)
     answer: str | None = None
+    citation: str | None = None
+    answer_found: bool | None = None
     image_prompt: str | None = None
     image_path: str | None = None
     image_model: str | None = None
     image_generated: bool = False
+    no_image_kind: NoImageKind | None = None
+    no_image_reason: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
     trace_path: str | None = None
     notices: list[str] = Field(default_factory=list)
@@ -48,9 +52,14 @@ class Result(BaseModel):
     standalone_question: str | None = None
 
     @property
-    def no_image_reason(self) -> str:
-        """Why the image is a labelled card instead of a picture ('' when there is no such notice)."""
-        return next((n.split(":", 1)[-1].strip() for n in self.notices if n.startswith(NO_IMAGE_NOTICE)), "")
+    def image_notice(self) -> str | None:
+        """The notice saying why there is no picture (None when there is none)."""
+        return no_image_notice(self.no_image_reason) if self.no_image_kind and self.no_image_kind != "unsaved" else None
+
+    @property
+    def other_notices(self) -> list[str]:
+        """The notices besides :attr:`image_notice` (for a view that shows that one with the image)."""
+        return [n for n in self.notices if n != self.image_notice]
 
     @property
     def ok(self) -> bool:
@@ -192,6 +201,7 @@ class Agent:
         image = self.settings.image if image is None else bool(image)
         run_dir = Path(self.settings.out_dir) / run_id
         notices: list[str] = []
+        unsaved: list[str] = []  # notices that the trace could not be written
         events: queue.Queue = queue.Queue()
         values: dict[str, Any] = {}
         error: list[BaseException] = []
@@ -203,6 +213,8 @@ class Agent:
                 raise Cancelled("cancelled")
             if event.get("type") == "notice" and event.get("text") and event["text"] not in notices:
                 notices.append(str(event["text"]))  # e.g. the trace could not be written: once per run
+                if event.get("kind") == "unsaved":
+                    unsaved.append(str(event["text"]))
             if progress:
                 events.put(StepEvent(kind="progress", progress=event))
 
@@ -245,7 +257,7 @@ class Agent:
         while (item := events.get()) is not None:
             yield item
         worker.join()
-        result = self._result(run_id, run_dir, values, notices, error[0] if error else None)
+        result = self._result(run_id, run_dir, values, notices, error[0] if error else None, unsaved)
         if thread_id:
             result.thread_id = thread_id
             if result.answer and not result.error:  # only turns the thread's history remembers
@@ -268,7 +280,7 @@ class Agent:
 
     # -- output -----------------------------------------------------------------------------
     def _result(self, run_id: str, run_dir: Path, values: dict[str, Any], notices: list[str],
-                error: BaseException | None) -> Result:
+                error: BaseException | None, unsaved: list[str] = ()) -> Result:
         message = error_message(error) if error is not None else None
         result = Result(
             run_id=run_id,
@@ -279,6 +291,10 @@ class Agent:
             search_query=values.get("search_query"),
             sources=values.get("sources") or [],
             answer=values.get("answer"),
+            citation=values.get("citation"),
+            answer_found=values.get("answer_found"),
+            no_image_kind=values.get("no_image_kind"),
+            no_image_reason=values.get("no_image_reason"),
             image_prompt=values.get("image_prompt"),
             image_path=values.get("image_path"),
             image_model=values.get("image_model"),
@@ -301,7 +317,7 @@ class Agent:
         except OSError as exc:
             result.trace_path = None
             # One notice for the whole run (it covers the trace too).
-            result.notices = [n for n in result.notices if not n.startswith(TRACE_NOT_WRITTEN)]
+            result.notices = [n for n in result.notices if n not in unsaved]
             result.notices.append(f"the run could not be saved to {run_dir}: {exc.strerror or exc}")
         return result
 

@@ -30,7 +30,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.nodes import NO_IMAGE_NOTICE
 from agent.terminal import printable
 from tools.common import signals_to_main_thread
 
@@ -565,8 +564,8 @@ class ChatSession:
             if result.image_generated:
                 what = Text(f"generated with {printable(result.image_model)}", style="green")
             else:
-                reason = result.no_image_reason
-                why = ("no image model is set; --image-model draws pictures" if "No image model" in reason
+                reason = result.no_image_reason or ""
+                why = ("no image model is set; --image-model draws pictures" if result.no_image_kind == "no_model"
                        else clip(reason, 160))
                 what = Text("NOT generated: a labelled card" + (f" ({printable(why)})" if why else ""),
                             style="bold yellow")
@@ -585,9 +584,7 @@ class ChatSession:
         self._notices(result, skip_card=True)
 
     def _notices(self, result: Any, skip_card: bool = False) -> None:
-        for notice in result.notices:
-            if skip_card and notice.startswith(NO_IMAGE_NOTICE):
-                continue
+        for notice in result.other_notices if skip_card else result.notices:
             self.say(f"note: {notice}", "dim")
 
 

@@ -87,8 +87,7 @@ def topic_of_turn(state: dict[str, Any]) -> str:
 
     question = state.get("standalone_question") or state.get("transcript") or state.get("question") or ""
     if state.get("route") == "search" and state.get("sources"):
-        answer = state.get("answer") or ""
-        if "did not find" not in answer:
+        if state.get("answer_found") is not False:
             return _as_asked(state["sources"][0]["title"], question)
     if state.get("route") == "draw":
         return request_subject(question)

@@ -17,9 +17,9 @@ from langgraph.types import Command
 from agent.context import Context
 from agent.followup import standalone_question, topic_of_turn
 from agent.router import RouteDecision
-from agent.state import TURN_RESET, State, add_timings
+from agent.state import TURN_RESET, State, add_timings, no_image_notice
 from agent.trace import TraceEvent, append_event, summarise
-from tools.answer import AnswerWriter, content_words, with_citation
+from tools.answer import AnswerWriter, citation, content_words, with_citation
 from tools.common import Cancelled, ToolError, cancellable
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
 
@@ -29,7 +29,6 @@ class StepError(RuntimeError):
 
 
 TRACE_NOT_WRITTEN = "the trace could not be written"
-NO_IMAGE_NOTICE = "No image was generated"  # a result notice: "No image was generated: <why>"
 
 
 def _context(runtime: Runtime[Context] | None) -> Context:
@@ -80,7 +79,7 @@ def step(name: str, tool: str | None = None) -> Callable:
             try:
                 append_event(merged["run_dir"], event)
             except OSError as exc:  # the run goes on; Agent.stream turns this into a result notice
-                ctx.progress(type="notice", step=name, text=f"{TRACE_NOT_WRITTEN} to {merged['run_dir']}: "
+                ctx.progress(type="notice", kind="unsaved", step=name, text=f"{TRACE_NOT_WRITTEN} to {merged['run_dir']}: "
                              f"{exc.strerror or exc}")
             _emit(event)
             if error is not None:
@@ -263,13 +262,14 @@ def answer(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
         ev["input"] = summarise(f"{question} | passage: {passages[0]['title']}")
         result = writer.grounded(question, passages, on_token=on_token)
         text = with_citation(result)
+        found: bool | None = result.found
         ev["reason"] = result.how
         ev["data"] = {"grounded": True, "found": result.found, "quote": result.quote,
                       "model_reply": summarise(result.model_reply)}
     else:
         ev["input"] = summarise(question)
         result = writer.direct(question, on_token=on_token)
-        text = result.text
+        text, found = result.text, None
         ev["data"] = {"grounded": False}
         if result.how:
             ev["reason"] = result.how
@@ -281,7 +281,8 @@ def answer(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
         {"title": p["title"], "url": p.get("url", ""), "snippet": summarise(p.get("text", ""), 200) or ""}
         for p in passages
     ]
-    return {"answer": text, "sources": sources}
+    return {"answer": text, "answer_body": result.text, "citation": citation(result), "answer_found": found,
+            "sources": sources}
 
 
 @step("draw", tool="image_prompt")
@@ -297,9 +298,8 @@ def draw(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
 def rewrite_image_prompt(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
     passages = state.get("passages") or []
     title = passages[0]["title"] if passages and state.get("route") == "search" else None
-    answer_text = (state.get("answer") or "").split("\n\nSource:")[0]
-    if "did not find the answer" in answer_text:  # nothing found: picture the question's topic only
-        answer_text = ""
+    # Nothing found in the passages: picture the question's topic only.
+    answer_text = "" if state.get("answer_found") is False else state.get("answer_body") or ""
     source = source_for_answer(question_of(state), answer_text, title)
     if not will_draw(ctx):
         return _plain(source, ctx, ev, "the answer")
@@ -352,7 +352,8 @@ def generate_image(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, 
     except OSError as exc:  # the picture (or its card) cannot be written: the answer still stands
         why = f"No image was saved: {out_path} could not be written ({exc.strerror or exc})"
         ev["error"], ev["output"] = why, "no image saved"
-        return {"image_path": None, "image_model": image.name, "image_generated": False, "notices": [why]}
+        return {"image_path": None, "image_model": image.name, "image_generated": False, "notices": [why],
+                "no_image_kind": "unsaved", "no_image_reason": why}
     ev["output"] = f"{result.path} ({'generated' if result.generated else 'NOT generated: labelled card'})"
     ev["data"] = {"generated": result.generated, "steps": result.steps, "size": [result.width, result.height]}
     update: dict[str, Any] = {
@@ -360,8 +361,8 @@ def generate_image(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, 
     }
     if not result.generated:
         ev["reason"] = result.notice
-        why = result.notice.removeprefix("No picture was drawn: ")  # said once, not twice
-        update["notices"] = [f"{NO_IMAGE_NOTICE}: {why}"]
+        why = result.reason
+        update.update(notices=[no_image_notice(why)], no_image_kind=result.missing, no_image_reason=why)
     return update
 
 
@@ -389,7 +390,7 @@ def finish(state: State, ctx: Context, ev: dict[str, Any]) -> dict[str, Any]:
         "run_id": state.get("run_id"),
         "question": question_of(state),
         "route": state.get("route"),
-        "answer": (final.get("answer") or "").split("\n\n")[0][:500],
+        "answer": (final.get("answer_body") or final.get("answer") or "").split("\n\n")[0][:500],
         "topic": topic_of_turn(final),
     }]
     return update

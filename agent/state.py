@@ -6,8 +6,15 @@ from typing import Annotated, Literal
 
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
+
 Route = Literal["search", "answer", "draw"]
 ROUTES: tuple[Route, ...] = ("search", "answer", "draw")
+NoImageKind = Literal["no_model", "failed", "blocked", "unsaved"]  # "unsaved": not even the card could be written
+
+
+def no_image_notice(reason: str) -> str:
+    """The result notice for a turn without a picture (built here only, so it can be told apart)."""
+    return f"No image was generated: {reason}"
 
 
 def add_timings(left: dict | None, right: dict | None) -> dict:
@@ -59,11 +66,16 @@ class State(InputState, total=False):
     search_attempts: int
     passages: list[dict]
     sources: list[Source]
-    answer: str | None
+    answer: str | None  # as shown: the answer text, then its citation line (if any)
+    answer_body: str | None  # the answer text alone
+    citation: str | None  # 'Source: Wikipedia, "Title": "quote"' (None: no source to name)
+    answer_found: bool | None  # False: the search route found no answer in the passages (None: not searched)
     image_prompt: str | None
     image_path: str | None
     image_model: str | None
     image_generated: bool
+    no_image_kind: NoImageKind | None  # why there is no picture: no_model | failed | blocked | unsaved
+    no_image_reason: str | None
     timings_ms: dict[str, float]
     # Kept across the turns of a conversation thread.
     turn_of: str  # run_id of the turn the per-turn fields belong to
@@ -75,8 +87,9 @@ class State(InputState, total=False):
 TURN_RESET: dict = {
     "transcript": None, "standalone_question": None, "notices": [], "route": None, "route_reason": None,
     "route_scores": {}, "route_fallback": False, "search_query": None, "search_attempts": 0, "passages": [],
-    "sources": [], "answer": None, "image_prompt": None, "image_path": None, "image_model": None,
-    "image_generated": False, "timings_ms": {},
+    "sources": [], "answer": None, "answer_body": None, "citation": None, "answer_found": None,
+    "image_prompt": None, "image_path": None, "image_model": None, "image_generated": False,
+    "no_image_kind": None, "no_image_reason": None, "timings_ms": {},
 }
 
 
@@ -90,10 +103,14 @@ class OutputState(TypedDict, total=False):
     search_query: str
     sources: list[Source]
     answer: str
+    citation: str | None
+    answer_found: bool | None
     image_prompt: str
     image_path: str
     image_model: str | None
     image_generated: bool
+    no_image_kind: str | None
+    no_image_reason: str | None
     timings_ms: dict[str, float]
     notices: list[str]
     standalone_question: str | None

@@ -37,7 +37,6 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from agent.nodes import NO_IMAGE_NOTICE  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 IDLE = "Ready: type a question, record one, or upload an audio file."
@@ -91,8 +90,8 @@ def image_note(result: Any) -> str:
         return ""
     if result.image_generated:
         return f"Image generated with {result.image_model}."
-    reason = result.no_image_reason
-    why = ("no image model is set; `askdraw serve --image-model ...` draws pictures" if "No image model" in reason
+    reason = result.no_image_reason or ""
+    why = ("no image model is set; `askdraw serve --image-model ...` draws pictures" if result.no_image_kind == "no_model"
            else _md_escape(reason))
     return "**NO IMAGE GENERATED**: the picture is a labelled card" + (f" ({why})." if why else ".")
 
@@ -112,9 +111,8 @@ def notices_markdown(result: Any = None, error: str | None = None) -> str:
         note = image_note(result)
         if note:
             lines.append(note)
-        for notice in result.notices:
-            if not notice.startswith(NO_IMAGE_NOTICE):
-                lines.append(f"Note: {_md_escape(notice)}")
+        for notice in result.other_notices:
+            lines.append(f"Note: {_md_escape(notice)}")
     return "\n\n".join(f"- {line}" for line in lines)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tools.base import ChatModel
 from tools.common import load_prompt
 
 NOT_FOUND = "NOT FOUND"
@@ -24,14 +25,6 @@ _STOP = frozenset(
     "he she his her him you your i me my we our us can could would should will shall may might tell please "
     "give name list".split()
 )
-
-
-class ChatModel(Protocol):
-    name: str
-
-    def chat(self, messages: Sequence[dict[str, str]], *, max_new_tokens: int | None = None,
-             on_token: Callable[[str], None] | None = None, prefix: str = "",
-             stop: Callable[[str], bool] | None = None) -> str: ...
 
 
 def content_words(text: str) -> list[str]:
@@ -264,16 +257,23 @@ def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:
     return len(missing) / len(words) <= max_unsupported
 
 
+def citation(answer: Answer) -> str | None:
+    """The line naming the article an answer came from (and its supporting sentence), or None
+    when the answer names it already or has no source."""
+    if not answer.title or not answer.found:
+        return None
+    if answer.quote and answer.quote in answer.text:
+        return None  # the answer is the quote, with its article named
+    cite = f'Source: Wikipedia, "{answer.title}"'
+    if answer.quote:
+        cite += f': "{answer.quote}"'
+    return cite
+
+
 def with_citation(answer: Answer) -> str:
     """The answer text followed by the article it came from and the supporting sentence."""
-    if not answer.title or not answer.found:
-        return answer.text
-    if answer.quote and answer.quote in answer.text:
-        return answer.text  # the answer is the quote, with its article named
-    cite = f'Source: Wikipedia, "{answer.title}"'
-    if answer.quote and answer.found:
-        cite += f': "{answer.quote}"'
-    return f"{answer.text}\n\n{cite}"
+    cite = citation(answer)
+    return f"{answer.text}\n\n{cite}" if cite else answer.text
 
 
 _default_writer: AnswerWriter | None = None

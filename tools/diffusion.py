@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.tools import tool
-from pydantic import BaseModel
 
+from tools.base import ImageResult, NoImageKind
 from tools.common import ToolError, atomic_file, cache_dir
 
 DEFAULT_HUB_MODEL = "stabilityai/sd-turbo"  # a suggestion for users with hub access; never loaded by default
@@ -41,22 +41,6 @@ HOW_TO_ADD = (
     f"diffusers folder, or a hub id already downloaded, e.g. {DEFAULT_HUB_MODEL} after "
     f"`hf download {DEFAULT_HUB_MODEL}`."
 )
-
-
-class ImageResult(BaseModel):
-    """What :meth:`ImageGenerator.generate` produced. ``generated=False`` means ``path`` is a
-    "NO IMAGE GENERATED" card, ``notice`` says why, and ``steps`` is 0."""
-
-    path: str
-    generated: bool
-    model: str | None
-    prompt: str
-    seed: int
-    steps: int
-    width: int
-    height: int
-    ms: float
-    notice: str | None = None
 
 
 def _quiet_diffusers() -> None:
@@ -211,6 +195,16 @@ def render_card(
     return out_path
 
 
+def card_result(gen: Any, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
+                missing: NoImageKind) -> ImageResult:
+    """Draw the labelled "NO IMAGE GENERATED" card for ``gen`` and say why nothing was drawn."""
+    notice = reason if missing == "no_model" else f"No picture was drawn: {reason}"
+    render_card(prompt, notice, out_path, size=(gen.width, gen.height))
+    return ImageResult(path=str(out_path), generated=False, model=gen.model, prompt=prompt, seed=seed,
+                       steps=0, width=gen.width, height=gen.height, ms=(time.perf_counter() - t0) * 1000,
+                       notice=notice, reason=reason, missing=missing)
+
+
 class ImageGenerator:
     """A diffusers text-to-image pipeline on CPU, loaded lazily; falls back to a labelled card."""
 
@@ -316,14 +310,9 @@ class ImageGenerator:
         return pipe
 
     # -- generation ----------------------------------------------------------------------
-    def _card(self, prompt: str, out_path: Path, seed: int, t0: float, notice: str) -> ImageResult:
-        render_card(prompt, notice, out_path, size=(self.width, self.height))
-        return ImageResult(
-            path=str(out_path), generated=False, model=self.model, prompt=prompt, seed=seed,
-            steps=0, width=self.width, height=self.height,
-            ms=(time.perf_counter() - t0) * 1000, notice=notice,
-        )
-
+    def _card(self, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
+              missing: NoImageKind = "failed") -> ImageResult:
+        return card_result(self, prompt, out_path, seed, t0, reason, missing)
     def generate(
         self,
         prompt: str,
@@ -339,24 +328,24 @@ class ImageGenerator:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if self.model is None:
             return self._card(prompt, out_path, seed, t0,
-                              f"No image model is configured, so no picture was drawn. {HOW_TO_ADD}")
+                              f"No image model is configured, so no picture was drawn. {HOW_TO_ADD}", "no_model")
         try:
             self.load()
         except ToolError as exc:
-            return self._card(prompt, out_path, seed, t0, f"No picture was drawn: {exc}")
+            return self._card(prompt, out_path, seed, t0, str(exc))
 
         try:
             image = self._run(prompt, seed, progress)
         except Exception as exc:  # noqa: BLE001 - report, never pass off a broken result
             return self._card(
                 prompt, out_path, seed, t0,
-                f"No picture was drawn: image model '{self.model}' failed while generating "
+                f"image model '{self.model}' failed while generating "
                 f"({_one_line(exc)}).",
             )
         if image is None:
             return self._card(
                 prompt, out_path, seed, t0,
-                f"No picture was drawn: the safety checker of '{self.model}' blocked the image.",
+                f"the safety checker of '{self.model}' blocked the image.", "blocked",
             )
         _save_png(image, out_path, {
             "prompt": prompt, "seed": str(seed), "model": str(self.model), "steps": str(self.steps),
@@ -422,12 +411,9 @@ class EndpointImageGenerator:
         self.width, self.height = width, height
         self.load_ms: float | None = None
 
-    def _card(self, prompt: str, out_path: Path, seed: int, t0: float, notice: str) -> ImageResult:
-        render_card(prompt, notice, out_path, size=(self.width, self.height))
-        return ImageResult(path=str(out_path), generated=False, model=self.model, prompt=prompt, seed=seed,
-                           steps=0, width=self.width, height=self.height,
-                           ms=(time.perf_counter() - t0) * 1000, notice=notice)
-
+    def _card(self, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
+              missing: NoImageKind = "failed") -> ImageResult:
+        return card_result(self, prompt, out_path, seed, t0, reason, missing)
     def _request(self, prompt: str) -> Any:
         import base64
         import io
@@ -478,7 +464,7 @@ class EndpointImageGenerator:
         try:
             image = self._request(prompt)
         except ToolError as exc:
-            return self._card(prompt, out_path, seed, t0, f"No picture was drawn: {exc}")
+            return self._card(prompt, out_path, seed, t0, str(exc))
         if progress is not None:
             progress(1, 1)
         _save_png(image, out_path, {"prompt": prompt, "model": self.model, "askdraw:generated": "true"})

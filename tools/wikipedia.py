@@ -44,6 +44,7 @@ import wikipedia as wikipedia_api
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
+from tools.base import Passage, WikipediaBackend
 from tools.common import ToolError, cache_dir, package_dir
 from tools.embeddings import Embedder
 
@@ -59,20 +60,6 @@ TITLE_BONUS = 0.1  # added when the article title appears verbatim in the query
 
 # --------------------------------------------------------------------------------------------
 # Interface
-
-
-class Passage(BaseModel):
-    title: str
-    url: str
-    text: str
-    score: float = 0.0
-
-
-@runtime_checkable
-class WikipediaBackend(Protocol):
-    name: str
-
-    def search(self, query: str, k: int = 3) -> list[Passage]: ...
 
 
 def wikipedia_url(title: str, lang: str = "en") -> str:
