@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field
 from agent.context import Context, Toolbox
 from agent.graph import build_graph
 from agent.memory import Memory
-from agent.nodes import error_message, new_run_id, within_limit
+from agent.nodes import new_run_id, within_limit
+from agent.step import error_message
 from tools.common import Cancelled, atomic_write, signals_to_main_thread
 from agent.settings import Settings
-from agent.state import NoImageKind, Source, no_image_notice
+from agent.state import NoImageKind, Source, no_image_notice, this_turn
 from agent.trace import TraceEvent, append_event
 
 
@@ -237,12 +238,7 @@ class Agent:
                         graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
                     for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
                         if mode == "values":
-                            # A thread's checkpoint holds the previous turn's results until this
-                            # turn's first step resets them: take only what belongs to this turn.
-                            if chunk.get("turn_of") == run_id:
-                                values.update(chunk)
-                            else:
-                                values.update({k: chunk.get(k) for k in ("question", "audio_path")})
+                            values.update(this_turn(chunk, run_id))
                         elif chunk.get("type") == "step":
                             events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
                     if thread_id:

@@ -1,6 +1,6 @@
 """Build and compile the askdraw graph.
 
-    START -> transcribe (only with audio) -> decide --search--> search_wikipedia (<= N tries) -> answer
+    START -> start_turn -> transcribe (only with audio) -> decide --search--> search_wikipedia (<= N tries) -> answer
                                                     --answer--> answer
                                                     --draw----> draw (image prompt from the request)
     answer -> rewrite_image_prompt -> generate_image -> finish -> END
@@ -35,8 +35,9 @@ def _after_draw(state: State) -> Literal["generate_image", "finish"]:
 
 def build_graph(checkpointer=None):
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder.add_node("start_turn", nodes.start_turn)
     builder.add_node("transcribe", nodes.transcribe)
-    # destinations: the step wrapper hides the nodes' Command[Literal[...]] return types, so the
+    # destinations: the step wrapper (agent.step) hides the nodes' Command[Literal[...]] return types, so the
     # drawn graph (Studio, draw_mermaid) learns the routes from here.
     builder.add_node("decide", nodes.decide, destinations=("search_wikipedia", "answer", "draw"))
     builder.add_node("search_wikipedia", nodes.search_wikipedia, destinations=("search_wikipedia", "answer"))
@@ -46,7 +47,8 @@ def build_graph(checkpointer=None):
     builder.add_node("generate_image", nodes.generate_image)
     builder.add_node("finish", nodes.finish)
 
-    builder.add_conditional_edges(START, _entry)
+    builder.add_edge(START, "start_turn")
+    builder.add_conditional_edges("start_turn", _entry)
     builder.add_edge("transcribe", "decide")
     builder.add_conditional_edges("answer", _after_answer)
     builder.add_edge("rewrite_image_prompt", "generate_image")

@@ -28,6 +28,11 @@ def add_timings(left: dict | None, right: dict | None) -> dict:
 HISTORY_TURNS = 12  # turns a thread keeps: follow-ups read the last 3; older ones only cost space
 
 
+def add_notices(left: list[str] | None, right: list[str] | None) -> list[str]:
+    """A turn's notices, in the order its steps raised them."""
+    return [*(left or []), *(right or [])]
+
+
 def keep_recent(left: list | None, right: list | None) -> list:
     """Append a turn to the thread's history, keeping the last ``HISTORY_TURNS`` turns (the
     number of turns ever asked stays in ``askdraw history``'s table)."""
@@ -53,11 +58,11 @@ class InputState(TypedDict, total=False):
 
 
 class State(InputState, total=False):
-    # Per-turn fields: reset at the first step of every turn (see agent.nodes.step), so a
+    # Per-turn fields: reset by the graph's first node (agent.nodes.start_turn), so a
     # conversation thread's checkpoint never leaks one turn's results into the next.
     transcript: str | None
     standalone_question: str | None
-    notices: list[str]
+    notices: Annotated[list[str], add_notices]
     route: Route | None
     route_reason: str | None
     route_scores: dict[str, float]
@@ -76,7 +81,7 @@ class State(InputState, total=False):
     image_generated: bool
     no_image_kind: NoImageKind | None  # why there is no picture: no_model | failed | blocked | unsaved
     no_image_reason: str | None
-    timings_ms: dict[str, float]
+    timings_ms: Annotated[dict[str, float], add_timings]  # ms per step (a retried step adds up)
     # Kept across the turns of a conversation thread.
     turn_of: str  # run_id of the turn the per-turn fields belong to
     done_run: str | None  # run_id / run_dir of the last finished turn (a new turn gets new ones)
@@ -114,3 +119,12 @@ class OutputState(TypedDict, total=False):
     timings_ms: dict[str, float]
     notices: list[str]
     standalone_question: str | None
+
+
+def this_turn(values: dict, run_id: str) -> dict:
+    """The fields of a streamed state that belong to turn ``run_id``: all of them once
+    ``start_turn`` has opened it; before that (a thread's checkpoint still holds the previous
+    turn's results) only what the caller sent."""
+    if values.get("turn_of") == run_id:
+        return values
+    return {k: values.get(k) for k in ("question", "audio_path")}

@@ -171,10 +171,10 @@ def profile_turn(agent, question: str, top: int = 25) -> dict:
 
     from contextlib import contextmanager
 
-    from agent import nodes
+    from agent import step
 
     prof = cProfile.Profile()
-    plain = nodes.cancellable
+    plain = step.cancellable
 
     @contextmanager
     def profiled(event):  # every step runs its work inside this, in the thread LangGraph gives it
@@ -185,12 +185,12 @@ def profile_turn(agent, question: str, top: int = 25) -> dict:
             finally:
                 prof.disable()
 
-    nodes.cancellable = profiled
+    step.cancellable = profiled
     start = time.perf_counter()
     try:
         result = agent.ask(text=question)
     finally:
-        nodes.cancellable = plain
+        step.cancellable = plain
     wall = time.perf_counter() - start
     stats = pstats.Stats(prof)
     rows = []

@@ -427,12 +427,12 @@ def test_cli_full_disk_and_a_failed_question_exit_1_with_both_messages(tmp_path)
 
 
 def test_trace_that_cannot_be_written_is_a_notice_not_silent(tmp_path, monkeypatch):
-    import agent.nodes
+    import agent.step
 
     def broken(run_dir, event):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(agent.nodes, "append_event", broken)
+    monkeypatch.setattr(agent.step, "append_event", broken)
     llm = ScriptedLLM(replies=["Leonardo da Vinci painted it."], labels=["answer"])
     r = make_agent(tmp_path, llm).ask(text="Who painted the Mona Lisa?", route="answer", image=False)
 

@@ -1,0 +1,130 @@
+"""The node wrapper: :func:`step` times a node, writes its trace event and reports it to whoever
+streams the run. Nothing else: the turn's ids and folder come from the graph's ``start_turn``
+node, and notices and timings are merged by the reducers declared in :mod:`agent.state`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from agent.context import Context
+from agent.state import State
+from agent.trace import TraceEvent, append_event
+from tools.base import Loadable
+from tools.common import Cancelled, ToolError, cancellable
+
+
+class StepError(RuntimeError):
+    """A step failed in a way the run cannot recover from; the message is for the user."""
+
+
+TRACE_NOT_WRITTEN = "the trace could not be written"
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """What a node tells the trace about its work (a misspelt field is an AttributeError)."""
+
+    tool: str | None = None
+    model: str | None = None
+    input: str | None = None
+    output: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a failure the step recovered from (the run goes on; the trace shows it)
+
+    def event(self, run_id: str, name: str, ms: float, failure: BaseException | None) -> TraceEvent:
+        fields = asdict(self)
+        if failure is not None:
+            fields["error"] = error_message(failure)
+        return TraceEvent(run_id=run_id, step=name, ms=ms, **fields)
+
+
+Node = Callable[[State, Context, StepRecord], "dict[str, Any] | Command"]
+
+
+def context_of(runtime: Runtime[Context] | None) -> Context:
+    ctx = getattr(runtime, "context", None)
+    return ctx if isinstance(ctx, Context) else Context()  # runtime.context is None without context=
+
+
+def check_cancelled(ctx: Context) -> None:
+    if ctx.cancel is not None and ctx.cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+def step(name: str, tool: str | None = None) -> Callable[[Node], Callable]:
+    """Wrap ``fn(state, ctx, record) -> update | Command`` as a graph node named ``name``."""
+
+    def decorate(fn: Node) -> Callable:
+        def node(state: State, runtime: Runtime[Context]) -> Any:
+            ctx = context_of(runtime)
+            check_cancelled(ctx)
+            record = StepRecord(tool=tool)
+            start = time.perf_counter()
+            failure: BaseException | None = None
+            out: Any = {}
+            try:
+                with cancellable(ctx.cancel):
+                    out = fn(state, ctx, record)
+            except BaseException as exc:  # recorded in the trace, then re-raised to stop the run
+                failure = exc
+            ms = round((time.perf_counter() - start) * 1000, 1)
+            _publish(ctx, state["run_dir"], record.event(state["run_id"], name, ms, failure))
+            if failure is not None:
+                raise failure
+            return _timed(out, name, ms)
+
+        # Not functools.wraps: LangGraph reads the signature to pass `runtime`, and __wrapped__
+        # would show it fn's own (state, ctx, record) instead.
+        node.__name__, node.__qualname__, node.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return node
+
+    return decorate
+
+
+def _timed(out: Any, name: str, ms: float) -> Any:
+    """The node's update plus its timing (summed by the ``timings_ms`` reducer)."""
+    if isinstance(out, Command):
+        return Command(goto=out.goto, update={**(out.update or {}), "timings_ms": {name: ms}})
+    return {**(out or {}), "timings_ms": {name: ms}}
+
+
+def _publish(ctx: Context, run_dir: str, event: TraceEvent) -> None:
+    """Append the event to the run's trace and stream it (a trace that cannot be written is a
+    notice: the run goes on)."""
+    try:
+        append_event(run_dir, event)
+    except OSError as exc:
+        ctx.progress(type="notice", kind="unsaved", step=event.step,
+                     text=f"{TRACE_NOT_WRITTEN} to {run_dir}: {exc.strerror or exc}")
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # called outside a graph run
+        return
+    writer({"type": "step", "event": event.model_dump()})
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the user: our own errors as they are, others with their type."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, Cancelled):
+        return "cancelled"
+    return text if isinstance(exc, (ToolError, StepError, ValueError)) else f"{type(exc).__name__}: {text}"
+
+
+def ensure_loaded(tool: Any, record: StepRecord, key: str) -> None:
+    """Load a model now if it is not loaded yet, and record how long that took in the trace
+    (``data.load_<key>_ms``), so a cold step's time is not mistaken for its work."""
+    if not isinstance(tool, Loadable) or tool.loaded:
+        return
+    start = time.perf_counter()
+    tool.load()
+    record.data[f"load_{key}_ms"] = round((time.perf_counter() - start) * 1000, 1)
