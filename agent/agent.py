@@ -20,6 +20,7 @@ from agent.graph import build_graph
 from agent.memory import Memory
 from agent.nodes import new_run_id, within_limit
 from agent.step import error_message
+from tools.base import Loadable
 from tools.common import Cancelled, atomic_write, signals_to_main_thread
 from agent.settings import Settings
 from agent.state import NoImageKind, Source, no_image_notice, this_turn
@@ -125,6 +126,12 @@ class Agent:
         """Past conversation threads, newest first."""
         return self.memory.threads()
 
+    def langchain_tools(self) -> list:
+        """This agent's tools as langchain-core tools (same settings, same loaded models)."""
+        from agent.langchain_tools import langchain_tools
+
+        return langchain_tools(self.tools)
+
     def preload(self) -> dict[str, float]:
         """Load the models every turn needs now (LLM + route calibration, Wikipedia index);
         returns how long each took in ms. Speech and image models still load on first use."""
@@ -132,7 +139,7 @@ class Agent:
 
         timings = {}
         for name, load in (("llm", lambda: (self.tools.llm.load(), self.tools.router.bias())),
-                           ("wikipedia", lambda: getattr(self.tools.wiki, "load", lambda: None)())):
+                           ("wikipedia", lambda: self.tools.wiki.load() if isinstance(self.tools.wiki, Loadable) else None)):
             start = time.perf_counter()
             load()
             timings[name] = round((time.perf_counter() - start) * 1000, 1)

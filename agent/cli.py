@@ -8,12 +8,13 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from agent.options import option_name, with_settings
 from agent.terminal import printable, printable_json
 
 app = typer.Typer(
@@ -39,71 +40,73 @@ def _note(kind: str, message: str) -> None:
     err.print(f"askdraw: {kind}: {printable(message, oneline=True)}", markup=False)
 
 
-def _wiki_spec(value: str) -> str:
-    if value in ("live", "offline"):
-        return value
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise typer.BadParameter(f"'{value}' is not 'live', 'offline' or an existing .jsonl/.json/.zim file")
-    if path.is_dir():
-        raise typer.BadParameter(f"'{value}' is a directory; give a .jsonl/.json corpus or a .zim file")
-    return str(path)
+OutDir = Annotated[Optional[Path], typer.Option("--out", help="Where runs are written \\[env: ASKDRAW_OUT_DIR; default: runs].", show_default=False)]
 
 
-# Options shared by `ask` and `chat` (and `trace` for --out).
-OutDir = Annotated[Path, typer.Option("--out", help="Where runs are written.")]
-Seed = Annotated[Optional[int], typer.Option(help="Image seed.", min=0)]
-Wiki = Annotated[str, typer.Option(help="Wikipedia: live | offline | PATH (.jsonl corpus or .zim file).", callback=_wiki_spec)]
-Llm = Annotated[Optional[str], typer.Option(help="LLM: starter:smollm2-135m, a transformers hub id or folder.")]
-Asr = Annotated[Optional[str], typer.Option(help="Whisper model: starter:tiny.en, starter:base, hub id or folder.")]
-ImageModel = Annotated[Optional[str], typer.Option("--image-model", help="diffusers text-to-image model: hub id or folder.")]
-ImageSteps = Annotated[Optional[int], typer.Option("--image-steps", help="Denoising steps.", min=1)]
-RouteOpt = Annotated[Optional[str], typer.Option("--route", help="Force a route: search | answer | draw (default: the LLM decides).")]
-ImageOnOff = Annotated[Optional[bool], typer.Option("--image/--no-image", help="--no-image: text only, skip the image prompt and image.")]
-LlmEndpoint = Annotated[Optional[str], typer.Option("--llm-endpoint", help="OpenAI-compatible server for the LLM (vLLM, Ollama, llama.cpp...), e.g. http://host:8000/v1. API key: $OPENAI_API_KEY.")]
-LlmModel = Annotated[Optional[str], typer.Option("--llm-model", help="Model name on --llm-endpoint (default: the one it serves).")]
-AsrEndpoint = Annotated[Optional[str], typer.Option("--asr-endpoint", help="OpenAI-compatible server for speech recognition (/v1/audio/transcriptions).")]
-AsrModel = Annotated[Optional[str], typer.Option("--asr-model", help="Model name on --asr-endpoint (default: the one it serves).")]
-ImageEndpoint = Annotated[Optional[str], typer.Option("--image-endpoint", help="OpenAI-compatible server for images (/v1/images/generations); --image-model names its model.")]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Image width and height (multiple of 8).", min=64)]
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"askdraw {version('askdraw')}", markup=False)
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            out.print("askdraw (not installed)", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
+                                          is_eager=True)] = False,
+) -> None:
+    """Ask a question by voice or text; a local agent searches Wikipedia, answers or draws."""
 
 
 @app.command()
+@with_settings
 def ask(
     question: Annotated[Optional[str], typer.Argument(help="The question (or use --audio).")] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Ask with an audio file (wav/flac/ogg/opus/mp3).")] = None,
-    out_dir: OutDir = Path("runs"),
-    seed: Seed = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result as JSON on stdout.")] = False,
     trace: Annotated[bool, typer.Option("--trace", help="Print each step's tool decision to stderr as it happens.")] = False,
-    wiki: Wiki = "offline",
-    llm: Llm = None,
-    asr: Asr = None,
-    image_model: ImageModel = None,
-    image_steps: ImageSteps = None,
-    image_size: ImageSize = None,
-    route: RouteOpt = None,
-    image: ImageOnOff = None,
-    llm_endpoint: LlmEndpoint = None,
-    llm_model: LlmModel = None,
-    asr_endpoint: AsrEndpoint = None,
-    asr_model: AsrModel = None,
-    image_endpoint: ImageEndpoint = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="For scripts: print only the answer (and the image path); no progress, no notes.")] = False,
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Ask one question; print the answer, the route and why, the sources, and the image path."""
     if question is None and audio is None:
         _fail("give a question, or --audio FILE", 2)
     if question is not None and not question.strip() and audio is None:
         _fail("empty question: type a question or give an audio file", 2)
-    agent = _agent_or_fail(locals())
+    agent = _agent_or_fail(overrides)
+    result = _run(agent, question, audio, trace=trace, spinner=err.is_terminal and not (trace or quiet))
+    if json_out:
+        sys.stdout.write(printable_json(result.model_dump_json(indent=2)) + "\n")
+    elif quiet:
+        _print_quiet(result)
+    else:
+        _print_result(result)
+    if not quiet:
+        for notice in result.notices:
+            _note("note", notice)
+    if result.error == "cancelled":
+        _fail(f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
+              else "cancelled (the run could not be saved; see the note above)", 130)
+    if result.error and not result.answer:
+        _fail(result.error, 1)
+    if result.error and not quiet:
+        _note("warning", result.error)
 
+
+def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinner: bool):
+    """One question, with a status line (``spinner``) or each step on stderr (``trace``).
+    Ctrl-C cancels the run (its trace and result are still written); a second one quits at once."""
     from agent.trace import format_event
 
     result = None
-    status = err.status("askdraw: starting (models load on first use)", spinner="dots") if err.is_terminal and not trace else None
+    status = err.status("askdraw: starting (models load on first use)", spinner="dots") if spinner else None
     if status:
         status.start()
-    # Ctrl-C cancels the run (its trace and result are still written); a second one quits at once.
     cancel = threading.Event()
 
     def on_interrupt(signum, frame) -> None:
@@ -129,19 +132,15 @@ def ask(
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     assert result is not None
-    if json_out:
-        sys.stdout.write(printable_json(result.model_dump_json(indent=2)) + "\n")
-    else:
-        _print_result(result)
-    for notice in result.notices:
-        _note("note", notice)
-    if result.error == "cancelled":
-        _fail(f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
-              else "cancelled (the run could not be saved; see the note above)", 130)
-    if result.error and not result.answer:
-        _fail(result.error, 1)
-    if result.error:
-        _note("warning", result.error)
+    return result
+
+
+def _print_quiet(result) -> None:
+    """``--quiet``: the answer, then the image path when a picture was really drawn."""
+    if result.answer:
+        out.print(printable(result.answer), markup=False)
+    if result.image_generated and result.image_path:
+        out.print(printable(result.image_path, oneline=True), markup=False)
 
 
 def _print_result(result) -> None:
@@ -175,13 +174,14 @@ def _print_result(result) -> None:
 @app.command("trace")
 def show_trace(
     run_id: Annotated[Optional[str], typer.Argument(help="Run id, run folder, or omit for the latest run.")] = None,
-    out_dir: OutDir = Path("runs"),
+    out_dir: OutDir = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSON events.")] = False,
 ) -> None:
     """Print a run's steps and decisions as a readable timeline (a run that never finished, and
     damaged trace lines, are marked; --json prints the valid events and notes the rest on stderr)."""
     from agent.trace import UNFINISHED, format_timeline, load_trace
 
+    out_dir = out_dir or _settings_or_fail({}).out_dir
     if run_id is None:
         runs = sorted((d for d in out_dir.glob("*") if (d / "trace.jsonl").exists()), key=lambda d: d.stat().st_mtime)
         if not runs:
@@ -206,50 +206,49 @@ def show_trace(
         out.print(printable(format_timeline(log)), markup=False)
 
 
-def _agent_or_fail(options: dict):
-    """An Agent from a command's options (its ``locals()``): those named like a Settings field and
-    given are the overrides. A bad setting is a one-line usage error (exit 2)."""
+def _settings_or_fail(overrides: dict[str, Any]):
+    """Settings from the options given (``overrides``), the environment and the defaults. A bad
+    setting is a one-line usage error (exit 2) naming its option and environment variable."""
     from pydantic import ValidationError
 
-    from agent.agent import Agent
+    from agent.options import env_name
     from agent.settings import Settings
-    from tools.common import quiet_transformers
 
-    quiet_transformers()
     try:
-        return Agent(Settings(**{k: v for k, v in options.items() if k in Settings.model_fields and v is not None}))
+        return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"]))
+        field = ".".join(map(str, first["loc"]))
         message = first["msg"].removeprefix("Value error, ")
-        _fail(f"invalid setting {where}: {message}" if where else f"invalid settings: {message}", 2)
+        if not field:
+            _fail(f"invalid settings: {message}", 2)
+        where = " / ".join(dict.fromkeys([option_name(field), env_name(field)]))
+        _fail(f"invalid setting {field} ({where}): {message}", 2)
+
+
+def _agent_or_fail(overrides: dict[str, Any]):
+    """An Agent with :func:`_settings_or_fail`'s settings."""
+    from agent.agent import Agent
+    from tools.common import quiet_transformers
+
+    settings = _settings_or_fail(overrides)
+    quiet_transformers()
+    return Agent(settings)
 
 
 @app.command()
+@with_settings
 def chat(
     thread: Annotated[Optional[str], typer.Argument(metavar="ID", show_default=False,
                                                     help="With --resume: the conversation to resume (default: the most recent).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Resume a past conversation: the most recent, or ID (askdraw history lists them).")] = False,
-    out_dir: OutDir = Path("runs"),
-    seed: Seed = None,
-    wiki: Wiki = "offline",
-    llm: Llm = None,
-    asr: Asr = None,
-    image_model: ImageModel = None,
-    image_steps: ImageSteps = None,
-    image_size: ImageSize = None,
-    route: RouteOpt = None,
-    image: ImageOnOff = None,
-    llm_endpoint: LlmEndpoint = None,
-    llm_model: LlmModel = None,
-    asr_endpoint: AsrEndpoint = None,
-    asr_model: AsrModel = None,
-    image_endpoint: ImageEndpoint = None,
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Talk with the agent: typed, spoken (/voice) or audio-file (/file) questions, follow-ups in context."""
     if thread is not None and not resume:
         _fail(f"unexpected argument '{thread}' (to resume a conversation: askdraw chat --resume {thread})", 2)
-    agent = _agent_or_fail(locals())
+    agent = _agent_or_fail(overrides)
     from agent.chat import ChatError, run_chat
 
     try:
@@ -272,26 +271,14 @@ def _quit_now(message: str, code: int = 130) -> None:
 
 
 @app.command()
+@with_settings
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (non-loopback needs --allow-remote).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 7860,
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a --host other machines can reach: anyone who reaches it can ask and upload audio "
                                                                        "(no login, no HTTPS); it serves no file of yours, only each asker's own images.")] = False,
-    out_dir: OutDir = Path("runs"),
-    seed: Seed = None,
-    wiki: Wiki = "offline",
-    llm: Llm = None,
-    asr: Asr = None,
-    image_model: ImageModel = None,
-    image_steps: ImageSteps = None,
-    image_size: ImageSize = None,
-    route: RouteOpt = None,
-    image: ImageOnOff = None,
-    llm_endpoint: LlmEndpoint = None,
-    llm_model: LlmModel = None,
-    asr_endpoint: AsrEndpoint = None,
-    asr_model: AsrModel = None,
-    image_endpoint: ImageEndpoint = None,
+    *,
+    overrides: dict[str, Any],
 ) -> None:
     """Run the web app (Gradio): chat, voice or audio-file questions, answers, sources, image, trace."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -302,7 +289,7 @@ def serve(
             _fail(f"--host {host} is reachable from other machines; add --allow-remote to serve on it", 2)
         err.print(f"askdraw: warning: serving on {printable(host, oneline=True)}: anyone who can reach this machine can use the agent "
                   "(there is no authentication)", markup=False)
-    agent = _agent_or_fail(locals())
+    agent = _agent_or_fail(overrides)
     from agent.web import serve as run_server
 
     err.print("askdraw: loading models…", markup=False)
@@ -336,7 +323,6 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore")
     try:
         app()
     except KeyboardInterrupt:

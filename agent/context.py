@@ -1,7 +1,8 @@
 """Runtime context: the settings and the loaded tools a run uses (not part of the graph state).
 
-Models live in a :class:`Toolbox`; each loads lazily on first use and is then reused by every
-run that gets the same toolbox (an :class:`agent.Agent` keeps one for its lifetime).
+Models live in a :class:`Toolbox`, typed by the protocols in :mod:`tools.base`; each is built
+from the settings and loads lazily on first use, then is reused by every run that gets the same
+toolbox (an :class:`agent.Agent` keeps one for its lifetime).
 """
 
 from __future__ import annotations
@@ -9,91 +10,96 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.settings import Settings
+from tools.base import ChatModel, ImageGenerator, SpeechRecognizer, WikipediaBackend
+
+if TYPE_CHECKING:
+    from agent.router import Router
 
 
-class Toolbox:
-    """The tools of one agent, built from its settings. Any of them can be passed in (tests)."""
+def build_llm(s: Settings) -> ChatModel:
+    if s.llm_endpoint:
+        from tools.llm import EndpointLLM
 
-    def __init__(self, settings: Settings, *, llm: Any = None, asr: Any = None, wiki: Any = None,
-                 image: Any = None) -> None:
-        self.settings = settings
-        self._llm, self._asr, self._wiki, self._image = llm, asr, wiki, image
-        self._router: Any = None
-        self._lock = threading.RLock()
+        return EndpointLLM(s.llm_endpoint, s.llm_model, max_new_tokens=s.max_answer_tokens, **_endpoint_options(s))
+    from tools.llm import LocalLLM
 
-    @property
-    def llm(self) -> Any:
-        with self._lock:
-            if self._llm is None:
-                s = self.settings
-                if s.llm_endpoint:
-                    from tools.llm import EndpointLLM
+    return LocalLLM(s.llm, max_new_tokens=s.max_answer_tokens)
 
-                    self._llm = EndpointLLM(s.llm_endpoint, s.llm_model, max_new_tokens=s.max_answer_tokens,
-                                            **_endpoint_options(s))
-                else:
-                    from tools.llm import LocalLLM
 
-                    self._llm = LocalLLM(s.llm, max_new_tokens=s.max_answer_tokens)
-            return self._llm
+def build_asr(s: Settings) -> SpeechRecognizer:
+    if s.asr_endpoint:
+        from tools.asr import EndpointASR
 
-    @property
-    def router(self) -> Any:
-        with self._lock:
-            if self._router is None:
-                from agent.router import Router
+        return EndpointASR(s.asr_endpoint, s.asr_model, **_endpoint_options(s))
+    from tools.asr import WhisperASR
 
-                self._router = Router(self.llm)
-            return self._router
+    return WhisperASR(s.asr)
 
-    @property
-    def asr(self) -> Any:
-        with self._lock:
-            if self._asr is None:
-                s = self.settings
-                if s.asr_endpoint:
-                    from tools.asr import EndpointASR
 
-                    self._asr = EndpointASR(s.asr_endpoint, s.asr_model, **_endpoint_options(s))
-                else:
-                    from tools.asr import WhisperASR
+def build_wiki(s: Settings) -> WikipediaBackend:
+    from tools.wikipedia import make_backend
 
-                    self._asr = WhisperASR(s.asr)
-            return self._asr
+    return make_backend(s.wiki, timeout=s.wiki_timeout)
 
-    @property
-    def wiki(self) -> Any:
-        with self._lock:
-            if self._wiki is None:
-                from tools.wikipedia import make_backend
 
-                self._wiki = make_backend(self.settings.wiki, timeout=self.settings.wiki_timeout)
-            return self._wiki
+def build_image(s: Settings) -> ImageGenerator:
+    if s.image_endpoint:
+        from tools.diffusion import EndpointImageGenerator
 
-    @property
-    def image(self) -> Any:
-        with self._lock:
-            if self._image is None:
-                from tools.diffusion import ImageGenerator
+        return EndpointImageGenerator(s.image_endpoint, s.image_model, width=s.image_size, height=s.image_size,
+                                      **_endpoint_options(s))
+    from tools.diffusion import ImageGenerator as DiffusersGenerator
 
-                s = self.settings
-                if s.image_endpoint:
-                    from tools.diffusion import EndpointImageGenerator
-
-                    self._image = EndpointImageGenerator(s.image_endpoint, s.image_model, width=s.image_size,
-                                                         height=s.image_size, **_endpoint_options(s))
-                else:
-                    self._image = ImageGenerator(s.image_model, steps=s.image_steps, width=s.image_size,
-                                                 height=s.image_size)
-            return self._image
+    return DiffusersGenerator(s.image_model, steps=s.image_steps, width=s.image_size, height=s.image_size)
 
 
 def _endpoint_options(settings: Settings) -> dict[str, Any]:
     return {"api_key_env": settings.endpoint_api_key_env, "timeout": settings.endpoint_timeout,
             "retries": settings.endpoint_retries}
+
+
+class Toolbox:
+    """The tools of one agent, built from its settings on first use. Any of them can be passed
+    in instead (tests, or a model shared by several agents)."""
+
+    def __init__(self, settings: Settings, *, llm: ChatModel | None = None, asr: SpeechRecognizer | None = None,
+                 wiki: WikipediaBackend | None = None, image: ImageGenerator | None = None,
+                 router: Router | None = None) -> None:
+        self.settings = settings
+        given = {"llm": llm, "asr": asr, "wiki": wiki, "image": image, "router": router}
+        self._tools: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self._lock = threading.RLock()
+
+    def _get(self, key: str, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._tools:
+                self._tools[key] = build()
+            return self._tools[key]
+
+    @property
+    def llm(self) -> ChatModel:
+        return self._get("llm", lambda: build_llm(self.settings))
+
+    @property
+    def asr(self) -> SpeechRecognizer:
+        return self._get("asr", lambda: build_asr(self.settings))
+
+    @property
+    def wiki(self) -> WikipediaBackend:
+        return self._get("wiki", lambda: build_wiki(self.settings))
+
+    @property
+    def image(self) -> ImageGenerator:
+        return self._get("image", lambda: build_image(self.settings))
+
+    @property
+    def router(self) -> Router:
+        from agent.router import Router
+
+        return self._get("router", lambda: Router(self.llm))
 
 
 _default_toolbox: Toolbox | None = None

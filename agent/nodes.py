@@ -86,10 +86,10 @@ def transcribe(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
 def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["search_wikipedia", "answer", "draw"]]:
     asked = question_of(state)
     router = ctx.toolbox.router
-    rec.model = getattr(router.llm, "name", None)
+    rec.model = router.llm.name
     rec.input = summarise(asked)
     ensure_loaded(router.llm, rec, "llm")
-    rec.model = getattr(router.llm, "name", None)  # an endpoint learns its model's name on loading
+    rec.model = router.llm.name  # an endpoint learns its model's name on loading
     history = state.get("history") or []
     question, how = standalone_question(asked, history[-3:], router.llm)
     forced = state.get("force_route")
@@ -139,7 +139,7 @@ def search_wikipedia(state: State, ctx: Context, rec: StepRecord) -> Command[Lit
     ctx.progress(type="status", step="search_wikipedia", text=f'searching Wikipedia for "{query}"')
     try:
         wiki = ctx.toolbox.wiki
-        rec.model = getattr(wiki, "name", None)
+        rec.model = wiki.name
         ensure_loaded(wiki, rec, "wiki")
         passages = wiki.search(query, k=settings.search_k)
     except ToolError as exc:
@@ -167,7 +167,7 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     question = question_of(state)
     llm = ctx.toolbox.llm
     writer = AnswerWriter(llm, max_new_tokens=ctx.settings.max_answer_tokens)
-    rec.model = getattr(llm, "name", None)
+    rec.model = llm.name
     passages = state.get("passages") or []
 
     def on_token(piece: str) -> None:
@@ -234,12 +234,12 @@ def _plain(source: str, ctx: Context, rec: StepRecord, what: str) -> dict[str, A
 
 def will_draw(ctx: Context) -> bool:
     """Is an image model configured (so an image prompt will really be drawn)?"""
-    return getattr(ctx.toolbox.image, "model", True) is not None
+    return ctx.toolbox.image.model is not None
 
 
 def _rewrite(source: str, ctx: Context, rec: StepRecord, *, min_share: float) -> dict[str, Any]:
     llm = ctx.toolbox.llm
-    rec.model = getattr(llm, "name", None)
+    rec.model = llm.name
     rec.input = summarise(source)
     ctx.progress(type="status", step="rewrite_image_prompt", text="writing the image prompt")
     result = PromptRewriter(llm).rewrite(source, min_share=min_share)

