@@ -96,24 +96,25 @@ class OfflineWikipedia:
 
     def load(self) -> "OfflineWikipedia":
         """Load the cached index, building it first if needed. Safe to call repeatedly."""
-        if self._bm25 is not None:
-            return self
-        with self._lock:
-            if self._bm25 is not None:
-                return self
-            t0 = time.perf_counter()
-            tokenizer = get_tokenizer()
-            try:
-                folder_name = fingerprint(self.path, tokenizer)
-            except OSError as exc:
-                raise ToolError(f"cannot read Wikipedia corpus {self.path}: {exc}") from exc
-            folder = (self._cache_root or cache_dir() / "indexes") / folder_name
-            if not (folder / "meta.json").is_file():
-                self._build(folder, tokenizer)
-                self.built_index = True
-            self._open(folder)
-            self.load_seconds = time.perf_counter() - t0
+        if self._bm25 is None:
+            with self._lock:
+                if self._bm25 is None:
+                    self._load_index()
         return self
+
+    def _load_index(self) -> None:
+        t0 = time.perf_counter()
+        tokenizer = get_tokenizer()
+        try:
+            folder_name = fingerprint(self.path, tokenizer)
+        except OSError as exc:
+            raise ToolError(f"cannot read Wikipedia corpus {self.path}: {exc}") from exc
+        folder = (self._cache_root or cache_dir() / "indexes") / folder_name
+        if not (folder / "meta.json").is_file():
+            self._build(folder, tokenizer)
+            self.built_index = True
+        self._open(folder)
+        self.load_seconds = time.perf_counter() - t0
 
     def _build(self, folder: Path, tokenizer: TextTokenizer) -> None:
         build_index(folder, iter_records(self.path, self.kind), tokenizer, corpus=self.path, kind=self.kind)
