@@ -14,7 +14,8 @@ from typing import Any
 
 from tools.base import ChatModel
 from tools.common import load_prompt
-from tools.text import CONTENT_STOPWORDS, content_words, loops, padded_phrase, split_sentences, stem, stems, title_subject
+from tools.text import (CONTENT_STOPWORDS, content_words, loops, padded_phrase, split_sentences, stem, stems,
+                        title_subject)
 
 NOT_FOUND = "NOT FOUND"
 
