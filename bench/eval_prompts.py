@@ -63,7 +63,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from results_io import save_results  # noqa: E402
-from tools.image_prompt import loops as repetitive  # noqa: E402  (the validator's own loop test)
+from tools.text import loops as repetitive  # noqa: E402  (the validator's own loop test)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "raw" / "image_prompts" / "geneval_evaluation_metadata.jsonl"
 CLIP_MAX_TOKENS = 77

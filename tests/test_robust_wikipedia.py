@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-import tools.wikipedia as wiki_module
+import tools.wikipedia.live as wiki_module
 from agent.agent import Agent, Result, load_result
 from agent.context import Toolbox
 from agent.settings import Settings

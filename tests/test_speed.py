@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.answer import (AnswerWriter, _answer_sentence, answer_sentence_done, drop_partial, loops,
-                          too_many_sentences)
+from tools.answer import AnswerWriter, _answer_sentence, answer_sentence_done, drop_partial, too_many_sentences
 from tools.image_prompt import PromptRewriter
+from tools.text import loops
 
 try:
     from tests.fakes import ScriptedLLM

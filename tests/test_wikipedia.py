@@ -1,5 +1,5 @@
 """Tests of tools.wikipedia (offline JSONL/JSON/ZIM/starter backends, live backend with the
-`wikipedia` package monkeypatched, the LangChain tool) and tools.embeddings. No network."""
+`wikipedia` package monkeypatched) and tools.embeddings. No network."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-import tools.wikipedia as wiki
+import tools.wikipedia.live as wiki
 from tools.common import ToolError, package_dir
 from tools.wikipedia import (
     LiveWikipedia,
@@ -20,7 +20,6 @@ from tools.wikipedia import (
     Passage,
     WikipediaBackend,
     make_backend,
-    search_wikipedia,
     split_passages,
 )
 
@@ -402,7 +401,7 @@ def test_live_requests_get_receives_the_timeout(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Factory and LangChain tool
+# Factory
 
 
 def test_make_backend_specs(corpus: Path):
@@ -416,37 +415,3 @@ def test_make_backend_specs(corpus: Path):
         make_backend("somewhere")
     with pytest.raises(ToolError, match="not found"):
         make_backend("/nonexistent/corpus.zim")
-
-
-@pytest.fixture()
-def default_backend(corpus: Path, cache: Path):
-    backend = OfflineWikipedia(corpus, rerank=False, cache=cache)
-    wiki.set_default_backend(backend)
-    yield backend
-    wiki.set_default_backend(None)
-
-
-def test_tool_returns_readable_passages(default_backend):
-    assert search_wikipedia.name == "search_wikipedia"
-    assert "Wikipedia" in search_wikipedia.description
-    text = search_wikipedia.invoke({"query": "Who painted the Mona Lisa?"})
-    assert text.startswith("[1] Mona Lisa (https://en.wikipedia.org/wiki/Mona_Lisa)")
-    assert "Leonardo da Vinci" in text
-
-
-def test_tool_reports_nothing_found(default_backend):
-    text = search_wikipedia.invoke({"query": "qwxyz zzyzx"})
-    assert text == "No Wikipedia page found for 'qwxyz zzyzx'; try a different query."
-
-
-def test_tool_reports_backend_failure(fake_wikipedia, monkeypatch):
-    def broken_search(*args, **kwargs):
-        raise requests.exceptions.ConnectionError("down")
-
-    monkeypatch.setattr(wiki.wikipedia_api, "search", broken_search)
-    wiki.set_default_backend(LiveWikipedia())
-    try:
-        text = search_wikipedia.invoke({"query": "Mona Lisa"})
-    finally:
-        wiki.set_default_backend(None)
-    assert text.startswith("Wikipedia search failed: Wikipedia is unreachable")

@@ -8,54 +8,16 @@ sentence with the article's title, so a reader can check it.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from tools.base import ChatModel
 from tools.common import load_prompt
+from tools.text import (CONTENT_STOPWORDS, content_words, loops, padded_phrase, split_sentences, stem, stems,
+                        title_subject)
 
 NOT_FOUND = "NOT FOUND"
-_WORD = re.compile(r"[A-Za-z0-9]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-_STOP = frozenset(
-    "a an the of in on at to for from by with and or is are was were be been being do does did what who whom "
-    "whose which when where why how that this these those it its as into about than then there their they "
-    "he she his her him you your i me my we our us can could would should will shall may might tell please "
-    "give name list".split()
-)
-
-
-def content_words(text: str) -> list[str]:
-    return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in _STOP and len(w) > 1]
-
-
-def stem(word: str) -> str:
-    """A light suffix stripper, enough to match 'ended'/'end', 'painted'/'painting',
-    'turtles'/'turtle' and 'boxes'/'box'."""
-    if word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")) and len(word) > 4:
-        return word[:-2]
-    for suffix in ("ing", "ed", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
-            return word[: -len(suffix)]
-    return word
-
-
-def stems(text: str) -> set[str]:
-    return {stem(w) for w in content_words(text)}
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
-
-
-def loops(text: str, times: int = 3) -> bool:
-    """Does some run of three words occur ``times`` times or more? Small models often loop
-    ("big fun, fun, fun, ..."); such text is not a description or an answer."""
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    return any(grams.count(g) >= times for g in set(grams))
 
 
 DIRECT_MAX_SENTENCES = 3  # prompts/answer_system.txt asks for "one to three short sentences"
@@ -191,14 +153,13 @@ class AnswerWriter:
 def question_names(question: str) -> set[str]:
     """Stems of the capitalised words after the first (the names a question asks about)."""
     words = [re.sub(r"['’]s$", "", w) for w in re.findall(r"[A-Za-z0-9][\w'’-]*", question)]  # Victoria's
-    return {stem(w.lower()) for w in words[1:] if w[0].isupper() and w.lower() not in _STOP}
+    return {stem(w.lower()) for w in words[1:] if w[0].isupper() and w.lower() not in CONTENT_STOPWORDS}
 
 
 def names_article(question: str, title: str) -> bool:
     """Does the question name the article's subject ("What is X's occupation?" and article "X (politician)")?"""
-    name = re.sub(r"\s*\([^)]*\)$", "", title).strip()
-    norm = lambda t: " " + " ".join(re.findall(r"\w+", t.lower().replace("'s ", " "))) + " "  # noqa: E731
-    return bool(name) and len(name) > 2 and norm(name) in norm(question)
+    name = title_subject(title).strip()
+    return bool(name) and len(name) > 2 and padded_phrase(name) in padded_phrase(question)
 
 
 def mentions_names(question: str, text: str) -> bool:
@@ -274,46 +235,3 @@ def with_citation(answer: Answer) -> str:
     """The answer text followed by the article it came from and the supporting sentence."""
     cite = citation(answer)
     return f"{answer.text}\n\n{cite}" if cite else answer.text
-
-
-_default_writer: AnswerWriter | None = None
-_default_lock = threading.Lock()
-
-
-def default_writer() -> AnswerWriter:
-    """An AnswerWriter on the starter LLM (created on first use, then reused)."""
-    global _default_writer
-    with _default_lock:
-        if _default_writer is None:
-            from tools.llm import default_llm
-
-            _default_writer = AnswerWriter(default_llm())
-    return _default_writer
-
-
-def _make_tool():
-    from langchain_core.tools import tool
-
-    @tool
-    def write_answer(question: str, context: str = "", title: str = "") -> str:
-        """Write a short text answer to a question with the local LLM.
-
-        Args:
-            question: the user's question.
-            context: optional passage (e.g. from Wikipedia) the answer must be based on.
-            title: the title of the article the context comes from, if any.
-
-        Returns:
-            The answer; with a context, it ends with the article title and the supporting sentence,
-            or says the answer was not found in it.
-        """
-        writer = default_writer()
-        if context.strip():
-            answer = writer.grounded(question, [{"title": title or "context", "url": "", "text": context}])
-            return with_citation(answer)
-        return writer.direct(question).text
-
-    return write_answer
-
-
-write_answer = _make_tool()

@@ -9,12 +9,12 @@ When the model's rewrite fails the check, the cleaned source itself is used, and
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tools.answer import ChatModel, content_words, loops, split_sentences
+from tools.base import ChatModel
 from tools.common import load_prompt
+from tools.text import content_words, loops, split_sentences
 
 CLIP_MAX_TOKENS = 77
 MAX_WORDS = 45
@@ -158,40 +158,4 @@ def source_for_answer(question: str, answer: str, title: str | None = None) -> s
     return f"{topic}. {first}"[:400] if first else topic[:400]
 
 
-_default: PromptRewriter | None = None
-_default_lock = threading.Lock()
-
-
-def default_rewriter() -> PromptRewriter:
-    global _default
-    with _default_lock:
-        if _default is None:
-            from tools.llm import default_llm
-
-            _default = PromptRewriter(default_llm())
-    return _default
-
-
-def _make_tool():
-    from langchain_core.tools import tool
-
-    @tool
-    def rewrite_image_prompt(request: str) -> str:
-        """Rewrite a drawing request into a prompt for a text-to-image model.
-
-        Keeps every object, number, colour and position of the request, adds a style, and stays
-        within the CLIP text encoder's 77-token window.
-
-        Args:
-            request: what the person wants to see, e.g. "show me two cats on a red sofa".
-
-        Returns:
-            The image prompt.
-        """
-        return default_rewriter().rewrite(request_subject(request)).prompt
-
-    return rewrite_image_prompt
-
-
-rewrite_image_prompt = _make_tool()
-__all__: Sequence[str] = ["PromptRewriter", "ImagePrompt", "request_subject", "keeps_source", "rewrite_image_prompt"]
+__all__: Sequence[str] = ["PromptRewriter", "ImagePrompt", "request_subject", "keeps_source"]

@@ -1,0 +1,184 @@
+"""Text helpers shared by the tools and the agent: words, stopwords, stems, sentences, titles.
+
+Two vocabularies live here on purpose, and differ:
+
+* **Index terms** (:class:`TextTokenizer`, :data:`INDEX_STOPWORDS`, :func:`plural_stem`): what
+  BM25 indexes and what the live backend matches paragraphs on. Accent-folded Unicode words of
+  2+ characters, English function words dropped, Snowball-stemmed (or plural-stemmed without
+  PyStemmer). Changing them changes the offline index (bump ``INDEX_VERSION``).
+* **Content words** (:func:`content_words`, :data:`CONTENT_STOPWORDS`, :func:`stem`): what the
+  answer checks and the follow-up logic compare. ASCII words, a shorter stopword list that also
+  drops request words ("tell", "please", "name", ...), and a light suffix stripper.
+
+Likewise two sentence splitters: :func:`split_sentences` (answers, replies) and
+:data:`PASSAGE_SENTENCE_END` (cutting long Wikipedia paragraphs into passages).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+
+# --------------------------------------------------------------------------------------------
+# Index terms (BM25, live paragraph choice)
+
+_INDEX_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+#: English function words dropped from index terms (question words included: the corpus never
+#: answers "what").
+INDEX_STOPWORDS = frozenset("""
+a about above after again against all am an and any are aren as at be because been before being
+below between both but by can cannot could couldn did didn do does doesn doing don down during
+each few for from further had hadn has hasn have haven having he her here hers herself him himself
+his how i if in into is isn it its itself just let ll me more most mustn my myself no nor not now
+of off on once only or other ought our ours ourselves out over own re same shan she should
+shouldn so some such than that the their theirs them themselves then there these they this those
+through to too under until up ve very was wasn we were weren what when where which while who whom
+whose why will with won would wouldn you your yours yourself yourselves also s t d m o y
+""".split())
+
+
+def fold(text: str) -> str:
+    """Lower-cased and accent-folded ("Pelé" -> "pele")."""
+    text = unicodedata.normalize("NFKD", text.lower())
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def plural_stem(word: str) -> str:
+    """Harman's S-stemmer (plurals only): the index stemmer when PyStemmer is not installed."""
+    if len(word) > 3 and word.endswith("ies") and not word.endswith(("eies", "aies")):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("es") and not word.endswith(("aes", "ees", "oes")):
+        return word[:-1]
+    if len(word) > 2 and word.endswith("s") and not word.endswith(("us", "ss")):
+        return word[:-1]
+    return word
+
+
+class TextTokenizer:
+    """Index terms of a text: fold, split on words (2+ chars), drop stopwords, stem."""
+
+    def __init__(self) -> None:
+        try:
+            import Stemmer  # PyStemmer (Snowball)
+
+            self._stemmer = Stemmer.Stemmer("english")
+            self._stem_words = self._stemmer.stemWords
+            self.signature = "snowball-english"
+        except ImportError:
+            self._stemmer = None
+            self._stem_words = lambda words: [plural_stem(w) for w in words]
+            self.signature = "s-stemmer"
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> list[str]:
+        words = [w for w in _INDEX_TOKEN.findall(fold(text)) if w not in INDEX_STOPWORDS]
+        cache = self._cache
+        missing = [w for w in set(words) if w not in cache]
+        if missing:
+            with self._lock:  # PyStemmer objects are not thread-safe
+                stems = self._stem_words(missing)
+            cache.update(zip(missing, stems))
+            if len(cache) > 2_000_000:
+                cache.clear()
+        return [cache.get(w) or self._stem_words([w])[0] for w in words]
+
+
+_TOKENIZER: TextTokenizer | None = None
+
+
+def get_tokenizer() -> TextTokenizer:
+    """The process-wide :class:`TextTokenizer` (its stem cache is shared)."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = TextTokenizer()
+    return _TOKENIZER
+
+
+# --------------------------------------------------------------------------------------------
+# Content words (answers, follow-ups, image prompts)
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+#: Words that carry no content in a question or request (function words, question words and
+#: request words such as "tell", "please", "name").
+CONTENT_STOPWORDS = frozenset(
+    "a an the of in on at to for from by with and or is are was were be been being do does did what who whom "
+    "whose which when where why how that this these those it its as into about than then there their they "
+    "he she his her him you your i me my we our us can could would should will shall may might tell please "
+    "give name list".split()
+)
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased ASCII words of ``text`` (2+ chars), without :data:`CONTENT_STOPWORDS`."""
+    return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in CONTENT_STOPWORDS and len(w) > 1]
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper, enough to match 'ended'/'end', 'painted'/'painting',
+    'turtles'/'turtle' and 'boxes'/'box'."""
+    if word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")) and len(word) > 4:
+        return word[:-2]
+    for suffix in ("ing", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: -len(suffix)]
+    return word
+
+
+def stems(text: str) -> set[str]:
+    """The stems of the content words of ``text``."""
+    return {stem(w) for w in content_words(text)}
+
+
+# --------------------------------------------------------------------------------------------
+# Sentences and repetition
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+#: Where a long Wikipedia paragraph may be cut into passages (closing quotes and brackets after
+#: the stop are part of the cut).
+PASSAGE_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (whitespace collapsed; a stop followed by a capital, digit,
+    quote or bracket ends one)."""
+    return [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if s.strip()]
+
+
+def loops(text: str, times: int = 3) -> bool:
+    """Does some run of three words occur ``times`` times or more? Small models often loop
+    ("big fun, fun, fun, ..."); such text is not a description or an answer."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return any(grams.count(g) >= times for g in set(grams))
+
+
+# --------------------------------------------------------------------------------------------
+# Titles
+
+_QUALIFIER = re.compile(r"\s*\([^)]*\)$")
+
+
+def title_subject(title: str) -> str:
+    """An article title without its trailing qualifier: "Mercury (planet)" -> "Mercury"."""
+    return _QUALIFIER.sub("", title)
+
+
+def folded_phrase(text: str) -> str:
+    """Folded words joined by single spaces, for accent-blind phrase-in-text checks."""
+    return " ".join(re.findall(r"\w+", fold(text)))
+
+
+def padded_phrase(text: str) -> str:
+    """Lower-cased words (a possessive "'s " dropped) between single spaces, so that
+    ``padded_phrase(name) in padded_phrase(question)`` matches whole words only."""
+    return " " + " ".join(re.findall(r"\w+", text.lower().replace("'s ", " "))) + " "
+
+
+__all__ = ["CONTENT_STOPWORDS", "INDEX_STOPWORDS", "PASSAGE_SENTENCE_END", "TextTokenizer", "content_words",
+           "fold", "folded_phrase", "get_tokenizer", "loops", "padded_phrase", "plural_stem", "split_sentences",
+           "stem", "stems", "title_subject"]
