@@ -151,8 +151,8 @@ def test_langchain_tools_work_on_their_own(monkeypatch):
 
 @pytest.fixture(scope="module")
 def starter_llm():
-    from tools.llm import default_llm
+    from tools.llm import STARTER_LLM, LocalLLM
 
-    llm = default_llm()
+    llm = LocalLLM(STARTER_LLM)
     llm.load()
     return llm
