@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,25 +180,24 @@ class _Mapper:
         self.linear(f"{s}/ffn/linear_1", f"{d}.fc2")
         self.norm(f"{s}/ffn/layer_norm", f"{d}.final_layer_norm")
 
+    def stack(self, side: str, n_layers: int, blocks: Sequence[Callable[[str, str], None]]) -> None:
+        """Each layer of the ``side`` ('encoder', 'decoder'): its ``blocks`` in order."""
+        for i in range(n_layers):
+            for block in blocks:
+                block(f"{side}/layer_{i}", f"model.{side}.layers.{i}")
+
     def encoder(self, n_layers: int) -> None:
         for c in ("conv1", "conv2"):
             self.linear(f"encoder/{c}", f"model.encoder.{c}")
         self.sd["model.encoder.embed_positions.weight"] = self.weight("encoder/position_encodings/encodings")
         self.norm("encoder/layer_norm", "model.encoder.layer_norm")
-        for i in range(n_layers):
-            s, d = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
-            self.self_attention(s, d)
-            self.ffn(s, d)
+        self.stack("encoder", n_layers, (self.self_attention, self.ffn))
 
     def decoder(self, n_layers: int) -> None:
         self.sd["model.decoder.embed_tokens.weight"] = self.weight("decoder/embeddings/weight")
         self.sd["model.decoder.embed_positions.weight"] = self.weight("decoder/position_encodings/encodings")
         self.norm("decoder/layer_norm", "model.decoder.layer_norm")
-        for i in range(n_layers):
-            s, d = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-            self.self_attention(s, d)
-            self.cross_attention(s, d)
-            self.ffn(s, d)
+        self.stack("decoder", n_layers, (self.self_attention, self.cross_attention, self.ffn))
 
 
 def _dims(ct2: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[str, int]:
