@@ -250,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"eval_asr: no data folder {args.data}")
-    from tools.asr import load_audio
+    from tools.audio import load_audio
     from tools.common import ToolError, quiet_transformers
 
     quiet_transformers()

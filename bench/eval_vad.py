@@ -26,7 +26,7 @@ Signals (numpy, seeded; float32 at 16 kHz, each scaled to an RMS level in dBFS t
 (chords, arpeggios: notes with 6 harmonics and piano-like envelopes, random key and tempo), the
 same with pink noise 10 dB under the music, and near-silence (digital zeros, 16-bit dither,
 -70/-65 dBFS hiss; level-independent). Every kind at 1, 5, 10, 25, 30, 60, 90 and 120 s. Plus
-``windows`` (each <= 30 s window that :func:`tools.asr._split_windows` cuts from 300 s of noise,
+``windows`` (each <= 30 s window that :func:`tools.audio._split_windows` cuts from 300 s of noise,
 hum and noisy music, given as a clip of its own), and ``speech in noise`` (each real clip placed at
 a random point of a 30 s / 60 s background at a given SNR: must NOT be refused).
 
@@ -215,7 +215,8 @@ class Judge:
         """Whisper's no-speech probability per window, computed as transcribe does."""
         import torch
 
-        from tools.asr import BATCH_SIZE, SAMPLE_RATE
+        from tools.asr import BATCH_SIZE
+        from tools.audio import SAMPLE_RATE
 
         asr = self.asr
         start, token = asr._no_speech
@@ -240,7 +241,7 @@ class Judge:
         return round(voiced * 0.03, 2)
 
     def clip(self, audio: np.ndarray, *, transcribe: bool = True) -> dict:
-        from tools.asr import AudioError, load_audio, window_speech
+        from tools.audio import AudioError, load_audio, window_speech
 
         try:
             samples = load_audio(audio)
@@ -263,7 +264,8 @@ class Judge:
 
 def rules(thresholds: dict) -> dict:
     """Window rules: True when the window would be decoded."""
-    from tools.asr import NO_SPEECH_PROB, VAD_MIN_SPEECH_SECONDS, VAD_SURE_SPEECH_SECONDS
+    from tools.asr import NO_SPEECH_PROB, VAD_SURE_SPEECH_SECONDS
+    from tools.audio import VAD_MIN_SPEECH_SECONDS
 
     out = {
         "whisper": lambda w: w["no_speech"] <= NO_SPEECH_PROB,
@@ -307,7 +309,7 @@ def build_split(name: str, judge: Judge, speech: dict[str, np.ndarray], log) -> 
     for kind in cfg["silence"]:
         for secs in DURATIONS:
             cats.setdefault("silence", []).append({"id": f"{kind} {secs}s", **judge.clip(signal(kind, secs, 0, seed))})
-    from tools.asr import _split_windows
+    from tools.audio import _split_windows
 
     for kind in WINDOW_KINDS:
         for dbfs in cfg["levels"]:
@@ -356,7 +358,8 @@ def tune(dev: dict[str, list[dict]]) -> tuple[dict, dict]:
 def real_clips(judge: Judge, data: Path) -> tuple[dict[str, np.ndarray], list[dict]]:
     from eval_asr import find_clips
 
-    from tools.asr import WhisperASR, load_audio
+    from tools.asr import WhisperASR
+    from tools.audio import load_audio
 
     clips, _ = find_clips(data)
     items = [(c["id"], c["path"]) for c in clips] + ([("who_painted_the_mona_lisa", str(EXAMPLE))] if EXAMPLE.exists() else [])
@@ -379,7 +382,8 @@ def wer_on_off(specs: list[str], data: Path, log) -> dict:
     """WER of each installed model on the real clips, gate on and off (eval_asr's scoring)."""
     from eval_asr import edit_ops, find_clips, normalise, overall_wer
 
-    from tools.asr import WhisperASR, load_audio
+    from tools.asr import WhisperASR
+    from tools.audio import load_audio
     from tools.common import ToolError
 
     clips, _ = find_clips(data)
@@ -494,7 +498,8 @@ def main() -> None:
     gate_cost = cost(judge, cold)
     wer = wer_on_off(args.models, args.data, log) if args.models else {}
 
-    from tools.asr import NO_SPEECH_PROB, VAD_MIN_SPEECH_SECONDS, VAD_SURE_SPEECH_SECONDS
+    from tools.asr import NO_SPEECH_PROB, VAD_SURE_SPEECH_SECONDS
+    from tools.audio import VAD_MIN_SPEECH_SECONDS
 
     headline = {
         "refused_test": {cat: t["transcribe"] for cat, t in table["test"].items()},

@@ -62,7 +62,7 @@ class FakeImage:
     def generate(self, prompt, out_path, *, seed=0, progress=None):
         from PIL import Image
 
-        from tools.diffusion import ImageResult
+        from tools.base import ImageResult
 
         self.prompts.append(prompt)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tools import asr
-from tools.asr import SAMPLE_RATE, AudioError, WhisperASR, load_audio
+from tools import asr, ct2_convert
+from tools.asr import WhisperASR
+from tools.audio import SAMPLE_RATE, AudioError, _split_windows, load_audio
 from tools.common import ToolError, package_dir
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared/data/raw/speech"
@@ -148,7 +149,7 @@ def test_audio_error_is_tool_error():
 def test_split_windows_cut_at_pauses():
     x = tone(70.0, SAMPLE_RATE)
     x[int(27.0 * SAMPLE_RATE) : int(27.3 * SAMPLE_RATE)] = 0  # a pause inside the cut zone
-    windows = asr._split_windows(x)
+    windows = _split_windows(x)
     assert [w.size <= 30 * SAMPLE_RATE for w in windows] == [True] * len(windows) and len(windows) == 3
     assert np.array_equal(np.concatenate(windows), x)
     assert 27.0 <= windows[0].size / SAMPLE_RATE <= 27.3  # cut inside the pause
@@ -177,15 +178,15 @@ def test_read_ct2_bin():
         {"a/weight": (w, 4), "b/num_heads": (np.array(6, np.int16), 2), "c/bf": (bf16, 5), "d": (np.ones(3, np.float32), 0)},
         {"e/weight": "a/weight"},
     )
-    got = asr._read_ct2_bin(buf)
+    got = ct2_convert._read_ct2_bin(buf)
     assert got["a/weight"].dtype == np.float16 and np.array_equal(got["a/weight"], w)
     assert int(got["b/num_heads"]) == 6
     assert np.array_equal(got["c/bf"], [1.5, -2.0])
     assert got["e/weight"] is got["a/weight"]
     with pytest.raises(ToolError, match="truncated"):
-        asr._read_ct2_bin(buf[:-20])
+        ct2_convert._read_ct2_bin(buf[:-20])
     with pytest.raises(ToolError, match="not a Whisper"):
-        asr._read_ct2_bin(buf.replace(b"WhisperSpec", b"TransformSp"))
+        ct2_convert._read_ct2_bin(buf.replace(b"WhisperSpec", b"TransformSp"))
 
 
 def test_missing_folder_is_tool_error(tmp_path):
@@ -203,12 +204,6 @@ def test_missing_starter_package_is_tool_error(tmp_path, monkeypatch):
         WhisperASR("starter:fake", cache=tmp_path).load()
     with pytest.raises(ToolError, match="unknown starter ASR model"):
         WhisperASR("starter:huge", cache=tmp_path).load()
-
-
-def test_tool_schema():
-    assert asr.transcribe_audio.name == "transcribe_audio"
-    assert "path" in asr.transcribe_audio.args
-    assert "audio" in asr.transcribe_audio.description.lower()
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,20 +308,11 @@ def test_long_audio_is_windowed(tiny):
     ]
     gap = np.zeros(SAMPLE_RATE // 2, np.float32)
     audio = np.concatenate([np.concatenate([load_audio(speech(p)), gap]) for p, _ in parts])
-    assert len(asr._split_windows(audio)) == 2
+    assert len(_split_windows(audio)) == 2
     hyp = tiny.transcribe(audio)
     ref = " ".join(r for _, r in parts)
     print(f"long {audio.size / SAMPLE_RATE:.1f}s WER={wer(ref, hyp):.3f}: {hyp}")
     assert wer(ref, hyp) <= 0.2
-
-
-@pytest.mark.slow
-def test_tool_uses_default_asr(tiny, monkeypatch):
-    monkeypatch.setattr(asr, "_default", tiny)
-    text = asr.transcribe_audio.invoke({"path": str(speech("whisper_jfk/jfk.flac"))})
-    assert "fellow americans" in text.lower()
-    with pytest.raises(AudioError, match="not found"):
-        asr.transcribe_audio.invoke({"path": "/no/such/file.wav"})
 
 
 @pytest.mark.slow

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from tools import diffusion
+from tools.base import ImageResult
 from tools.common import ToolError
-from tools.diffusion import ImageGenerator, ImageResult, render_card
+from tools.card import render_card
+from tools.diffusion import ImageGenerator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py; so is tiny_model
 
@@ -159,35 +161,3 @@ def test_default_steps():
     assert ImageGenerator("some/sd-model").steps == diffusion.DEFAULT_STEPS
     with pytest.raises(ValueError):
         ImageGenerator(None, width=100)
-
-
-# -- LangChain tool ------------------------------------------------------------------------
-@pytest.fixture
-def fresh_default(tmp_path, monkeypatch):
-    monkeypatch.setenv("ASKDRAW_HOME", str(tmp_path / "home"))
-    diffusion.set_default_generator(None)
-    yield
-    diffusion.set_default_generator(None)
-
-
-def test_tool_without_model_mentions_path_and_card(fresh_default, monkeypatch):
-    monkeypatch.delenv("ASKDRAW_IMAGE_MODEL", raising=False)
-    text = diffusion.generate_image.invoke({"prompt": "a green owl"})
-    assert "NO IMAGE GENERATED" in text
-    path = text.split("saved at ")[-1].strip()
-    assert path.endswith(".png") and Path(path).is_file()
-    assert "/images/" in path
-
-
-def test_tool_with_model_from_env(fresh_default, tiny_model, monkeypatch):
-    monkeypatch.setenv("ASKDRAW_IMAGE_MODEL", str(tiny_model))
-    diffusion.set_default_generator(ImageGenerator(str(tiny_model), steps=2, width=SIZE, height=SIZE))
-    text = diffusion.generate_image.invoke({"prompt": "a green owl", "seed": 5})
-    assert text.startswith("Generated an image")
-    path = text.rsplit(": ", 1)[-1].strip()
-    assert Path(path).is_file()
-    with Image.open(path) as im:
-        assert im.text["askdraw:generated"] == "true"
-    # env-configured default
-    diffusion.set_default_generator(None)
-    assert diffusion.get_default_generator().model == str(tiny_model)

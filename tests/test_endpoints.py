@@ -13,7 +13,8 @@ from agent.context import Toolbox
 from agent.router import Router
 from agent.settings import Settings
 from tools.endpoint import Endpoint, EndpointError, EndpointUnavailable, normalise_base_url
-from tools.llm import EndpointLLM, _top_logprobs
+from tools.llm import EndpointLLM
+from tools.llm_endpoint import _top_logprobs
 
 
 @pytest.mark.parametrize("given, expected", [

@@ -138,8 +138,8 @@ def test_real_router_routes_clear_requests(starter_llm):
 
 @pytest.fixture(scope="module")
 def starter_llm():
-    from tools.llm import default_llm
+    from tools.llm import STARTER_LLM, LocalLLM
 
-    llm = default_llm()
+    llm = LocalLLM(STARTER_LLM)
     llm.load()
     return llm

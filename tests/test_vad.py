@@ -24,8 +24,8 @@ import pytest
 import soundfile as sf
 
 from tests.test_cli import assert_one_line_error, askdraw, only_run_dir
-from tools.asr import (SAMPLE_RATE, VAD_MIN_SPEECH_SECONDS, WhisperASR, _split_windows, load_audio,
-                       window_speech)
+from tools.asr import WhisperASR
+from tools.audio import SAMPLE_RATE, VAD_MIN_SPEECH_SECONDS, _split_windows, load_audio, window_speech
 from tools.vad import FRAME, SileroVAD, default_vad, speech_segments
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import os
+import shutil
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -75,6 +78,69 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     """Write ``data`` (text is UTF-8) to ``path`` atomically: see :func:`atomic_file`."""
     with atomic_file(path) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextmanager
+def staged_dir(out_dir: str | os.PathLike, *, keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """A new empty folder next to ``out_dir`` (``.NAME.tmp-PID-HEX``) to write into. When the block
+    ends without an error it is published at ``out_dir`` (:func:`publish_dir`, with ``keep``);
+    whatever is left (the temporary folder, or the replaced one) is removed either way."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        publish_dir(tmp, out_dir, keep=keep)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_dir(tmp: Path, out_dir: Path, *, keep: Callable[[Path], bool] | None = None) -> None:
+    """Put the finished folder ``tmp`` at ``out_dir`` so that a reader sees the old folder or the
+    new one, never none or half of one: an existing ``out_dir`` is swapped with ``tmp`` in one
+    step (Linux ``renameat2`` exchange) and so ends up at ``tmp``, for the caller to remove. Where
+    the filesystem cannot swap, the old folder is renamed aside and removed first. ``keep(out_dir)``
+    true: a good folder is there already (another process published it); it stays, ``tmp`` unused."""
+    if out_dir.exists():
+        if keep is not None and keep(out_dir):
+            return
+        if _exchange(tmp, out_dir):
+            return
+        stale = out_dir.parent / f".{out_dir.name}.stale-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if keep is None or not keep(out_dir):
+            raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def load_once(load: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Decorator for a tool's ``load()``: the body runs under ``self._lock`` and only while
+    ``self.loaded`` is false, so threads that ask at once load the model once."""
+
+    @functools.wraps(load)
+    def once(self: Any) -> None:
+        if self.loaded:
+            return
+        with self._lock:
+            if not self.loaded:
+                load(self)
+
+    return once
 
 
 def package_dir(name: str) -> Path | None:

@@ -6,7 +6,7 @@ askdraw ships no image weights and never downloads at run time unless asked
 (``allow_download=True``), so by default no image model is configured.
 
 When there is no model, it fails to load, or the pipeline fails mid-way, :meth:`ImageGenerator.generate`
-does not raise: it writes a clearly labelled "NO IMAGE GENERATED" card (:func:`render_card`)
+does not raise: it writes a clearly labelled "NO IMAGE GENERATED" card (:func:`tools.card.render_card`)
 and returns ``generated=False`` with a notice saying why and how to add a model. Noise or a
 stand-in is never passed off as a picture; every PNG carries ``askdraw:generated`` metadata.
 
@@ -16,7 +16,6 @@ lightning, hyper, schnell, flash), else 20 with the pipeline's own guidance defa
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 import threading
@@ -25,10 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from langchain_core.tools import tool
-
 from tools.base import ImageResult, NoImageKind
-from tools.common import ToolError, atomic_file, cache_dir
+from tools.card import card_result, save_png
+from tools.common import ToolError, load_once
+from tools.endpoint import Endpoint
+from tools.model_files import local_folder
 
 DEFAULT_HUB_MODEL = "stabilityai/sd-turbo"  # a suggestion for users with hub access; never loaded by default
 
@@ -63,16 +63,6 @@ def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype}
 
 
-def _looks_like_path(model: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else with path syntax is a local folder."""
-    return (
-        model.startswith(("/", ".", "~"))
-        or "\\" in model
-        or model.count("/") > 1
-        or os.path.isabs(model)
-    )
-
-
 def _is_few_step(model: str | None) -> bool:
     return bool(model) and any(m in model.lower() for m in FEW_STEP_MARKERS)
 
@@ -82,127 +72,6 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     if not isinstance(exc, ToolError):
         text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _save_png(image: Any, out_path: Path, meta: dict[str, str]) -> None:
-    """Save with PNG text chunks, atomically (whole or not at all, even on a full disk)."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for key, value in meta.items():
-        info.add_text(key, value)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out_path) as fh:
-        image.save(fh, format="PNG", pnginfo=info)
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)  # Pillow >= 10.1: scalable built-in font
-    except TypeError:  # older Pillow: fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def _wrap(draw: Any, text: str, font: Any, max_width: float) -> list[str]:
-    """Greedy word wrap by rendered width; over-long words are split by characters."""
-    lines: list[str] = []
-    for para in text.splitlines() or [""]:
-        line = ""
-        for word in para.split():
-            while draw.textlength(word, font=font) > max_width and len(word) > 1:
-                cut = len(word)
-                while cut > 1 and draw.textlength(word[:cut], font=font) > max_width:
-                    cut -= 1
-                if line:
-                    lines.append(line)
-                    line = ""
-                lines.append(word[:cut])
-                word = word[cut:]
-            candidate = f"{line} {word}".strip()
-            if draw.textlength(candidate, font=font) <= max_width:
-                line = candidate
-            else:
-                lines.append(line)
-                line = word
-        lines.append(line)
-    return lines
-
-
-def render_card(
-    prompt: str, reason: str, out_path: str | Path, *, size: tuple[int, int] = (512, 512)
-) -> Path:
-    """Write a plainly labelled "NO IMAGE GENERATED" card (reason + the image prompt) as a PNG.
-
-    PNG text metadata: ``prompt``, ``reason`` and ``askdraw:generated`` = ``"false"``.
-    """
-    from PIL import Image, ImageDraw
-
-    width, height = size
-    out_path = Path(out_path)
-    background, ink, header_ink, muted = (245, 245, 240), (30, 30, 30), (170, 20, 20), (90, 90, 90)
-    img = Image.new("RGB", (width, height), background)
-    draw = ImageDraw.Draw(img)
-    unit = max(min(width, height), 128)
-    margin = unit // 16
-    border = max(unit // 128, 2)
-    draw.rectangle([border // 2, border // 2, width - 1 - border // 2, height - 1 - border // 2],
-                   outline=header_ink, width=border)
-    text_w = width - 2 * margin
-
-    y = margin
-    header_font = _font(max(unit // 12, 12))
-    header = "NO IMAGE GENERATED"
-    # Shrink the header until it fits the width.
-    hsize = max(unit // 12, 12)
-    while draw.textlength(header, font=header_font) > text_w and hsize > 8:
-        hsize -= 1
-        header_font = _font(hsize)
-    draw.text((margin, y), header, font=header_font, fill=header_ink)
-    y += int(hsize * 1.6)
-
-    body_size = max(unit // 26, 10)
-    body_font = _font(body_size)
-    line_h = int(body_size * 1.35)
-    bottom = height - margin
-
-    def block(text: str, fill: tuple[int, int, int], max_lines: int | None = None) -> None:
-        nonlocal y
-        lines = _wrap(draw, text, body_font, text_w)
-        room = max((bottom - y) // line_h, 0)
-        limit = min(room, max_lines) if max_lines is not None else room
-        if len(lines) > limit:
-            lines = lines[:limit]
-            if lines:
-                lines[-1] = lines[-1].rstrip()[: max(len(lines[-1]) - 1, 0)] + "…"
-        for line in lines:
-            draw.text((margin, y), line, font=body_font, fill=fill)
-            y += line_h
-
-    # The reason may use the room the prompt does not need, but always leaves the prompt
-    # (label + at least 3 lines) visible.
-    room = (bottom - y) // line_h - 1  # minus the separator
-    prompt_need = min(len(_wrap(draw, prompt, body_font, text_w)), 3) + 1
-    block(reason, ink, max_lines=max(room - prompt_need, 1))
-    y += line_h // 2
-    draw.line([margin, y, width - margin, y], fill=muted, width=1)
-    y += line_h // 2
-    block("Image prompt:", muted)
-    block(prompt, ink)
-
-    _save_png(img, out_path, {"prompt": prompt, "reason": reason, "askdraw:generated": "false"})
-    return out_path
-
-
-def card_result(gen: Any, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
-                missing: NoImageKind) -> ImageResult:
-    """Draw the labelled "NO IMAGE GENERATED" card for ``gen`` and say why nothing was drawn."""
-    notice = reason if missing == "no_model" else f"No picture was drawn: {reason}"
-    render_card(prompt, notice, out_path, size=(gen.width, gen.height))
-    return ImageResult(path=str(out_path), generated=False, model=gen.model, prompt=prompt, seed=seed,
-                       steps=0, width=gen.width, height=gen.height, ms=(time.perf_counter() - t0) * 1000,
-                       notice=notice, reason=reason, missing=missing)
 
 
 class ImageGenerator:
@@ -235,7 +104,7 @@ class ImageGenerator:
         self.pipe: Any = None
         self.load_ms: float | None = None
         self._load_error: ToolError | None = None
-        self._load_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._run_lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------
@@ -243,7 +112,9 @@ class ImageGenerator:
         """(what to pass to from_pretrained, is_local_folder); ToolError if it cannot work."""
         if self.model is None:
             raise ToolError(f"no image model is configured. {HOW_TO_ADD}")
-        path = Path(self.model).expanduser()
+        path = local_folder(self.model)
+        if path is None:
+            return self.model, False
         if path.exists():
             if not path.is_dir():
                 raise ToolError(
@@ -256,29 +127,27 @@ class ImageGenerator:
                     f"(no model_index.json). {HOW_TO_ADD}"
                 )
             return str(path), True
-        if _looks_like_path(self.model):
-            raise ToolError(f"image model folder '{self.model}' does not exist. {HOW_TO_ADD}")
-        return self.model, False
+        raise ToolError(f"image model folder '{self.model}' does not exist. {HOW_TO_ADD}")
 
+    @property
+    def loaded(self) -> bool:
+        return self.pipe is not None
+
+    @load_once
     def load(self) -> None:
         """Load the pipeline once (thread-safe). Raises ToolError with a how-to-fix message."""
-        if self.pipe is not None:
-            return
-        with self._load_lock:
-            if self.pipe is not None:
-                return
-            if self._load_error is not None:  # do not retry a failed load on every call
-                raise self._load_error
-            try:
-                self.pipe = self._load()
-            except ToolError as exc:
-                self._load_error = exc
-                raise
-            except Exception as exc:  # noqa: BLE001 - any loader failure becomes a user-facing error
-                self._load_error = ToolError(
-                    f"could not load image model '{self.model}': {_one_line(exc)}. {HOW_TO_ADD}"
-                )
-                raise self._load_error from exc
+        if self._load_error is not None:  # do not retry a failed load on every call
+            raise self._load_error
+        try:
+            self.pipe = self._load()
+        except ToolError as exc:
+            self._load_error = exc
+            raise
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes a user-facing error
+            self._load_error = ToolError(
+                f"could not load image model '{self.model}': {_one_line(exc)}. {HOW_TO_ADD}"
+            )
+            raise self._load_error from exc
 
     def _load(self) -> Any:
         source, local = self._resolve()
@@ -313,6 +182,7 @@ class ImageGenerator:
     def _card(self, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
               missing: NoImageKind = "failed") -> ImageResult:
         return card_result(self, prompt, out_path, seed, t0, reason, missing)
+
     def generate(
         self,
         prompt: str,
@@ -347,7 +217,7 @@ class ImageGenerator:
                 prompt, out_path, seed, t0,
                 f"the safety checker of '{self.model}' blocked the image.", "blocked",
             )
-        _save_png(image, out_path, {
+        save_png(image, out_path, {
             "prompt": prompt, "seed": str(seed), "model": str(self.model), "steps": str(self.steps),
             "askdraw:generated": "true",
         })
@@ -399,21 +269,23 @@ class EndpointImageGenerator:
 
     def __init__(self, base_url: str, model: str | None = None, *, width: int = 512, height: int = 512,
                  api_key_env: str | None = None, timeout: float | None = None, retries: int | None = None) -> None:
-        from tools.endpoint import DEFAULT_API_KEY_ENV, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Endpoint
-
-        self.endpoint = Endpoint(base_url, what="image", api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
-                                 timeout=timeout or DEFAULT_TIMEOUT,
-                                 retries=DEFAULT_RETRIES if retries is None else retries)
+        self.endpoint = Endpoint.for_tool("image", base_url, api_key_env=api_key_env, timeout=timeout,
+                                          retries=retries)
         self.server_model = (model or "").strip() or None
         self.model = f"{self.server_model or 'default model'} @ {self.endpoint.base_url}"
         self.name = self.model
         self.steps = 0
         self.width, self.height = width, height
         self.load_ms: float | None = None
+        self.loaded = True  # nothing to load ahead: each image is one request
+
+    def load(self) -> None:
+        """Nothing to do: the server is contacted by each request."""
 
     def _card(self, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
               missing: NoImageKind = "failed") -> ImageResult:
         return card_result(self, prompt, out_path, seed, t0, reason, missing)
+
     def _request(self, prompt: str) -> Any:
         import base64
         import io
@@ -467,65 +339,11 @@ class EndpointImageGenerator:
             return self._card(prompt, out_path, seed, t0, str(exc))
         if progress is not None:
             progress(1, 1)
-        _save_png(image, out_path, {"prompt": prompt, "model": self.model, "askdraw:generated": "true"})
+        save_png(image, out_path, {"prompt": prompt, "model": self.model, "askdraw:generated": "true"})
         return ImageResult(path=str(out_path), generated=True, model=self.model, prompt=prompt, seed=seed,
                            steps=0, width=image.width, height=image.height, ms=(time.perf_counter() - t0) * 1000)
 
 
-# -- LangChain tool ----------------------------------------------------------------------
-_default_lock = threading.Lock()
-_default: ImageGenerator | None = None
-
-
-def get_default_generator() -> ImageGenerator:
-    """The shared generator, created on first use from ``$ASKDRAW_IMAGE_MODEL`` (None if unset)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = ImageGenerator(os.environ.get("ASKDRAW_IMAGE_MODEL") or None)
-        return _default
-
-
-def set_default_generator(generator: ImageGenerator | None) -> None:
-    """Install the generator the tool uses (e.g. from ``--image-model``); None resets to the env default."""
-    global _default
-    with _default_lock:
-        _default = generator
-
-
-def image_path_for(prompt: str, seed: int, generator: ImageGenerator) -> Path:
-    key = "\x00".join(
-        [str(generator.model), prompt, str(seed), str(generator.steps), f"{generator.width}x{generator.height}"]
-    )
-    return cache_dir() / "images" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.png"
-
-
-def describe(result: ImageResult) -> str:
-    """One line for the agent/user: what was (or was not) drawn, and where the PNG is."""
-    if result.generated:
-        return (
-            f"Generated an image with {result.model} (seed {result.seed}, {result.steps} steps, "
-            f"{result.width}x{result.height}, {result.ms / 1000:.1f} s): {result.path}"
-        )
-    return (
-        f"NO IMAGE GENERATED — {result.notice} A labelled placeholder card (not a picture) "
-        f"was saved at {result.path}"
-    )
-
-
-@tool
-def generate_image(prompt: str, seed: int = 0) -> str:
-    """Draw a picture from a detailed text-to-image prompt with the local diffusion model.
-
-    Returns one line saying whether an image was generated and the path of the PNG. If no
-    image model is available, no picture is drawn: the PNG is a card saying so.
-    """
-    generator = get_default_generator()
-    result = generator.generate(prompt, image_path_for(prompt, seed, generator), seed=seed)
-    return describe(result)
-
-
 __all__ = [
-    "DEFAULT_HUB_MODEL", "EndpointImageGenerator", "ImageGenerator", "ImageResult", "describe", "generate_image",
-    "get_default_generator", "image_path_for", "render_card", "set_default_generator",
+    "DEFAULT_HUB_MODEL", "EndpointImageGenerator", "ImageGenerator", "ImageResult",
 ]

@@ -105,6 +105,13 @@ class Endpoint:
         except ValueError as exc:
             raise EndpointError(f"{self.what} endpoint: {exc}") from None
 
+    @classmethod
+    def for_tool(cls, what: str, base_url: str, *, api_key_env: str | None = None, timeout: float | None = None,
+                 retries: int | None = None) -> Endpoint:
+        """The endpoint of one tool (``what``: 'LLM', 'ASR', 'image'); a setting left None takes its default."""
+        return cls(base_url, what=what, api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
+                   timeout=timeout or DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES if retries is None else retries)
+
     @property
     def label(self) -> str:
         return f"{self.what} endpoint {self.base_url}"

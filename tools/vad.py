@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from tools.common import ToolError, torch_threads
+from tools.audio import SAMPLE_RATE
+from tools.common import ToolError, load_once, torch_threads
 
 __all__ = ["SileroVAD", "default_vad", "speech_segments", "FRAME", "SAMPLE_RATE"]
 
-SAMPLE_RATE = 16_000
 FRAME = 512  # samples per probability: 32 ms
 CONTEXT = 64  # samples of the previous frame the model sees with each frame
 THRESHOLD = 0.5  # Silero's default: a frame above it is speech
@@ -64,38 +64,34 @@ class SileroVAD:
     def loaded(self) -> bool:
         return self._w is not None
 
+    @load_once
     def load(self) -> None:
-        if self._w is not None:
-            return
-        with self._lock:
-            if self._w is not None:
-                return
-            t0 = time.perf_counter()
-            import torch
+        t0 = time.perf_counter()
+        import torch
 
-            try:
-                with warnings.catch_warnings():  # torch 2.13: "torch.jit.load is deprecated"; we only read weights
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    sd = torch.jit.load(str(_model_file()), map_location="cpu").state_dict()
-            except ToolError:
-                raise
-            except Exception as exc:  # a damaged file
-                raise ToolError(f"cannot load the Silero VAD model: {' '.join(str(exc).split())}") from None
-            sd = {k.removeprefix("_model."): v.detach().clone() for k, v in sd.items() if k.startswith("_model.")}
-            lstm = torch.nn.LSTM(128, 128, batch_first=True)
-            with torch.no_grad():
-                for ours, theirs in (("weight_ih_l0", "weight_ih"), ("weight_hh_l0", "weight_hh"),
-                                     ("bias_ih_l0", "bias_ih"), ("bias_hh_l0", "bias_hh")):
-                    getattr(lstm, ours).copy_(sd[f"decoder.rnn.{theirs}"])
-            lstm.eval()
-            self._lstm = lstm
-            self._w = {
-                "stft": sd["stft.forward_basis_buffer"],  # (258, 1, 256): real and imaginary DFT rows
-                "convs": [(sd[f"encoder.{i}.reparam_conv.weight"], sd[f"encoder.{i}.reparam_conv.bias"], stride)
-                          for i, stride in enumerate((1, 2, 2, 1))],
-                "out": (sd["decoder.decoder.2.weight"], sd["decoder.decoder.2.bias"]),
-            }
-            self.load_seconds = time.perf_counter() - t0
+        try:
+            with warnings.catch_warnings():  # torch 2.13: "torch.jit.load is deprecated"; we only read weights
+                warnings.simplefilter("ignore", DeprecationWarning)
+                sd = torch.jit.load(str(_model_file()), map_location="cpu").state_dict()
+        except ToolError:
+            raise
+        except Exception as exc:  # a damaged file
+            raise ToolError(f"cannot load the Silero VAD model: {' '.join(str(exc).split())}") from None
+        sd = {k.removeprefix("_model."): v.detach().clone() for k, v in sd.items() if k.startswith("_model.")}
+        lstm = torch.nn.LSTM(128, 128, batch_first=True)
+        with torch.no_grad():
+            for ours, theirs in (("weight_ih_l0", "weight_ih"), ("weight_hh_l0", "weight_hh"),
+                                 ("bias_ih_l0", "bias_ih"), ("bias_hh_l0", "bias_hh")):
+                getattr(lstm, ours).copy_(sd[f"decoder.rnn.{theirs}"])
+        lstm.eval()
+        self._lstm = lstm
+        self._w = {
+            "stft": sd["stft.forward_basis_buffer"],  # (258, 1, 256): real and imaginary DFT rows
+            "convs": [(sd[f"encoder.{i}.reparam_conv.weight"], sd[f"encoder.{i}.reparam_conv.bias"], stride)
+                      for i, stride in enumerate((1, 2, 2, 1))],
+            "out": (sd["decoder.decoder.2.weight"], sd["decoder.decoder.2.bias"]),
+        }
+        self.load_seconds = time.perf_counter() - t0
 
     def frame_probs(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability of each 32 ms frame of ``audio`` (float32, 16 kHz, mono); frame ``i``
