@@ -10,6 +10,7 @@ import queue
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -77,6 +78,33 @@ class StepEvent(BaseModel):
     step: TraceEvent | None = None
     progress: dict[str, Any] | None = None
     result: Result | None = None
+
+
+@dataclass
+class _Turn:
+    """One question while it runs: what :meth:`Agent.stream`'s worker thread collects."""
+
+    run_id: str
+    run_dir: Path
+    cancel: threading.Event | None
+    progress: bool
+    notices: list[str] = field(default_factory=list)
+    unsaved: list[str] = field(default_factory=list)  # notices that the trace could not be written
+    values: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+    events: queue.Queue = field(default_factory=queue.Queue)
+
+    def on_progress(self, event: dict[str, Any]) -> None:
+        # A cancelled turn stops mid-answer: raising from the token callback ends generation.
+        # (Other progress comes after a step's work is done: it must not fail that step.)
+        if event.get("type") == "token" and self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled")
+        if event.get("type") == "notice" and event.get("text") and event["text"] not in self.notices:
+            self.notices.append(str(event["text"]))  # e.g. the trace could not be written: once per run
+            if event.get("kind") == "unsaved":
+                self.unsaved.append(str(event["text"]))
+        if self.progress:
+            self.events.put(StepEvent(kind="progress", progress=event))
 
 
 class Agent:
@@ -169,7 +197,7 @@ class Agent:
             else:  # an array (16 kHz mono) or (array, sample_rate): kept as a file beside the run
                 import soundfile as sf
 
-                from tools.asr import SAMPLE_RATE, load_audio
+                from tools.audio import SAMPLE_RATE, load_audio
 
                 samples = load_audio(audio)
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -206,66 +234,52 @@ class Agent:
         allowed = get_args(Settings.model_fields["route"].annotation)
         if route not in allowed:
             raise ValueError(f"route must be one of {', '.join(map(repr, allowed))}, not {route!r}")
-        image = self.settings.image if image is None else bool(image)
-        run_dir = Path(self.settings.out_dir) / run_id
-        notices: list[str] = []
-        unsaved: list[str] = []  # notices that the trace could not be written
-        events: queue.Queue = queue.Queue()
-        values: dict[str, Any] = {}
-        error: list[BaseException] = []
-
-        def on_progress(event: dict[str, Any]) -> None:
-            # A cancelled turn stops mid-answer: raising from the token callback ends generation.
-            # (Other progress comes after a step's work is done: it must not fail that step.)
-            if event.get("type") == "token" and cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled")
-            if event.get("type") == "notice" and event.get("text") and event["text"] not in notices:
-                notices.append(str(event["text"]))  # e.g. the trace could not be written: once per run
-                if event.get("kind") == "unsaved":
-                    unsaved.append(str(event["text"]))
-            if progress:
-                events.put(StepEvent(kind="progress", progress=event))
-
-        def run() -> None:
-            signals_to_main_thread()  # Ctrl-C goes to the caller's main thread, never to the models'
-            try:
-                state = self._prepare(text, audio, run_dir, notices)
-                values.update(state)
-                inputs = {"question": None, "audio_path": None, **state, "run_id": run_id, "run_dir": str(run_dir),
-                          "seed": self.settings.seed if seed is None else seed,
-                          "force_route": None if route == "auto" else route, "want_image": image}
-                ctx = Context(tools=self.tools, on_progress=on_progress, cancel=cancel)
-                graph, config = self.graph, None
-                with contextlib.ExitStack() as held:
-                    if thread_id:
-                        # One turn at a time on a thread, across processes: a turn that read the
-                        # thread while another was writing it would drop that one's update.
-                        held.enter_context(self.memory.turn(thread_id, cancel=cancel, on_wait=lambda who: on_progress(
-                            {"type": "status", "text": f"waiting: this conversation is in use ({who})"})))
-                        graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
-                    for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
-                        if mode == "values":
-                            values.update(this_turn(chunk, run_id))
-                        elif chunk.get("type") == "step":
-                            events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
-                    if thread_id:
-                        self.memory.compact(thread_id)
-            except BaseException as exc:  # reported in the result; the caller decides what to show
-                error.append(exc)
-            finally:
-                events.put(None)
-
-        worker = threading.Thread(target=run, name=f"askdraw-{run_id}", daemon=True)
+        turn = _Turn(run_id=run_id, run_dir=Path(self.settings.out_dir) / run_id, cancel=cancel, progress=progress)
+        inputs = {"run_id": run_id, "run_dir": str(turn.run_dir), "seed": self.settings.seed if seed is None else seed,
+                  "force_route": None if route == "auto" else route,
+                  "want_image": self.settings.image if image is None else bool(image)}
+        worker = threading.Thread(target=self._work, args=(turn, text, audio, inputs, thread_id),
+                                  name=f"askdraw-{run_id}", daemon=True)
         worker.start()
-        while (item := events.get()) is not None:
+        while (item := turn.events.get()) is not None:
             yield item
         worker.join()
-        result = self._result(run_id, run_dir, values, notices, error[0] if error else None, unsaved)
+        result = self._result(run_id, turn.run_dir, turn.values, turn.notices, turn.error, turn.unsaved)
         if thread_id:
             result.thread_id = thread_id
             if result.answer and not result.error:  # only turns the thread's history remembers
                 self.memory.record_turn(thread_id, result)
         yield StepEvent(kind="result", result=result)
+
+    def _work(self, turn: _Turn, text: str | None, audio: Any, inputs: dict[str, Any], thread_id: str | None) -> None:
+        """The worker thread of :meth:`stream`: check the input, run the graph, collect."""
+        signals_to_main_thread()  # Ctrl-C goes to the caller's main thread, never to the models'
+        try:
+            state = self._prepare(text, audio, turn.run_dir, turn.notices)
+            turn.values.update(state)
+            self._run_graph(turn, {"question": None, "audio_path": None, **state, **inputs}, thread_id)
+        except BaseException as exc:  # reported in the result; the caller decides what to show
+            turn.error = exc
+        finally:
+            turn.events.put(None)
+
+    def _run_graph(self, turn: _Turn, inputs: dict[str, Any], thread_id: str | None) -> None:
+        ctx = Context(tools=self.tools, on_progress=turn.on_progress, cancel=turn.cancel)
+        graph, config = self.graph, None
+        with contextlib.ExitStack() as held:
+            if thread_id:
+                # One turn at a time on a thread, across processes: a turn that read the thread
+                # while another was writing it would drop that one's update.
+                held.enter_context(self.memory.turn(thread_id, cancel=turn.cancel, on_wait=lambda who: turn.on_progress(
+                    {"type": "status", "text": f"waiting: this conversation is in use ({who})"})))
+                graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
+            for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
+                if mode == "values":
+                    turn.values.update(this_turn(chunk, turn.run_id))
+                elif chunk.get("type") == "step":
+                    turn.events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+            if thread_id:
+                self.memory.compact(thread_id)
 
     def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
             run_id: str | None = None, thread_id: str | None = None,

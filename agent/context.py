@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agent.settings import Settings
 from tools.base import ChatModel, ImageGenerator, SpeechRecognizer, WikipediaBackend
 
 if TYPE_CHECKING:
     from agent.router import Router
+
+T = TypeVar("T")
 
 
 def build_llm(s: Settings) -> ChatModel:
@@ -36,7 +38,7 @@ def build_asr(s: Settings) -> SpeechRecognizer:
         return EndpointASR(s.asr_endpoint, s.asr_model, **_endpoint_options(s))
     from tools.asr import WhisperASR
 
-    return WhisperASR(s.asr)
+    return WhisperASR(s.asr, threads=s.asr_threads)
 
 
 def build_wiki(s: Settings) -> WikipediaBackend:
@@ -61,9 +63,37 @@ def _endpoint_options(settings: Settings) -> dict[str, Any]:
             "retries": settings.endpoint_retries}
 
 
+class _Built(Generic[T]):
+    """A Toolbox attribute built from the settings on first use (then kept)."""
+
+    def __init__(self, build: Callable[[Toolbox], T]) -> None:
+        self.build = build
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    def __get__(self, box: Toolbox, owner: type | None = None) -> T:
+        with box._lock:
+            if self.key not in box._tools:
+                box._tools[self.key] = self.build(box)
+            return box._tools[self.key]
+
+
+def _router(box: Toolbox) -> Router:
+    from agent.router import Router
+
+    return Router(box.llm)
+
+
 class Toolbox:
     """The tools of one agent, built from its settings on first use. Any of them can be passed
     in instead (tests, or a model shared by several agents)."""
+
+    llm = _Built[ChatModel](lambda box: build_llm(box.settings))
+    asr = _Built[SpeechRecognizer](lambda box: build_asr(box.settings))
+    wiki = _Built[WikipediaBackend](lambda box: build_wiki(box.settings))
+    image = _Built[ImageGenerator](lambda box: build_image(box.settings))
+    router = _Built["Router"](_router)
 
     def __init__(self, settings: Settings, *, llm: ChatModel | None = None, asr: SpeechRecognizer | None = None,
                  wiki: WikipediaBackend | None = None, image: ImageGenerator | None = None,
@@ -72,34 +102,6 @@ class Toolbox:
         given = {"llm": llm, "asr": asr, "wiki": wiki, "image": image, "router": router}
         self._tools: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         self._lock = threading.RLock()
-
-    def _get(self, key: str, build: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key not in self._tools:
-                self._tools[key] = build()
-            return self._tools[key]
-
-    @property
-    def llm(self) -> ChatModel:
-        return self._get("llm", lambda: build_llm(self.settings))
-
-    @property
-    def asr(self) -> SpeechRecognizer:
-        return self._get("asr", lambda: build_asr(self.settings))
-
-    @property
-    def wiki(self) -> WikipediaBackend:
-        return self._get("wiki", lambda: build_wiki(self.settings))
-
-    @property
-    def image(self) -> ImageGenerator:
-        return self._get("image", lambda: build_image(self.settings))
-
-    @property
-    def router(self) -> Router:
-        from agent.router import Router
-
-        return self._get("router", lambda: Router(self.llm))
 
 
 _default_toolbox: Toolbox | None = None

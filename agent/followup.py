@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tools.answer import content_words, split_sentences, stems
+from tools.text import content_words, split_sentences, stems
 from tools.common import Cancelled, load_prompt
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"

@@ -42,7 +42,10 @@ def _image_path(toolbox: Toolbox, prompt: str, seed: int) -> Path:
 def langchain_tools(toolbox: Toolbox) -> list[BaseTool]:
     """``transcribe_audio``, ``search_wikipedia``, ``write_answer``, ``rewrite_image_prompt`` and
     ``generate_image``, on ``toolbox``'s models."""
+    return [*_reading_tools(toolbox), *_writing_tools(toolbox)]
 
+
+def _reading_tools(toolbox: Toolbox) -> list[BaseTool]:
     @tool
     def transcribe_audio(path: str) -> str:
         """Transcribe a spoken English audio recording to text (offline Whisper speech recognition).
@@ -69,6 +72,10 @@ def langchain_tools(toolbox: Toolbox) -> list[BaseTool]:
             return f"Wikipedia search failed: {exc}"
         return format_passages(query, passages)
 
+    return [transcribe_audio, search_wikipedia]
+
+
+def _writing_tools(toolbox: Toolbox) -> list[BaseTool]:
     @tool
     def write_answer(question: str, context: str = "", title: str = "") -> str:
         """Write a short text answer to a question with the local LLM.
@@ -106,4 +113,4 @@ def langchain_tools(toolbox: Toolbox) -> list[BaseTool]:
         result = toolbox.image.generate(prompt, _image_path(toolbox, prompt, seed), seed=seed)
         return describe_image(result)
 
-    return [transcribe_audio, search_wikipedia, write_answer, rewrite_image_prompt, generate_image]
+    return [write_answer, rewrite_image_prompt, generate_image]

@@ -19,9 +19,10 @@ from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, no_image_notice
 from agent.step import StepError, StepRecord, check_cancelled, context_of, ensure_loaded, step
 from agent.trace import summarise
-from tools.answer import AnswerWriter, citation, content_words, with_citation
+from tools.answer import AnswerWriter, citation, with_citation
 from tools.common import ToolError
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
+from tools.text import content_words
 
 
 def new_run_id() -> str:
@@ -65,7 +66,7 @@ def transcribe(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     asr = ctx.toolbox.asr
     rec.model = asr.name
     rec.input = state["audio_path"]
-    from tools.asr import SAMPLE_RATE, load_audio
+    from tools.audio import SAMPLE_RATE, load_audio
 
     samples = load_audio(state["audio_path"])  # bad audio fails here, before the model loads
     ctx.progress(type="status", step="transcribe", text="transcribing")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langgraph.config import get_stream_writer
@@ -15,7 +14,7 @@ from langgraph.types import Command
 
 from agent.context import Context
 from agent.state import State
-from agent.trace import TraceEvent, append_event
+from agent.trace import StepRecord, TraceEvent, append_event
 from tools.base import Loadable
 from tools.common import Cancelled, ToolError, cancellable
 
@@ -27,24 +26,11 @@ class StepError(RuntimeError):
 TRACE_NOT_WRITTEN = "the trace could not be written"
 
 
-@dataclass(slots=True)
-class StepRecord:
-    """What a node tells the trace about its work (a misspelt field is an AttributeError)."""
-
-    tool: str | None = None
-    model: str | None = None
-    input: str | None = None
-    output: str | None = None
-    decision: str | None = None
-    reason: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None  # a failure the step recovered from (the run goes on; the trace shows it)
-
-    def event(self, run_id: str, name: str, ms: float, failure: BaseException | None) -> TraceEvent:
-        fields = asdict(self)
-        if failure is not None:
-            fields["error"] = error_message(failure)
-        return TraceEvent(run_id=run_id, step=name, ms=ms, **fields)
+def _event(record: StepRecord, run_id: str, name: str, ms: float, failure: BaseException | None) -> TraceEvent:
+    fields = record.model_dump()
+    if failure is not None:
+        fields["error"] = error_message(failure)
+    return TraceEvent(run_id=run_id, step=name, ms=ms, **fields)
 
 
 Node = Callable[[State, Context, StepRecord], "dict[str, Any] | Command"]
@@ -77,7 +63,7 @@ def step(name: str, tool: str | None = None) -> Callable[[Node], Callable]:
             except BaseException as exc:  # recorded in the trace, then re-raised to stop the run
                 failure = exc
             ms = round((time.perf_counter() - start) * 1000, 1)
-            _publish(ctx, state["run_dir"], record.event(state["run_id"], name, ms, failure))
+            _publish(ctx, state["run_dir"], _event(record, state["run_id"], name, ms, failure))
             if failure is not None:
                 raise failure
             return _timed(out, name, ms)

@@ -9,27 +9,36 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 _write_lock = threading.Lock()
 
 
-class TraceEvent(BaseModel):
-    """What one step did: the tool it used, a summary of its input and output, the decision it
-    took and why (where it took one), the model, how long it took, and any error."""
+class StepRecord(BaseModel):
+    """What a step tells the trace about its work: the tool it used, a summary of its input and
+    output, the decision it took and why (where it took one), the model, and any error it
+    recovered from. Nodes fill it in; a misspelt field raises instead of vanishing."""
 
-    run_id: str
-    step: str
+    model_config = ConfigDict(validate_assignment=True)
+
     tool: str | None = None
-    at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
     input: str | None = None
     output: str | None = None
     decision: str | None = None
     reason: str | None = None
     model: str | None = None
-    ms: float = 0.0
     error: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TraceEvent(StepRecord):
+    """One line of ``trace.jsonl``: a step's record, which run and step it belongs to, when it
+    ended and how long it took."""
+
+    run_id: str
+    step: str
+    at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    ms: float = 0.0
 
 
 def summarise(value: Any, limit: int = 240) -> str | None:

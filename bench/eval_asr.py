@@ -197,9 +197,10 @@ def find_clips(data: Path) -> tuple[list[dict], list[str]]:
 
 def evaluate(spec: str, clips: list[dict], audio: dict[str, object], wnorm) -> dict:
     """Load ``spec``, transcribe every clip; raise ToolError when the model is not available."""
+    from agent.settings import Settings
     from tools.asr import WhisperASR
 
-    asr = WhisperASR(spec)
+    asr = WhisperASR(spec, threads=Settings().asr_threads)
     t0 = time.perf_counter()
     asr.load()
     load_s = time.perf_counter() - t0
@@ -297,7 +298,7 @@ def main() -> None:
                "rtf_note": "transcription s / audio s after one untimed warm-up; load and decode not timed",
                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "loadavg_1min_before": round(load_before, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
-                           "ASKDRAW_ASR_THREADS": os.environ.get("ASKDRAW_ASR_THREADS")},
+                           "asr_threads": os.environ.get("ASKDRAW_ASR_THREADS") or "auto"},
                "seconds": round(time.perf_counter() - start, 1),
                "clips": clips, "skipped_clips": skipped_clips, "results": results}
     out = save_results("asr", summary, headline, as_json=args.json)

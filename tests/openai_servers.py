@@ -834,7 +834,7 @@ class MediaServer:
 
     # -- model calls (worker threads) ----------------------------------------------------
     def _transcribe(self, upload: dict[str, Any]) -> tuple[str, float]:
-        from tools.asr import SAMPLE_RATE, AudioError, load_audio
+        from tools.audio import SAMPLE_RATE, AudioError, load_audio
 
         data: bytes = upload["data"]
         if not data:

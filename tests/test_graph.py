@@ -21,7 +21,7 @@ from agent.graph import build_graph
 from agent.router import _calibration_inputs
 from agent.settings import Settings
 from agent.trace import read_trace
-from tools.asr import AudioError
+from tools.audio import AudioError
 from tools.common import ToolError
 from tools.diffusion import ImageGenerator
 from tools.wikipedia import Passage

@@ -24,7 +24,7 @@ def long_speech(tmp_path_factory) -> Path:
     clips = sorted(SPEECH.glob("*/*.ogg")) + sorted(SPEECH.glob("*/*.flac"))
     if not clips:
         pytest.skip(f"no speech clips at {SPEECH}")
-    from tools.asr import load_audio
+    from tools.audio import load_audio
 
     audio = np.concatenate([load_audio(p) for p in clips] * 3)
     path = tmp_path_factory.mktemp("long") / "five_minutes.wav"

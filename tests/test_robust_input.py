@@ -326,7 +326,7 @@ def test_a_long_recording_is_held_to_the_question_limit_with_a_note(agent, tmp_p
     long recording is not sent whole to the decision and the search."""
     if not SPEECH.exists():
         pytest.skip(f"no speech clips at {SPEECH}")
-    from tools.asr import load_audio
+    from tools.audio import load_audio
 
     pause = np.zeros(SR // 2, np.float32)
     parts = [load_audio(p) for p in sorted(SPEECH.glob("fleurs_en/*.ogg"))[:4]]

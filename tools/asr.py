@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,7 @@ from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, 
 from tools.ct2_convert import cache_valid, convert_ct2_whisper, find_weight_parts
 from tools.model_files import HUB_ID, local_folder, safe_name
 
-# SAMPLE_RATE, AudioError, load_audio: re-exported for agent/ until it imports them from tools.audio
-__all__ = ["STARTER_ASR", "EndpointASR", "WhisperASR", "SAMPLE_RATE", "AudioError", "load_audio"]
+__all__ = ["STARTER_ASR", "EndpointASR", "WhisperASR"]
 
 STARTER_ASR = "starter:tiny.en"
 BATCH_SIZE = 4  # 30 s windows decoded together
@@ -150,7 +148,6 @@ class WhisperASR:
     @load_once
     def load(self) -> None:
         """Load the model and processor (idempotent, thread-safe). Raises ToolError."""
-        t0 = time.perf_counter()
         where = self._resolve()  # first: bad names fail fast, before heavy imports
         _silence_generate_warning()
         processor, model = _from_pretrained(where)
@@ -158,7 +155,6 @@ class WhisperASR:
         self._adopt_generation_config(model)
         self._processor, self.model_dir = processor, Path(where) if not isinstance(where, str) else None
         self._model = model
-        self.load_seconds = time.perf_counter() - t0
 
     def _adopt_generation_config(self, model: Any) -> None:
         """Take over the model's token suppression and no-speech ids (applied by this class)."""

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,7 +131,8 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def load_once(load: Callable[[Any], None]) -> Callable[[Any], None]:
     """Decorator for a tool's ``load()``: the body runs under ``self._lock`` and only while
-    ``self.loaded`` is false, so threads that ask at once load the model once."""
+    ``self.loaded`` is false, so threads that ask at once load the model once; how long it took
+    is kept in ``self.load_seconds``."""
 
     @functools.wraps(load)
     def once(self: Any) -> None:
@@ -138,7 +140,9 @@ def load_once(load: Callable[[Any], None]) -> Callable[[Any], None]:
             return
         with self._lock:
             if not self.loaded:
+                start = time.perf_counter()
                 load(self)
+                self.load_seconds = time.perf_counter() - start
 
     return once
 

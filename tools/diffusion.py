@@ -102,7 +102,7 @@ class ImageGenerator:
         self.guidance_scale = guidance_scale if guidance_scale is not None else (0.0 if few else None)
         self.allow_download = allow_download
         self.pipe: Any = None
-        self.load_ms: float | None = None
+        self.load_seconds: float | None = None
         self._load_error: ToolError | None = None
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -151,7 +151,6 @@ class ImageGenerator:
 
     def _load(self) -> Any:
         source, local = self._resolve()
-        t0 = time.perf_counter()
         import torch
         from diffusers import AutoPipelineForText2Image
 
@@ -175,7 +174,6 @@ class ImageGenerator:
             raise ToolError(f"image model '{self.model}' is unavailable: {where}. {HOW_TO_ADD}") from exc
         pipe = pipe.to("cpu")
         pipe.set_progress_bar_config(disable=True)
-        self.load_ms = (time.perf_counter() - t0) * 1000
         return pipe
 
     # -- generation ----------------------------------------------------------------------
@@ -276,7 +274,7 @@ class EndpointImageGenerator:
         self.name = self.model
         self.steps = 0
         self.width, self.height = width, height
-        self.load_ms: float | None = None
+        self.load_seconds: float | None = None
         self.loaded = True  # nothing to load ahead: each image is one request
 
     def load(self) -> None:

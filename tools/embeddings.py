@@ -64,7 +64,7 @@ class Embedder:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, max_length: int | None = None,
                  device: str = "cpu") -> None:
-        self.model = model
+        self.model = self.name = model
         self.device = device
         self._max_length = max_length
         self._tokenizer: Any = None
@@ -73,10 +73,6 @@ class Embedder:
         self._dim: int | None = None
         self._load_lock = threading.Lock()
         self._encode_lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.model
 
     @property
     def loaded(self) -> bool:

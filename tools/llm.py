@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ class LocalLLM:
         self._lock = threading.RLock()
         self._model: Any = None
         self._tokenizer: Any = None
-        self.load_ms: float | None = None
+        self.load_seconds: float | None = None
 
     @property
     def name(self) -> str:
@@ -58,7 +57,6 @@ class LocalLLM:
 
     @load_once
     def load(self) -> None:
-        start = time.perf_counter()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,7 +74,6 @@ class LocalLLM:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer, self._model = tokenizer, model
-        self.load_ms = (time.perf_counter() - start) * 1000
 
     # -- prompting -------------------------------------------------------------------------
     def _encode(self, messages: Sequence[Message], prefix: str = "") -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -49,7 +48,7 @@ class EndpointLLM:
         self.label_method = label_method  # None until the first decision finds what the server supports
         self.label_fallbacks: list[str] = []  # why a better method was given up (for the trace)
         self._json_format: str | None = None  # which response_format the server took
-        self.load_ms: float | None = None
+        self.load_seconds: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -58,15 +57,13 @@ class EndpointLLM:
 
     @property
     def loaded(self) -> bool:
-        return self.model is not None and self.load_ms is not None
+        return self.model is not None and self.load_seconds is not None
 
     @load_once
     def load(self) -> None:
         """Contact the server once: check it answers and, without a model name, take the one
         model it serves (``GET /v1/models``)."""
-        start = time.perf_counter()
         self.model = self.endpoint.served_model(self.model, "--llm-model (ASKDRAW_LLM_MODEL)")
-        self.load_ms = (time.perf_counter() - start) * 1000
 
     def _create(self, *, probe: bool = False, **kwargs: Any) -> Any:
         """One chat completion request. ``probe``: finding out what the server supports, so a

@@ -17,7 +17,6 @@ for ``min_silence_ms``, drop stretches shorter than ``min_speech_ms``), without 
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ class SileroVAD:
 
     @load_once
     def load(self) -> None:
-        t0 = time.perf_counter()
         import torch
 
         try:
@@ -91,7 +89,6 @@ class SileroVAD:
                       for i, stride in enumerate((1, 2, 2, 1))],
             "out": (sd["decoder.decoder.2.weight"], sd["decoder.decoder.2.bias"]),
         }
-        self.load_seconds = time.perf_counter() - t0
 
     def frame_probs(self, audio: np.ndarray) -> np.ndarray:
         """Speech probability of each 32 ms frame of ``audio`` (float32, 16 kHz, mono); frame ``i``
