@@ -355,4 +355,4 @@ def run_chat(agent: Any, *, resume: bool = False, thread_id: str | None = None,
     return ChatSession(agent, console=console, resume=resumed, **session).run()
 
 
-__all__ = ["ChatSession", "ChatError", "TurnView", "run_chat", "resolve_resume", "PROMPT"]
+__all__ = ["ChatSession", "run_chat", "PROMPT"]
