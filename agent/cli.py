@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from agent.options import option_name, with_settings
-from agent.terminal import printable, printable_json
+from agent.ui.terminal import printable, printable_json
 
 app = typer.Typer(
     name="askdraw",
@@ -144,31 +144,10 @@ def _print_quiet(result) -> None:
 
 
 def _print_result(result) -> None:
-    from agent.trace import step_times
+    from agent.ui.render import facts, plain_lines
 
-    p = lambda text="": out.print(printable(text, oneline=True), markup=False)  # noqa: E731
-    if result.transcript:
-        p(f"Transcript: {result.transcript}")
-    if result.route:
-        p(f"Route:      {result.route} - {result.route_reason}")
-    if result.search_query:
-        p(f"Searched:   {result.search_query}")
-    if result.answer:
-        p("Answer:")
-        for line in result.answer.splitlines():
-            p(f"  {line}" if line else "")
-    if result.sources:
-        p("Sources:")
-        for i, src in enumerate(result.sources, 1):
-            p(f"  {i}. {src['title']} - {src['url']}")
-    if result.image_path:
-        what = f"generated with {result.image_model}" if result.image_generated else "NOT generated: a labelled card, see note"
-        p(f"Image:      {result.image_path} ({what})")
-    if result.trace_path:
-        p(f"Trace:      {result.trace_path}  (askdraw trace {result.run_id})")
-    if result.timings_ms:
-        total = sum(result.timings_ms.values()) / 1000
-        p(f"Time:       {total:.2f}s ({step_times(result.timings_ms)})")
+    for line in plain_lines(facts(result)):
+        out.print(printable(line, oneline=True), markup=False)
 
 
 @app.command("trace")
@@ -249,7 +228,8 @@ def chat(
     if thread is not None and not resume:
         _fail(f"unexpected argument '{thread}' (to resume a conversation: askdraw chat --resume {thread})", 2)
     agent = _agent_or_fail(overrides)
-    from agent.chat import ChatError, run_chat
+    from agent.ui.chat import run_chat
+    from agent.ui.threads import ChatError
 
     try:
         code = run_chat(agent, resume=resume, thread_id=thread)
@@ -282,7 +262,7 @@ def serve(
 ) -> None:
     """Run the web app (Gradio): chat, voice or audio-file questions, answers, sources, image, trace."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from agent.web import is_loopback
+    from agent.ui.server import is_loopback
 
     if not is_loopback(host):
         if not allow_remote:
@@ -290,7 +270,7 @@ def serve(
         err.print(f"askdraw: warning: serving on {printable(host, oneline=True)}: anyone who can reach this machine can use the agent "
                   "(there is no authentication)", markup=False)
     agent = _agent_or_fail(overrides)
-    from agent.web import serve as run_server
+    from agent.ui.server import serve as run_server
 
     err.print("askdraw: loading models…", markup=False)
 
@@ -307,7 +287,7 @@ def serve(
 @app.command()
 def history() -> None:
     """List past chat conversations (newest first): id, last update, turns, first question."""
-    from agent.chat import history_lines
+    from agent.ui.threads import history_lines
     from agent.memory import MemoryCorrupt
 
     agent = _agent_or_fail({})  # conversations live in $ASKDRAW_HOME/conversations.sqlite (ASKDRAW_MEMORY_PATH)

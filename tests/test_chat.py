@@ -1,6 +1,6 @@
 """``askdraw chat`` and ``askdraw history``.
 
-Fast tests drive :class:`agent.chat.ChatSession` in-process over a real :class:`Agent` with
+Fast tests drive :class:`agent.ui.chat.ChatSession` in-process over a real :class:`Agent` with
 scripted models (output to a non-terminal console, Ctrl-C as a real SIGINT). The slow test runs a
 real session with the starter models through a pseudo-terminal (pexpect), as a user would.
 """
@@ -23,9 +23,10 @@ import pytest
 from rich.console import Console
 
 from agent.agent import Agent
-from agent.chat import PROMPT, ChatError, ChatSession, history_lines, resolve_resume, run_chat
+from agent.ui.chat import PROMPT, ChatSession, run_chat
 from agent.context import Toolbox
-from agent.recorder import BlockStream, Recorder
+from agent.ui.threads import ChatError, history_lines, resolve_resume
+from agent.ui.voice import BlockStream, Recorder
 from agent.settings import Settings
 from agent.trace import read_trace
 from tests.fakes import ScriptedLLM

@@ -136,7 +136,7 @@ def test_the_agents_and_the_chats_threads_leave_ctrl_c_to_the_main_thread(tmp_pa
     import threading
 
     from agent.agent import Agent
-    from agent.chat import ChatSession
+    from agent.ui.chat import ChatSession
     from agent.context import Toolbox
     from agent.settings import Settings
     from tests.fakes import ScriptedLLM

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from agent.recorder import SAMPLE_RATE, BlockStream, Recorder, RecorderUnavailable, stop_on_enter
+from agent.ui.voice import SAMPLE_RATE, BlockStream, Recorder, RecorderUnavailable, stop_on_enter
 
 BLOCK = SAMPLE_RATE // 10  # the recorder reads 0.1 s blocks
 

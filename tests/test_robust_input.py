@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from agent.agent import Agent
-from agent.chat import PROMPT
+from agent.ui.chat import PROMPT
 from agent.settings import Settings
 from tests.test_chat import ANSI, _command, _env
 from tests.test_cli import assert_one_line_error, askdraw, only_run_dir

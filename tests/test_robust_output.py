@@ -245,7 +245,7 @@ def test_run_killed_mid_way_is_shown_as_not_finished(tmp_path):
 
     from rich.console import Console
 
-    from agent.chat import ChatSession
+    from agent.ui.chat import ChatSession
 
     screen = io.StringIO()
     chat = ChatSession(SimpleNamespace(new_thread_id=lambda: "t1"), console=Console(file=screen, width=120),
@@ -294,7 +294,7 @@ def test_terminal_escapes_in_file_names_traces_and_answers_are_shown_not_obeyed(
     assert not RAW.search(chatted.stdout + chatted.stderr), ascii(chatted.stdout)
 
     # The one function behind all of it.
-    from agent.terminal import printable
+    from agent.ui.terminal import printable
 
     assert printable(f"a\tb\n{FRIENDLY}") == f"a\tb\n{FRIENDLY}"
     assert printable("\x1b]0;x\x07\u202e\x9b\udcff") == "\\x1b]0;x\\x07\\u202e\\x9b\\udcff"

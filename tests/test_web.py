@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.web import api_ask, is_loopback, run_turn
+from agent.ui.server import is_loopback
+from agent.ui.web import api_ask, run_turn
 
 try:
     from tests.fakes import ScriptedLLM

@@ -1,4 +1,5 @@
-"""Microphone input for ``askdraw chat`` (``/voice``): record until Enter, silence, or a time limit.
+"""Asking by voice in ``askdraw chat`` (``/voice``): :func:`record_question` records until Enter,
+silence, or a time limit, with a level meter, and says why when there is nothing to ask.
 
 :class:`Recorder` reads fixed-size blocks from an input stream and returns 16 kHz mono float32
 samples. The stream comes from ``sounddevice`` (PortAudio) by default, or from any
@@ -234,4 +235,61 @@ def stop_on_enter(stop: threading.Event, done: threading.Event, stdin: Any = Non
     return thread
 
 
-__all__ = ["Recorder", "RecorderUnavailable", "BlockStream", "SAMPLE_RATE", "stop_on_enter", "rms"]
+# -- the recording in the chat ----------------------------------------------------------------------
+RECORDING = "recording: speak now, then press Enter (it also stops after 1.5 s of silence, or at 30 s)"
+Say = Callable[..., None]  # ChatSession.say: (text, style)
+
+
+def _meter(status: Any, heard: dict[str, Any]) -> Callable[[float, float, bool], None]:
+    """``Recorder.record``'s ``on_block``: notes whether speech was heard, and shows a level meter
+    in ``status`` (a Rich status, or None off a terminal) 5 times a second."""
+    last_shown = [0.0]
+
+    def on_block(seconds: float, level: float, speech: bool) -> None:
+        heard["speech"], heard["seconds"] = speech, seconds
+        if status is not None and seconds - last_shown[0] >= 0.2:
+            last_shown[0] = seconds
+            bar = "#" * min(20, int(level * 100))
+            status.update(f"recording {seconds:4.1f} s  {bar}")
+
+    return on_block
+
+
+def record_question(recorder: Recorder, say: Say, ctrl_c: Any, *, console: Any, live: bool,
+                    stdin: Any = None) -> np.ndarray | None:
+    """Record one spoken question for the chat: Enter (on ``stdin``), silence or the time limit
+    stop it, Ctrl-C (counted by ``ctrl_c``, an :class:`~agent.ui.interrupts.CtrlC`) cancels it.
+    Returns the audio, or None when there is nothing to ask (``say`` has said why)."""
+    stop, done = threading.Event(), threading.Event()
+    heard = {"speech": False, "seconds": 0.0}
+    say(RECORDING, "bold")
+    status = console.status("recording", spinner="dots") if live else None
+    watcher = stop_on_enter(stop, done, stdin)
+    cancelled = False
+    with ctrl_c.catching(stop.set):
+        if status is not None:
+            status.start()
+        try:
+            audio = recorder.record(stop, on_block=_meter(status, heard))
+        except RecorderUnavailable as exc:
+            say(f"/voice: {exc}; type the question or use /file PATH", "yellow")
+            return None
+        finally:
+            if status is not None:
+                status.stop()
+            done.set()
+            cancelled = ctrl_c.count > 0
+    watcher.join(0.5)
+    if cancelled:
+        say("recording cancelled", "yellow")
+        return None
+    if len(audio) < SAMPLE_RATE * 0.3:
+        say("nothing was recorded; try again, or type the question", "yellow")
+        return None
+    if not heard["speech"]:
+        say("note: the recording sounded like silence; asking anyway", "dim")
+    return audio
+
+
+__all__ = ["Recorder", "RecorderUnavailable", "BlockStream", "SAMPLE_RATE", "stop_on_enter", "rms",
+           "record_question"]
