@@ -29,7 +29,13 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 DEMO_AUDIO ?= examples/who_painted_the_mona_lisa.wav
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast browser llama-server extras eval bench soak clean
+# $(call apt_get,PACKAGE,WHAT): install a Debian package (its command has the same name) when it is
+# missing and we are root; if that is not possible, say which tests will be skipped.
+apt_get = @command -v $(1) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(1) >/dev/null 2>&1; }; }; } || \
+	  echo "note: $(1) could not be installed; $(2) will be skipped"
+
+.PHONY: setup demo test test-fast browser speech llama-server extras eval bench soak clean
 
 setup: $(STAMP)
 
@@ -44,7 +50,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	$(BIN)/askdraw ask --audio $(DEMO_AUDIO)
 
-test: setup browser llama-server
+test: setup browser speech llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 llama-server: $(LLAMA_STAMP)
@@ -62,9 +68,13 @@ $(LLAMA_STAMP): $(STAMP)
 # Playwright, no browser download). Installed with apt when missing and we are root; if that is
 # not possible the browser test skips and says why.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q chromium >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
-	  echo "note: chromium could not be installed; the browser test will be skipped"
+	$(call apt_get,chromium,the browser test)
+
+# Debian's espeak-ng speaks the spoken-question tests' clips (tests/test_robust_input.py, test_speed.py)
+# and bench_latency's spoken requests; installed with apt like Chromium. Without it those tests skip,
+# which CI does not allow (tests/conftest.py ALLOWED_SKIPS).
+speech:
+	$(call apt_get,espeak-ng,the spoken-question tests)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
