@@ -303,6 +303,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Library warnings about how a library calls another, with nothing for a user to act on
+    # (only these: any other warning still shows).
+    warnings.filterwarnings("ignore", message=r"The `local_dir_use_symlinks` argument is deprecated",
+                            category=UserWarning)  # huggingface_hub, when diffusers looks up an uncached hub id
     try:
         app()
     except KeyboardInterrupt:

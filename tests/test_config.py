@@ -176,3 +176,15 @@ def test_environment_alone_configures_a_real_run(tmp_path):
     shown = subprocess.run([*command, "trace", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=120)
     assert shown.returncode == 0 and '"step":"search_wikipedia"' in shown.stdout.replace(" ", "")
+
+
+def test_quiet_prints_only_the_answer_and_a_drawn_image(capture, monkeypatch, tmp_path):
+    answered = Result(run_id="r1", question="q", answer="Leonardo da Vinci.", route="search",
+                      notices=["a notice"], image_path=str(tmp_path / "card.png"), image_generated=False)
+    drawn = Result(run_id="r2", question="q", answer="I drew: a fox", route="draw",
+                   image_path=str(tmp_path / "image.png"), image_generated=True, image_model="m")
+    for result, expected in ((answered, "Leonardo da Vinci.\n"), (drawn, f"I drew: a fox\n{tmp_path / 'image.png'}\n")):
+        monkeypatch.setattr(CapturingAgent, "stream", lambda self, r=result, **kw: iter([StepEvent(kind="result", result=r)]))
+        out = CliRunner().invoke(app, ["ask", "q", "-q"])
+        assert out.exit_code == 0 and out.stdout == expected, out.output
+        assert "note" not in out.output
