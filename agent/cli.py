@@ -193,16 +193,23 @@ def _settings_or_fail(overrides: dict[str, Any]):
     from agent.options import env_name
     from agent.settings import Settings
 
+    def bad(field: str, message: str) -> None:
+        where = " / ".join(dict.fromkeys([option_name(field), env_name(field)]))
+        _fail(f"invalid setting {field} ({where}): {message}", 2)
+
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(map(str, first["loc"]))
         message = first["msg"].removeprefix("Value error, ")
         if not field:
             _fail(f"invalid settings: {message}", 2)
-        where = " / ".join(dict.fromkeys([option_name(field), env_name(field)]))
-        _fail(f"invalid setting {field} ({where}): {message}", 2)
+        bad(field, message)
+    problem = settings.wiki_problem()
+    if problem:
+        bad("wiki", problem)
+    return settings
 
 
 def _agent_or_fail(overrides: dict[str, Any]):

@@ -112,14 +112,23 @@ class Settings(BaseSettings):
     @classmethod
     def _wiki_spec(cls, value: str) -> str:
         value = value.strip()
-        if value in ("live", "offline") or re.fullmatch(r"live:[a-z]{2,3}(-[a-z]+)?", value):
-            return value
-        path = Path(value).expanduser()
+        if value.startswith("live:") and not re.fullmatch(r"live:[a-z]{2,3}(-[a-z]+)?", value):
+            raise ValueError(f"'{value}' is not 'live:LANG' with a Wikipedia language code (e.g. live:fr)")
+        if not value:
+            raise ValueError("empty: give 'offline', 'live', 'live:LANG' or a corpus file")
+        return value
+
+    def wiki_problem(self) -> str | None:
+        """Why ``wiki`` cannot work here (a corpus file that is not there), or None. The command
+        line refuses such a setting at once; the Python API lets the search report it."""
+        if self.wiki in ("offline", "live") or self.wiki.startswith("live:"):
+            return None
+        path = Path(self.wiki).expanduser()
         if path.is_dir():
-            raise ValueError(f"'{value}' is a directory; give a .jsonl/.json corpus or a .zim file")
+            return f"'{self.wiki}' is a directory; give a .jsonl/.json corpus or a .zim file"
         if not path.is_file():
-            raise ValueError(f"'{value}' is not 'live', 'live:LANG', 'offline' or an existing .jsonl/.json/.zim file")
-        return str(path)
+            return f"'{self.wiki}' is not 'live', 'live:LANG', 'offline' or an existing .jsonl/.json/.zim file"
+        return None
 
     @field_validator("image_size")
     @classmethod

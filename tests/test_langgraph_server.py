@@ -214,7 +214,7 @@ def test_the_run_writes_its_trace(first_turn):
 def test_a_follow_up_streams_its_steps_in_order(second_turn):
     nodes, output, _ = second_turn
     assert output and output["route"] in STEPS, output
-    assert nodes == STEPS[output["route"]], nodes
+    assert nodes == ["start_turn", *STEPS[output["route"]]], nodes  # start_turn opens the turn (no trace event)
     assert output["answer"].strip()
 
 
