@@ -17,6 +17,7 @@ from agent.state import State
 from agent.trace import StepRecord, TraceEvent, append_event
 from tools.base import Loadable
 from tools.common import Cancelled, ToolError, cancellable
+from tools.text import exception_line
 
 
 class StepError(RuntimeError):
@@ -100,10 +101,9 @@ def _publish(ctx: Context, run_dir: str, event: TraceEvent) -> None:
 
 def error_message(exc: BaseException) -> str:
     """One line for the user: our own errors as they are, others with their type."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, Cancelled):
         return "cancelled"
-    return text if isinstance(exc, (ToolError, StepError, ValueError)) else f"{type(exc).__name__}: {text}"
+    return exception_line(exc, own=(ToolError, StepError, ValueError))
 
 
 def ensure_loaded(tool: Any, record: StepRecord, key: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tools.text import one_line
+
 _write_lock = threading.Lock()
 
 
@@ -45,9 +47,7 @@ def summarise(value: Any, limit: int = 240) -> str | None:
     """One line, at most ``limit`` characters, for trace input/output fields."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str), limit)
 
 
 def append_event(run_dir: str | Path, event: TraceEvent) -> None:

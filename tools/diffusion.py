@@ -29,6 +29,7 @@ from tools.card import card_result, save_png
 from tools.common import ToolError, load_once
 from tools.endpoint import Endpoint
 from tools.model_files import local_folder
+from tools.text import exception_line
 
 DEFAULT_HUB_MODEL = "stabilityai/sd-turbo"  # a suggestion for users with hub access; never loaded by default
 
@@ -68,10 +69,7 @@ def _is_few_step(model: str | None) -> bool:
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if not isinstance(exc, ToolError):
-        text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return exception_line(exc, limit, own=(ToolError,))
 
 
 class ImageGenerator:

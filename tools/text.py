@@ -179,6 +179,22 @@ def padded_phrase(text: str) -> str:
     return " " + " ".join(re.findall(r"\w+", text.lower().replace("'s ", " "))) + " "
 
 
-__all__ = ["CONTENT_STOPWORDS", "INDEX_STOPWORDS", "PASSAGE_SENTENCE_END", "TextTokenizer", "content_words",
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` on one line (runs of whitespace made one space), cut to ``limit`` characters
+    with an ellipsis: for traces, status lines and messages."""
+    text = " ".join(str(text if text is not None else "").split())
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def exception_line(exc: BaseException, limit: int | None = None, *, own: tuple[type, ...] = ()) -> str:
+    """An exception as one line: its message as it is for ``own`` error types (written for the
+    user), prefixed with its type for others (a library's ``KeyError: 'x'`` says little alone)."""
+    text = one_line(exc) or type(exc).__name__
+    if not isinstance(exc, own):
+        text = f"{type(exc).__name__}: {text}"
+    return one_line(text, limit)
+
+
+__all__ = ["exception_line", "one_line", "CONTENT_STOPWORDS", "INDEX_STOPWORDS", "PASSAGE_SENTENCE_END", "TextTokenizer", "content_words",
            "fold", "folded_phrase", "get_tokenizer", "loops", "padded_phrase", "plural_stem", "split_sentences",
            "stem", "stems", "title_subject"]

@@ -20,14 +20,14 @@ from rich.text import Text
 
 from agent.trace import format_event, read_trace, step_times
 from agent.ui.terminal import printable
+from tools.text import one_line
 
 NO_MODEL = "no image model is set; {} draws pictures"  # what the labelled card says when no model is set
 
 
 def clip(text: Any, limit: int) -> str:
     """``text`` on one line, cut to ``limit`` characters (with an ellipsis)."""
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text or "", limit)
 
 
 def _norm(question: Any) -> str:
