@@ -153,6 +153,38 @@ def sample_questions(questions: list[dict[str, Any]], n: int, seed: int) -> list
 # Scoring
 
 
+def misspell(word: str, rng: random.Random) -> str:
+    """One typing or hearing slip in ``word``: a letter doubled, dropped, or two inner letters swapped."""
+    i = rng.randrange(1, len(word) - 1)
+    kind = rng.choice(("double", "drop", "swap"))
+    if kind == "double":
+        return word[:i] + word[i] + word[i:]
+    if kind == "drop":
+        return word[:i] + word[i + 1:]
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def noisy_question(question: str, key: str) -> tuple[str, str | None]:
+    """The question as a speech recogniser might give it: all lower case, and one name (a
+    capitalised word of 4+ letters after the first word) misspelt. Deterministic per ``key``.
+    Returns (noisy question, the misspelt name or None when it names nothing)."""
+    rng = random.Random(hashlib.sha256(key.encode()).hexdigest())
+    words = question.split()
+    names = [i for i, w in enumerate(words[1:], 1) if w[:1].isupper() and sum(c.isalpha() for c in w) >= 4]
+    name = None
+    if names:
+        i = rng.choice(names)
+        core = words[i].rstrip("?.,!;:'\"")
+        name = core
+        words[i] = misspell(core, rng) + words[i][len(core):]
+    return " ".join(words).lower(), name
+
+
+def noisy_questions(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**q, "question": noisy_question(q["question"], str(q["id"]))[0], "clean": q["question"],
+             "misspelt": noisy_question(q["question"], str(q["id"]))[1]} for q in questions]
+
+
 def is_hit(title: str, text: str, gold: Gold) -> bool:
     """Whether a returned passage (title, text) is (a piece of) the gold paragraph."""
     piece = norm_text(text)
@@ -266,6 +298,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     corpus = write_corpus(records, cache_dir() / "bench")
     datasets = {"squad": sample_questions(squad_questions, args.squad_n, args.seed),
                 "hotpotqa": hotpot_questions}
+    if args.noisy:
+        datasets = {name: noisy_questions(questions) for name, questions in datasets.items()}
     log(f"corpus {corpus} ({len(records)} paragraphs); loading the index ...")
 
     bm25 = OfflineWikipedia(corpus, rerank=False).load()
@@ -329,11 +363,16 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                          "shortlist": hybrid.shortlist, "rerank_weight": hybrid.rerank_weight,
                          "title_bonus": hybrid.title_bonus}
     summary["data"] = {"squad": str(args.squad), "hotpotqa": str(args.hotpot)}
+    if args.noisy:
+        summary["noisy"] = {"what": "questions lower-cased, one capitalised name (4+ letters, not the first word) "
+                                    "misspelt: a letter doubled, dropped or two swapped",
+                            "misspelt": {name: sum(q["misspelt"] is not None for q in qs) for name, qs in datasets.items()},
+                            "examples": [[q["clean"], q["question"]] for q in datasets["squad"][:5]]}
     summary["process_seconds"] = round(time.perf_counter() - t_start, 1)
     return summary
 
 
-def print_table(summary: dict[str, Any]) -> None:
+def print_table(summary: dict[str, Any], written: Path = RESULTS) -> None:
     rankers = summary["rankers"]
     labels = list(rankers)
     datasets = [name for name in rankers[labels[0]] if isinstance(rankers[labels[0]][name], dict)]
@@ -360,7 +399,7 @@ def print_table(summary: dict[str, Any]) -> None:
     if t["value"] is not None:
         print(f"target {t['metric']} >= {t['min']:.0%}: {t['value']:.1%} "
               f"{'met' if t['met'] else 'MISSED'}")
-    print(f"process {summary['process_seconds']:.0f} s; written to {RESULTS.relative_to(REPO)}")
+    print(f"process {summary['process_seconds']:.0f} s; written to {written.relative_to(REPO)}")
 
 
 def main() -> None:
@@ -371,6 +410,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the SQuAD question sample")
     parser.add_argument("--k", type=int, default=5, help="passages retrieved per query")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--noisy", action="store_true",
+                        help="the same questions lower-cased with one name misspelt (as speech may give them); "
+                             "writes bench/results/retrieval_noisy.json")
     args = parser.parse_args()
     for path in (args.squad, args.hotpot):
         if not path.is_file():
@@ -384,10 +426,10 @@ def main() -> None:
     # With --json nothing but the object may reach stdout.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         summary = run(args, log)
-    save_results("retrieval", summary, as_json=args.json)
+    written = save_results("retrieval_noisy" if args.noisy else "retrieval", summary, as_json=args.json)
     if args.json:
         return
-    print_table(summary)
+    print_table(summary, written)
 
 
 if __name__ == "__main__":

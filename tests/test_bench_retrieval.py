@@ -183,3 +183,17 @@ def test_counting_embedder_separates_queries_from_passages(er):
     counter.encode(["who?"])
     counter.encode(["T: passage one", "T: passage two"])
     assert counter.passages == 2 and (counter.name, counter.dim, counter.max_length) == ("fake", 3, 16)
+
+
+def test_noisy_questions_are_lower_case_with_one_name_misspelt(er):
+    noisy, name = er.noisy_question("Which NFL team represented the AFC at Super Bowl 50?", "q1")
+    assert noisy == noisy.lower() and name in ("Super", "Bowl")
+    assert noisy != "which nfl team represented the afc at super bowl 50?"  # one slip in the name
+    words, clean = noisy.split(), "which nfl team represented the afc at super bowl 50?".split()
+    assert len(words) == len(clean) and sum(a != b for a, b in zip(words, clean)) == 1
+    assert er.noisy_question("Which NFL team represented the AFC at Super Bowl 50?", "q1") == (noisy, name)
+    assert er.noisy_question("how many people live there?", "q2") == ("how many people live there?", None)
+    for seed in range(50):  # every slip is one edit: a letter doubled, dropped or two swapped
+        slipped = er.misspell("Leonardo", __import__("random").Random(seed))
+        assert slipped != "Leonardo"  # it has no two equal letters side by side
+        assert abs(len(slipped) - len("Leonardo")) <= 1 and slipped[0] == "L"
