@@ -143,10 +143,18 @@ def score(rows: list[dict], decide: Callable[[str], str]) -> dict:
             "confusion": {f"{g}->{p}": confusion[(g, p)] for g in ROUTES for p in ROUTES}, "wrong": wrong}
 
 
+def spoken_form(text: str) -> str:
+    """A typed request as a speech recogniser may give it: lower case, no final punctuation."""
+    return " ".join(text.split()).rstrip("?!.").lower()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="JSONL lines of {text, route} (default: the dev set)")
     parser.add_argument("--heldout", action="store_true", help="evaluate on held-out requests built from the raw sources")
+    parser.add_argument("--spoken", action="store_true",
+                        help="lower-case every request and drop its final punctuation, as a speech recogniser may "
+                             "give it (results: <name>_spoken.json)")
     parser.add_argument("--llm", default=None, help="LLM spec (default: the starter LLM)")
     parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
     args = parser.parse_args()
@@ -162,6 +170,10 @@ def main() -> None:
         bad = [r for r in rows if r.get("route") not in ROUTES or not str(r.get("text", "")).strip()]
         if bad:
             sys.exit(f"eval_routing: {len(bad)} line(s) without a text and a route in {ROUTES}: {bad[0]}")
+
+    if args.spoken:
+        rows = [{**r, "text": spoken_form(r["text"])} for r in rows]
+        source += ", lower-cased as spoken (--spoken)"
 
     from agent.router import Router
     from tools.common import quiet_transformers
@@ -179,6 +191,7 @@ def main() -> None:
     name = "routing_heldout" if args.heldout else "routing" if args.data in (None, DEFAULT_DATA) else f"routing_{args.data.stem}"
     headline = {k: v for k, v in summary.items() if k != "wrong"} | {
         "baselines": {k: {"accuracy": v["accuracy"], "per_class": v["per_class"]} for k, v in summary["baselines"].items()}}
+    name += "_spoken" if args.spoken else ""
     out = save_results(name, summary, headline, as_json=args.json)  # another --data file: its own results file
     if args.json:
         return

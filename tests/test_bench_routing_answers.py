@@ -112,3 +112,8 @@ def test_popqa_corpus_holds_titled_crag_passages(answers):
     assert not any("&ndash;" in r["text"] for r in records)
     qs = answers.popqa_questions(5, 13)
     assert qs == answers.popqa_questions(5, 13) and all(q["golds"] for q in qs)
+
+
+def test_spoken_form_is_lower_case_without_final_punctuation(routing):
+    assert routing.spoken_form("  Who wrote The Old Man and the Sea? ") == "who wrote the old man and the sea"
+    assert routing.spoken_form("Show me a cat eating fish.") == "show me a cat eating fish"
