@@ -19,7 +19,8 @@ from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, no_image_notice
 from agent.step import StepError, StepRecord, check_cancelled, context_of, ensure_loaded, step
 from agent.trace import summarise
-from tools.answer import AnswerWriter, citation, with_citation
+from tools.answer import Answer, AnswerWriter, citation, with_citation
+from tools.arithmetic import compute
 from tools.common import ToolError
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
 from tools.text import content_words
@@ -185,12 +186,8 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
                       "model_reply": summarise(result.model_reply)})
     else:
         rec.input = summarise(question)
-        result = writer.direct(question, on_token=on_token)
+        result = _direct(question, writer, rec, on_token)
         text, found = result.text, None
-        rec.data.update({"grounded": False})
-        if result.how:
-            rec.reason = result.how
-            rec.data["model_reply"] = summarise(result.model_reply)
     if not text.strip():
         raise StepError("the language model returned an empty answer")
     rec.output = summarise(text)
@@ -200,6 +197,22 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     ]
     return {"answer": text, "answer_body": result.text, "citation": citation(result), "answer_found": found,
             "sources": sources}
+
+
+def _direct(question: str, writer: AnswerWriter, rec: StepRecord, on_token: Any) -> Answer:
+    """A direct answer: computed for arithmetic (a small LLM gets it wrong), else the LLM's."""
+    rec.data.update({"grounded": False})
+    computed = compute(question)
+    if computed is not None:
+        rec.reason = "arithmetic: computed, not asked of the LLM (small models get arithmetic wrong)"
+        rec.data["computed"] = computed.expression
+        on_token(computed.answer)
+        return Answer(text=computed.answer, found=True)
+    result = writer.direct(question, on_token=on_token)
+    if result.how:
+        rec.reason = result.how
+        rec.data["model_reply"] = summarise(result.model_reply)
+    return result
 
 
 @step("draw", tool="image_prompt")

@@ -178,18 +178,18 @@ def _assert_failed_with_trace(result, message: str, step: str) -> None:
 
 
 def test_a_healthy_scripted_server_answers(scripted, tmp_path):
-    result = _agent(scripted.url, tmp_path).ask(text="What is 2 + 2?")
+    result = _agent(scripted.url, tmp_path).ask(text="What is two plus two?")
     assert result.error is None and result.answer
     # the scripted logprobs are the same for every input, so calibration evens them out
     assert _steps(result)["decide"].data["label_method"] == "logprobs"
-    result = _agent(scripted.url, tmp_path).ask(text="What is 2 + 2?", route="answer")
+    result = _agent(scripted.url, tmp_path).ask(text="What is two plus two?", route="answer")
     assert result.error is None and result.answer == "The answer is four."
     assert _steps(result)["answer"].model == "scripted-model @ " + scripted.url
 
 
 def test_server_down_is_one_clear_error_and_the_trace_is_written(tmp_path):
     start = time.monotonic()
-    result = _agent(srv.dead_url(), tmp_path, endpoint_retries=1).ask(text="What is 2 + 2?")
+    result = _agent(srv.dead_url(), tmp_path, endpoint_retries=1).ask(text="What is two plus two?")
     _assert_failed_with_trace(result, "is unreachable (Connection refused); tried 2 times", "decide")
     assert result.route is None  # no pointless fallback route when the server is down
     assert time.monotonic() - start < 10
@@ -199,7 +199,7 @@ def test_429_is_retried_with_growing_backoff_then_succeeds(scripted, tmp_path):
     agent = _agent(scripted.url, tmp_path, endpoint_retries=3)
     agent.tools.llm.load()
     scripted.queue("/v1/chat/completions", *[srv.Reply.error(429, "slow down", code="rate_limited")] * 3)
-    result = agent.ask(text="What is 2 + 2?", route="answer")
+    result = agent.ask(text="What is two plus two?", route="answer")
     assert result.error is None and result.answer == "The answer is four."
     gaps = scripted.gaps("/v1/chat/completions")[:3]
     assert len(gaps) == 3
@@ -211,7 +211,7 @@ def test_retry_after_is_honoured(scripted, tmp_path):
     agent = _agent(scripted.url, tmp_path, endpoint_retries=1)
     agent.tools.llm.load()
     scripted.queue("/v1/chat/completions", srv.Reply.error(429, "busy", headers={"Retry-After": "2"}))
-    result = agent.ask(text="What is 2 + 2?", route="answer")
+    result = agent.ask(text="What is two plus two?", route="answer")
     assert result.error is None
     assert 1.9 < scripted.gaps("/v1/chat/completions")[0] < 3.5
 
@@ -220,7 +220,7 @@ def test_500_every_time_gives_up_after_the_retries(scripted, tmp_path):
     agent = _agent(scripted.url, tmp_path, endpoint_retries=2)
     agent.tools.llm.load()
     scripted.queue("/v1/chat/completions", *[srv.Reply.error(500, "GPU fell off the bus")] * 3)
-    result = agent.ask(text="What is 2 + 2?", route="answer")
+    result = agent.ask(text="What is two plus two?", route="answer")
     _assert_failed_with_trace(result, "answered HTTP 500 (Internal Server Error: GPU fell off the bus); tried 3 times",
                               "answer")
     assert len(scripted.requests_to("/v1/chat/completions")) == 3
@@ -231,7 +231,7 @@ def test_a_server_that_does_not_answer_in_time(scripted, tmp_path):
     agent.tools.llm.load()
     scripted.queue("/v1/chat/completions", srv.Reply.json({}, delay=3))
     start = time.monotonic()
-    result = agent.ask(text="What is 2 + 2?", route="answer")
+    result = agent.ask(text="What is two plus two?", route="answer")
     _assert_failed_with_trace(result, "no answer within 0.5 s", "answer")
     assert time.monotonic() - start < 3
 
@@ -240,7 +240,7 @@ def test_a_stream_that_breaks_off_mid_answer(scripted, tmp_path):
     agent = _agent(scripted.url, tmp_path, endpoint_retries=0)
     agent.tools.llm.load()
     scripted.queue("/v1/chat/completions", srv.Reply.stream([srv.chat_chunk("The answer"), 0.1, srv.ABORT]))
-    result = agent.ask(text="What is 2 + 2?", route="answer")
+    result = agent.ask(text="What is two plus two?", route="answer")
     _assert_failed_with_trace(result, "the reply broke off while streaming", "answer")
 
 
@@ -253,7 +253,7 @@ def test_malformed_answers_are_named_as_such(scripted, tmp_path, reply, message)
     agent = _agent(scripted.url, tmp_path, endpoint_retries=0)
     agent.tools.llm.load()
     scripted.queue("/v1/chat/completions", reply)
-    result = agent.ask(text="What is 2 + 2?", route="answer")
+    result = agent.ask(text="What is two plus two?", route="answer")
     _assert_failed_with_trace(result, message, "answer")
 
 
@@ -263,7 +263,7 @@ def test_a_malformed_decision_is_retried_then_falls_back_to_search(scripted, tmp
     agent.tools.llm.label_method = "logprobs"
     scripted.queue("/v1/chat/completions", srv.Reply(body=b"{not json", headers={"Content-Type": "application/json"}),
                    srv.Reply.json({"id": "x", "choices": []}))
-    result = agent.ask(text="What is 2 + 2?")
+    result = agent.ask(text="What is two plus two?")
     assert result.route == "search" and "fell back to the safe route" in result.route_reason
     assert any("route decision fell back" in n and "malformed" in n for n in result.notices)
     decide = _steps(result)["decide"]
@@ -288,7 +288,7 @@ def test_a_failing_image_endpoint_keeps_the_answer_and_says_why(scripted, tmp_pa
     agent = Agent(Settings(llm_endpoint=scripted.url, image_endpoint=scripted.url, endpoint_retries=1,
                            out_dir=tmp_path, route="answer"))
     scripted.queue("/v1/images/generations", *[srv.Reply.error(503, "no GPU free")] * 2)
-    result = agent.ask(text="What is 2 + 2?")
+    result = agent.ask(text="What is two plus two?")
     assert result.error is None and result.answer == "The answer is four."
     assert result.image_generated is False and Path(result.image_path).exists()  # the labelled card
     assert any("answered HTTP 503 (Service Unavailable: no GPU free); tried 2 times" in n for n in result.notices)
