@@ -88,7 +88,9 @@ def test_the_chat_leaves_at_once_after_a_turn_it_stopped_waiting_for(tmp_path, l
         child.close()
     finally:
         child.close(force=True)
-    assert waited < 3.0, f"the chat lived {waited:.1f} s after 'exit'"
+    # The abandoned transcription has about a minute left; leaving at once means well under that.
+    # (Python and torch take ~1 s to exit on an idle machine, 4 s was seen on a loaded one.)
+    assert waited < 10.0, f"the chat lived {waited:.1f} s after 'exit'"
     assert child.exitstatus == 0
 
 

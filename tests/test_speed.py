@@ -135,6 +135,12 @@ def test_summary_from_synthetic_runs():
     assert s["peak_rss_gb"] == 1.5 and s["process_exit_s"] == 0.5
     assert s["targets"]["ratio_vs_baseline"]["met"] is False
     assert s["steps"]["decide"]["n"] == 3                   # the cold turn is left out
+    assert s["warm_search_answer_p50_s"] is None            # the only search turns were cold or spoken
+    ask["search_probe"] = [{"request": "p", "route": "search", "answer_s": x} for x in (1.2, 0.8, 2.0)]
+    ask["search_probe"].append({"request": "q", "route": "answer", "answer_s": 9.0})  # misrouted: not search
+    s = b.summarise(ask, base)
+    assert s["warm_search_answer_p50_s"] == pytest.approx(1.2)
+    assert s["targets"]["warm_search_answer_p50_s"]["met"] is True
 
 
 # -- the real starter model ----------------------------------------------------------------
@@ -234,3 +240,6 @@ def test_bench_quick_prints_one_json_object_with_the_headline(tmp_path):
     assert not full["errors"] and len(full["turns"]) == 5
     assert {t["route"] for t in full["turns"]} >= {"search", "draw"}
     assert full["models_loaded_at_end"]["llm"] and full["models_loaded_at_end"]["asr"]
+    # the warm search probe ran after the timed requests and gives the search route's own p50
+    assert len(full["search_probe"]) == 3 and all(p["answer_s"] > 0 for p in full["search_probe"])
+    assert head["warm_search_answer_p50_s"] is not None
