@@ -24,7 +24,9 @@ from tools.wikipedia.passages import MAX_PASSAGE_WORDS, MIN_PASSAGE_WORDS, split
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 2  # bump when passage splitting, text extraction or tokenisation change
+# Bump when passage splitting, text extraction or tokenisation change (3: passages cut at pysbd
+# sentence ends, as slices of the paragraph).
+INDEX_VERSION = 3
 
 
 def fingerprint(path: Path, tokenizer: TextTokenizer) -> str:
