@@ -113,3 +113,25 @@ def test_an_enormous_sentence_is_cut_between_words_and_the_rest_continues():
     parts = split_passages(para, max_words=150, min_words=1)
     assert [len(p.split()) for p in parts] == [150, 150, 24]
     assert parts[-1].endswith("w319. Short tail sentence here.")
+
+
+def test_eval_splitter_counts_wrong_splits_and_missed_boundaries():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import eval_splitter as es
+
+    contexts = ["He was born in St. Louis in 1904 and moved away. Then he came back.",
+                "Dr. No was filmed in 1962. It was a hit."]
+    stops = es.gold_stops(contexts)
+    assert [(s["kind"], s["abbr"], s["boundary"]) for s in stops] == [
+        ("abbreviation", "St", False), ("ordinary", None, True),
+        ("abbreviation", "Dr", False), ("ordinary", None, True)]
+    naive = es.score(contexts, stops, es._regex_ends(es.OLD_SPLIT_SENTENCES))
+    assert naive["wrong_splits_after_abbreviation"] == 2 and naive["missed_boundaries"] == 0
+    never = es.score(contexts, stops, lambda text: set())
+    assert never["wrong_splits_after_abbreviation"] == 0 and never["missed_ordinary_boundaries"] == 2
+    project = es.score(contexts, stops, es.splitters()["project"])
+    assert project["wrong_splits_after_abbreviation"] == 0 and project["missed_boundaries"] == 0
+    assert es.splits_at('He said "Stop." Then', 13, {15})  # the closing quote goes with the stop
