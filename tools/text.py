@@ -77,8 +77,15 @@ class TextTokenizer:
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def words(self, text: str) -> list[str]:
+        """The index words of ``text`` before stemming (folded, 2+ chars, no stopwords)."""
+        return [w for w in _INDEX_TOKEN.findall(fold(text)) if w not in INDEX_STOPWORDS]
+
     def __call__(self, text: str) -> list[str]:
-        words = [w for w in _INDEX_TOKEN.findall(fold(text)) if w not in INDEX_STOPWORDS]
+        return self.stem_words(self.words(text))
+
+    def stem_words(self, words: list[str]) -> list[str]:
+        """The index terms of already-split :meth:`words`."""
         cache = self._cache
         missing = [w for w in set(words) if w not in cache]
         if missing:
