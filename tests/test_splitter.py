@@ -135,3 +135,15 @@ def test_eval_splitter_counts_wrong_splits_and_missed_boundaries():
     project = es.score(contexts, stops, es.splitters()["project"])
     assert project["wrong_splits_after_abbreviation"] == 0 and project["missed_boundaries"] == 0
     assert es.splits_at('He said "Stop." Then', 13, {15})  # the closing quote goes with the stop
+
+
+def test_image_prompt_reply_is_cut_by_the_same_splitter():
+    from tools.image_prompt import PromptRewriter, _clean_reply
+
+    assert _clean_reply("A poster of Dr. No, retro style. Another sentence.") == "A poster of Dr. No, retro style"
+    assert _clean_reply("Prompt: Sunset over St. Louis.") == "Sunset over St. Louis"
+    assert _clean_reply("A map of the U.S. at night") == "A map of the U.S. at night"
+    rewriter = PromptRewriter(llm=None)  # settled() never calls the model
+    source = "draw a poster of dr no"
+    assert not rewriter.settled("A poster of Dr. No", source)  # "Dr." ends no sentence
+    assert rewriter.settled("A poster of Dr. No, retro. The", source)  # a second sentence has begun
