@@ -1,6 +1,7 @@
-"""Retrieval recall of the offline Wikipedia search (BM25 alone and the hybrid ranker) on SQuAD and HotpotQA.
+"""Retrieval recall of the offline Wikipedia search (BM25 alone and the hybrid ranker) on SQuAD, HotpotQA and PopQA.
 
-    .venv/bin/python bench/eval_retrieval.py [--squad-n 500] [--seed 0] [--k 5] [--json]
+    .venv/bin/python bench/eval_retrieval.py [--squad-n 500] [--popqa-n 500] [--seed 0] [--k 5]
+                                             [--noisy] [--split report|dev] [--datasets squad,hotpotqa,popqa] [--json]
 
 Corpus: every SQuAD v1.1 dev paragraph plus every HotpotQA paragraph (distractors included) of the
 500 IRCoT-subsampled dev questions, one ``{"title", "text"}`` JSONL record per distinct paragraph
@@ -14,6 +15,17 @@ Queries: ``--squad-n`` SQuAD questions sampled with ``random.Random(seed)`` from
 questions (deterministic), and all HotpotQA questions. Gold: the SQuAD question's own paragraph;
 for HotpotQA both supporting paragraphs, and a query counts as a hit when *any* of them is
 retrieved (``all@k`` also reports how often both are).
+
+PopQA (``--popqa-n`` of the 1,399 long-tail questions) is searched in its own corpus: the CRAG
+evidence passages of every PopQA question (``bench/eval_answers.py``'s ``popqa_records``, the
+corpus the answer evaluation uses). Gold: the question's subject article (``s_wiki_title``, as
+those records title its evidence); any passage of it counts.
+
+Splits: ``--split report`` (default) is what results are reported on: the seeded SQuAD sample
+above, every HotpotQA question, and PopQA questions whose id hashes even. ``--split dev`` is for
+tuning: SQuAD questions sampled with ``seed + 1`` from those *not* in the report sample, PopQA
+questions whose id hashes odd, and no HotpotQA (never tuned on). ``--noisy`` gives the same
+questions lower-cased with one name misspelt (:func:`noisy_question`).
 
 Matching a returned passage to a paragraph: the index splits long texts into passages of at most
 ~150 words, so a returned passage is a piece of one record's text. A passage matches a gold
@@ -29,7 +41,9 @@ first hybrid run embeds every shortlisted passage ("cold") and later runs only t
 
 Prints a table, writes bench/results/retrieval.json; ``--json`` prints only that JSON object on
 stdout (headline: ``n`` and ``recall@1``/``recall@5`` per dataset, for the default ranker).
-Target: SQuAD recall@5 >= 90 % with the default (hybrid) ranker.
+``--split dev`` writes ``retrieval_dev.json`` / ``retrieval_dev_noisy.json`` instead.
+Targets: SQuAD recall@5 >= 90 % with the default (hybrid) ranker; with ``--noisy``, recall@5
+within 5 points of the clean questions (compare with retrieval.json).
 """
 
 from __future__ import annotations
@@ -59,7 +73,7 @@ DEFAULT_HOTPOT = DATA / "hotpotqa_dev_subsampled_ircot" / "dev_subsampled.jsonl"
 RESULTS = REPO / "bench" / "results" / "retrieval.json"  # what save_results("retrieval", ...) writes
 TARGET_RECALL_AT_5 = 0.90
 
-Gold = tuple[str, str]  # (title, whitespace-normalised paragraph text)
+Gold = tuple[str, str | None]  # (title, whitespace-normalised paragraph text; None: any passage of the title)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,6 +125,32 @@ def load_hotpot(path: Path) -> tuple[list[dict[str, str]], list[dict[str, Any]]]
                 raise ValueError(f"{path}: question {row.get('question_id')} has no supporting paragraph")
             questions.append({"id": row["question_id"], "question": row["question_text"].strip(), "gold": gold})
     return paragraphs, questions
+
+
+def load_popqa() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(corpus records, questions ``{id, question, gold: [(subject title, None)]}``) of PopQA
+    long-tail: the records are ``bench/eval_answers.py``'s CRAG evidence corpus, ids are its
+    ``popqa-<row>`` ids."""
+    import csv
+
+    from eval_answers import POPQA, popqa_records
+
+    with (POPQA / "DisambPopQA_longtail1399.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    questions = [{"id": f"popqa-{i}", "question": r["question"].strip(),
+                  "gold": [((r["s_wiki_title"] or r["subj"]).strip(), None)]} for i, r in enumerate(rows)]
+    return popqa_records(), questions
+
+
+def in_report_split(qid: str) -> bool:
+    """PopQA's report/dev split: a question is reported on when its id hashes even."""
+    return hashlib.sha256(qid.encode()).digest()[0] % 2 == 0
+
+
+def dev_sample(questions: list[dict[str, Any]], report: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` questions not in ``report``, drawn with ``random.Random(seed + 1)``."""
+    taken = {q["id"] for q in report}
+    return sample_questions([q for q in questions if q["id"] not in taken], n, seed + 1)
 
 
 def corpus_records(*paragraph_lists: Iterable[dict[str, str]]) -> list[dict[str, str]]:
@@ -186,8 +226,11 @@ def noisy_questions(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def is_hit(title: str, text: str, gold: Gold) -> bool:
-    """Whether a returned passage (title, text) is (a piece of) the gold paragraph."""
+    """Whether a returned passage (title, text) is (a piece of) the gold paragraph, or of the
+    gold article when the gold has no text."""
     piece = norm_text(text)
+    if gold[1] is None:
+        return bool(piece) and title == gold[0]
     return bool(piece) and title == gold[0] and piece in gold[1]
 
 
@@ -286,21 +329,9 @@ class CountingEmbedder:
 # Main
 
 
-def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from tools.common import quiet_transformers
-    from tools.wikipedia import OfflineWikipedia, default_embedder
-
-    quiet_transformers()
-    t_start = time.perf_counter()
-    squad_paragraphs, squad_questions = load_squad(args.squad)
-    hotpot_paragraphs, hotpot_questions = load_hotpot(args.hotpot)
-    records = corpus_records(squad_paragraphs, hotpot_paragraphs)
-    corpus = write_corpus(records, cache_dir() / "bench")
-    datasets = {"squad": sample_questions(squad_questions, args.squad_n, args.seed),
-                "hotpotqa": hotpot_questions}
-    if args.noisy:
-        datasets = {name: noisy_questions(questions) for name, questions in datasets.items()}
-    log(f"corpus {corpus} ({len(records)} paragraphs); loading the index ...")
+def _open_corpus(corpus: Path, counter: "CountingEmbedder", log: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
+    """(BM25 ranker, hybrid ranker, index facts) of a corpus file."""
+    from tools.wikipedia import OfflineWikipedia
 
     bm25 = OfflineWikipedia(corpus, rerank=False).load()
     index_meta = json.loads((bm25.index_dir / "meta.json").read_text())
@@ -308,22 +339,63 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
              "build_seconds": round(bm25.load_seconds, 2) if bm25.built_index else None,
              "original_build_seconds": index_meta.get("build_seconds"),
              "passages": bm25.num_passages, "documents": index_meta.get("documents")}
-    log(f"index {'built in %.1f s' % bm25.load_seconds if bm25.built_index else 'cached'}, "
+    log(f"{corpus.name}: index {'built in %.1f s' % bm25.load_seconds if bm25.built_index else 'cached'}, "
         f"{index['passages']} passages")
+    hybrid = OfflineWikipedia(corpus, embedder=counter).load()  # every other parameter at its default
+    return bm25, hybrid, index
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from tools.common import quiet_transformers
+    from tools.wikipedia import default_embedder
+
+    quiet_transformers()
+    t_start = time.perf_counter()
+    wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if args.split == "dev":
+        wanted = [d for d in wanted if d != "hotpotqa"]  # HotpotQA is never tuned on
+    squad_paragraphs, squad_questions = load_squad(args.squad)
+    hotpot_paragraphs, hotpot_questions = load_hotpot(args.hotpot)
+    records = corpus_records(squad_paragraphs, hotpot_paragraphs)
+    corpus = write_corpus(records, cache_dir() / "bench")
+    report_squad = sample_questions(squad_questions, args.squad_n, args.seed)
+    datasets: dict[str, list[dict[str, Any]]] = {}
+    corpus_of: dict[str, str] = {}
+    if "squad" in wanted:
+        datasets["squad"] = (report_squad if args.split == "report"
+                             else dev_sample(squad_questions, report_squad, args.squad_n, args.seed))
+        corpus_of["squad"] = "main"
+    if "hotpotqa" in wanted:
+        datasets["hotpotqa"], corpus_of["hotpotqa"] = hotpot_questions, "main"
+    popqa_corpus = None
+    if "popqa" in wanted:
+        popqa_recs, popqa_questions = load_popqa()
+        popqa_corpus = write_corpus(corpus_records(popqa_recs), cache_dir() / "bench")
+        pool = [q for q in popqa_questions if in_report_split(q["id"]) == (args.split == "report")]
+        datasets["popqa"], corpus_of["popqa"] = sample_questions(pool, args.popqa_n, args.seed), "popqa"
+    if not datasets:
+        raise SystemExit("eval_retrieval: no dataset to evaluate")
+    if args.noisy:
+        datasets = {name: noisy_questions(questions) for name, questions in datasets.items()}
+    log(f"corpus {corpus} ({len(records)} paragraphs); loading the index ...")
 
     counter = CountingEmbedder(default_embedder())
-    hybrid = OfflineWikipedia(corpus, embedder=counter)  # every other parameter at its default
-    hybrid.load()
     t0 = time.perf_counter()
     counter.load()
     embedder_load_s = time.perf_counter() - t0
+    corpora: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
+    if "main" in corpus_of.values():
+        corpora["main"] = _open_corpus(corpus, counter, log)
+    if popqa_corpus is not None:
+        corpora["popqa"] = _open_corpus(popqa_corpus, counter, log)
 
     rankers: dict[str, dict[str, Any]] = {}
-    for label, wiki in (("bm25", bm25), ("hybrid", hybrid)):
+    for position, label in enumerate(("bm25", "hybrid")):
         per_dataset = {}
         for name, questions in datasets.items():
             log(f"{label}: {name} ({len(questions)} questions) ...")
-            hook = counter.expect_query if wiki is hybrid else None
+            wiki = corpora[corpus_of[name]][position]
+            hook = counter.expect_query if label == "hybrid" else None
             per_dataset[name] = evaluate(wiki.search, questions, args.k, before_query=hook)
         total_n = sum(r["n"] for r in per_dataset.values())
         total_s = sum(r["seconds"] for r in per_dataset.values())
@@ -340,34 +412,43 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
 
     default = "hybrid"
     headline_keys = ["n"] + [f"recall@{c}" for c in cutoffs(args.k)]
-    summary: dict[str, Any] = {"n": total_n}
+    summary: dict[str, Any] = {"n": total_n, "split": args.split}
     for name in datasets:
         summary[name] = {key: rankers[default][name][key] for key in headline_keys
                          if key in rankers[default][name]}
         extra = {key: v for key, v in rankers[default][name].items() if key.startswith("all@")}
         summary[name].update(extra)
-    squad_r5 = rankers[default]["squad"].get("recall@5")
+    squad_r5 = rankers[default].get("squad", {}).get("recall@5")
     summary["target"] = {"metric": f"squad recall@5 ({default})", "min": TARGET_RECALL_AT_5,
                          "value": squad_r5, "met": None if squad_r5 is None else squad_r5 >= TARGET_RECALL_AT_5}
     summary["default_ranker"] = default
     summary["rankers"] = {label: {name: {key: v for key, v in r.items() if key not in ("ranks", "seconds")}
                                   if isinstance(r, dict) else r for name, r in res.items()}
                           for label, res in rankers.items()}
-    summary["index"] = index
+    some_hybrid = next(iter(corpora.values()))[1]
+    if "main" in corpora:
+        index = corpora["main"][2]
+        summary["index"] = index
+        summary["corpus"] = {"path": str(corpus), "paragraphs": len(records),
+                             "squad_paragraphs": len(corpus_records(squad_paragraphs)),
+                             "hotpotqa_paragraphs": len(corpus_records(hotpot_paragraphs)),
+                             "passages": index["passages"]}
+    if "popqa" in corpora:
+        summary["popqa_index"] = corpora["popqa"][2]
+        summary["popqa_corpus"] = {"path": str(popqa_corpus), "records": len(popqa_recs),
+                                   "passages": corpora["popqa"][2]["passages"]}
     summary["vectors"] = vectors
-    summary["corpus"] = {"path": str(corpus), "paragraphs": len(records),
-                         "squad_paragraphs": len(corpus_records(squad_paragraphs)),
-                         "hotpotqa_paragraphs": len(corpus_records(hotpot_paragraphs)),
-                         "passages": index["passages"]}
-    summary["params"] = {"k": args.k, "seed": args.seed, "squad_n": args.squad_n,
-                         "shortlist": hybrid.shortlist, "rerank_weight": hybrid.rerank_weight,
-                         "title_bonus": hybrid.title_bonus}
+    summary["params"] = {"k": args.k, "seed": args.seed, "squad_n": args.squad_n, "popqa_n": args.popqa_n,
+                         "shortlist": some_hybrid.shortlist, "rerank_weight": some_hybrid.rerank_weight,
+                         "title_bonus": some_hybrid.title_bonus,
+                         **{key: getattr(some_hybrid, key) for key in ("fuzzy", "fuzzy_weight")
+                            if hasattr(some_hybrid, key)}}
     summary["data"] = {"squad": str(args.squad), "hotpotqa": str(args.hotpot)}
     if args.noisy:
         summary["noisy"] = {"what": "questions lower-cased, one capitalised name (4+ letters, not the first word) "
                                     "misspelt: a letter doubled, dropped or two swapped",
                             "misspelt": {name: sum(q["misspelt"] is not None for q in qs) for name, qs in datasets.items()},
-                            "examples": [[q["clean"], q["question"]] for q in datasets["squad"][:5]]}
+                            "examples": [[q["clean"], q["question"]] for q in next(iter(datasets.values()))[:5]]}
     summary["process_seconds"] = round(time.perf_counter() - t_start, 1)
     return summary
 
@@ -376,11 +457,18 @@ def print_table(summary: dict[str, Any], written: Path = RESULTS) -> None:
     rankers = summary["rankers"]
     labels = list(rankers)
     datasets = [name for name in rankers[labels[0]] if isinstance(rankers[labels[0]][name], dict)]
-    corpus, index, vec = summary["corpus"], summary["index"], summary["vectors"]
-    built = (f"built in {index['build_seconds']:.1f} s" if index["built"]
-             else f"cached (first built in {index['original_build_seconds']} s)")
-    print(f"corpus: {corpus['paragraphs']} paragraphs ({corpus['squad_paragraphs']} SQuAD, "
-          f"{corpus['hotpotqa_paragraphs']} HotpotQA), {corpus['passages']} passages; index {built}")
+    vec = summary["vectors"]
+    if "corpus" in summary:
+        corpus, index = summary["corpus"], summary["index"]
+        built = (f"built in {index['build_seconds']:.1f} s" if index["built"]
+                 else f"cached (first built in {index['original_build_seconds']} s)")
+        print(f"corpus: {corpus['paragraphs']} paragraphs ({corpus['squad_paragraphs']} SQuAD, "
+              f"{corpus['hotpotqa_paragraphs']} HotpotQA), {corpus['passages']} passages; index {built}")
+    if "popqa_corpus" in summary:
+        corpus, index = summary["popqa_corpus"], summary["popqa_index"]
+        built = (f"built in {index['build_seconds']:.1f} s" if index["built"]
+                 else f"cached (first built in {index['original_build_seconds']} s)")
+        print(f"PopQA corpus: {corpus['records']} CRAG evidence records, {corpus['passages']} passages; index {built}")
     print(f"{'dataset':<9} {'n':>4} {'metric':<10}" + "".join(f" {label:>7}" for label in labels))
     for name in datasets:
         metrics = [key for key in rankers[labels[0]][name] if key.startswith(("recall@", "all@"))]
@@ -407,7 +495,12 @@ def main() -> None:
     parser.add_argument("--squad", type=Path, default=DEFAULT_SQUAD, help="SQuAD v1.1 dev JSON")
     parser.add_argument("--hotpot", type=Path, default=DEFAULT_HOTPOT, help="IRCoT HotpotQA dev JSONL")
     parser.add_argument("--squad-n", type=int, default=500, help="SQuAD questions to sample")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the SQuAD question sample")
+    parser.add_argument("--popqa-n", type=int, default=500, help="PopQA questions to sample (from the split)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the question samples")
+    parser.add_argument("--split", choices=("report", "dev"), default="report",
+                        help="report: the reported questions; dev: disjoint questions for tuning (no HotpotQA)")
+    parser.add_argument("--datasets", default="squad,hotpotqa,popqa",
+                        help="comma-separated subset of squad,hotpotqa,popqa")
     parser.add_argument("--k", type=int, default=5, help="passages retrieved per query")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--noisy", action="store_true",
@@ -417,8 +510,11 @@ def main() -> None:
     for path in (args.squad, args.hotpot):
         if not path.is_file():
             sys.exit(f"eval_retrieval: no data file {path}")
-    if args.k < 1 or args.squad_n < 1:
-        parser.error("--k and --squad-n must be at least 1")
+    if args.k < 1 or args.squad_n < 1 or args.popqa_n < 1:
+        parser.error("--k, --squad-n and --popqa-n must be at least 1")
+    unknown = {d.strip() for d in args.datasets.split(",") if d.strip()} - {"squad", "hotpotqa", "popqa"}
+    if unknown:
+        parser.error(f"unknown datasets: {', '.join(sorted(unknown))}")
 
     def log(msg: str) -> None:
         print(f"eval_retrieval: {msg}", file=sys.stderr, flush=True)
@@ -426,7 +522,8 @@ def main() -> None:
     # With --json nothing but the object may reach stdout.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         summary = run(args, log)
-    written = save_results("retrieval_noisy" if args.noisy else "retrieval", summary, as_json=args.json)
+    name = "retrieval" + ("_dev" if args.split == "dev" else "") + ("_noisy" if args.noisy else "")
+    written = save_results(name, summary, as_json=args.json)
     if args.json:
         return
     print_table(summary, written)

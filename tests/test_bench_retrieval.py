@@ -197,3 +197,32 @@ def test_noisy_questions_are_lower_case_with_one_name_misspelt(er):
         slipped = er.misspell("Leonardo", __import__("random").Random(seed))
         assert slipped != "Leonardo"  # it has no two equal letters side by side
         assert abs(len(slipped) - len("Leonardo")) <= 1 and slipped[0] == "L"
+
+
+def test_is_hit_with_an_article_gold_matches_any_passage_of_it(er):
+    gold = ("Henry Feilden (Conservative politician)", None)
+    assert er.is_hit("Henry Feilden (Conservative politician)", "Any passage of the article.", gold)
+    assert not er.is_hit("Henry Feilden", "Any passage of the article.", gold)
+    assert not er.is_hit("Henry Feilden (Conservative politician)", "  ", gold)
+
+
+def test_report_and_dev_splits_are_disjoint_and_deterministic(er):
+    questions = [{"id": f"q{i}"} for i in range(400)]
+    report = er.sample_questions(questions, 100, seed=0)
+    dev = er.dev_sample(questions, report, 100, seed=0)
+    assert len(dev) == 100 and not {q["id"] for q in dev} & {q["id"] for q in report}
+    assert dev == er.dev_sample(questions, report, 100, seed=0)
+    ids = [f"popqa-{i}" for i in range(1399)]
+    share = sum(map(er.in_report_split, ids)) / len(ids)
+    assert 0.4 < share < 0.6 and [er.in_report_split(i) for i in ids] == [er.in_report_split(i) for i in ids]
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/data/raw/popqa").is_dir(),
+                    reason="PopQA data not present")
+def test_load_popqa_questions_name_their_subject_article(er):
+    records, questions = er.load_popqa()
+    assert len(questions) == 1399 and questions[0]["id"] == "popqa-0"
+    titles = {r["title"] for r in records}
+    assert questions[0]["gold"][0][1] is None
+    # every question's subject article has evidence in the corpus (its CRAG "correct" passages)
+    assert sum(q["gold"][0][0] in titles for q in questions) / len(questions) > 0.95

@@ -229,6 +229,62 @@ def test_offline_rerank_falls_back_to_bm25_when_embedder_fails(corpus: Path, cac
 
 
 @pytest.mark.skipif(not RAY_ZIM.is_file(), reason=f"{RAY_ZIM} not present")
+def test_term_matcher_finds_the_nearest_corpus_words():
+    from tools.wikipedia.offline import TermMatcher, max_edits
+
+    words = {w: w[:5] for w in ["leonardo", "vinci", "lisa", "mona", "louvre", "painting", "regeneration"]}
+    matcher = TermMatcher(words)
+    assert matcher.nearest("leonnardo") == [("leonardo", 1)]  # a letter doubled
+    assert matcher.nearest("vicni") == [("vinci", 1)]  # two letters swapped
+    assert matcher.nearest("lovre") == [("louvre", 1)]  # a letter dropped
+    assert matcher.nearest("regeneraiton") == [("regeneration", 1)]  # compared before stemming
+    assert matcher.nearest("zebra") == []  # nothing near
+    assert [w for w, _ in matcher.nearest("lisx")] == ["lisa"]
+    assert max_edits("vinci") == 1 and max_edits("leonnardo") == 2
+
+
+@pytest.mark.parametrize("noisy", ["who painted the mona lissa", "who painted the mona lsia",
+                                   "what did leonnardo da vinci paint"])
+def test_offline_misspelt_name_still_finds_the_article(corpus: Path, cache: Path, noisy: str):
+    wiki = OfflineWikipedia(corpus, rerank=False, cache=cache)
+    titles = [p.title for p in wiki.search(noisy, k=2)]
+    assert titles and titles[0] in ("Mona Lisa", "Leonardo da Vinci")
+    exact = OfflineWikipedia(corpus, rerank=False, cache=cache, fuzzy=False)
+    if "lissa" in noisy or "lsia" in noisy:  # without fuzzy matching only "mona" is left
+        assert exact.bm25_candidates(noisy, 5) != wiki.bm25_candidates(noisy, 5)
+
+
+def test_offline_fuzzy_matching_leaves_known_terms_alone(corpus: Path, cache: Path):
+    wiki = OfflineWikipedia(corpus, rerank=False, cache=cache)
+    exact = OfflineWikipedia(corpus, rerank=False, cache=cache, fuzzy=False)
+    for query in ("Who painted the Mona Lisa?", "capital of France", "Python programming language"):
+        assert wiki.bm25_candidates(query, 5) == exact.bm25_candidates(query, 5)
+    assert wiki.bm25_candidates("zzzz qqqq", 5) == []  # nothing near: no result, no error
+
+
+def test_fuzzy_title_bonus_for_a_misspelt_title():
+    from tools.wikipedia.offline import fuzzy_phrase_in
+
+    assert fuzzy_phrase_in("mona lisa", "who painted the mona lissa".split())
+    assert fuzzy_phrase_in("leonardo da vinci", "what did leonnardo da vinci paint".split())
+    assert not fuzzy_phrase_in("mona lisa", "who painted the starry night".split())
+    assert not fuzzy_phrase_in("paris", "who".split())  # fewer words than the title
+
+
+def test_index_keeps_corpus_words_for_fuzzy_matching(corpus: Path, cache: Path):
+    from tools.wikipedia.index import WORDS_FILE, read_words
+
+    wiki = OfflineWikipedia(corpus, rerank=False, cache=cache).load()
+    words = read_words(wiki.index_dir)
+    assert words["painting"] == "paint" and words["leonardo"] == "leonardo"
+    assert wiki.search("who painted the mona lissa", k=1)[0].title == "Mona Lisa"
+    # an index without words.json (or a damaged one) matches index terms instead
+    (wiki.index_dir / WORDS_FILE).write_text("not json")
+    assert read_words(wiki.index_dir) is None
+    again = OfflineWikipedia(corpus, rerank=False, cache=cache).load()
+    assert again.search("who painted the mona lissa", k=1)[0].title == "Mona Lisa"
+
+
 def test_zim_ray_charles_bm25(tmp_path: Path):
     backend = OfflineWikipedia(RAY_ZIM, rerank=False, cache=tmp_path)
     results = backend.search("When was Ray Charles born?", k=3)

