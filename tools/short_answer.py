@@ -152,6 +152,7 @@ class Candidate:
     features: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
     phrase: str = ""  # the span with its dependents (spaCy subtree), when that is short; else the span
+    tree_distance: float | None = None  # dependency-path length to the nearest question word (spaCy only)
 
 
 #: Longest phrase (in words) a span is widened to: "bishop" -> "Roman Catholic bishop of the Diocese of Tepic".
@@ -224,6 +225,32 @@ def _regex_spans(text: str) -> list[tuple[str, int, int]]:
     return spans + [("NUM", m.start(), m.end()) for m in _NUM_RUN.finditer(text)]
 
 
+def _tree_distance(doc: Any, start: int, end: int, asked: set[str]) -> float | None:
+    """Edges on the dependency path from the span's head to the nearest word of the question
+    (outside the span); None without a parse or a question word in the sentence."""
+    if doc is None:
+        return None
+    span = doc.char_span(start, end, alignment_mode="expand")
+    if span is None:
+        return None
+    inside = {t.i for t in span}
+    targets = [t for t in doc if t.i not in inside and t.is_alpha and stem(t.lower_) in asked]
+    if not targets:
+        return None
+    up = {span.root.i: 0}
+    for depth, anc in enumerate(span.root.ancestors, 1):
+        up[anc.i] = depth
+    best = None
+    for t in targets:
+        steps, node = 0, t
+        while node.i not in up and node.head.i != node.i:
+            node, steps = node.head, steps + 1
+        if node.i in up:
+            d = steps + up[node.i]
+            best = d if best is None else min(best, d)
+    return float(best) if best is not None else None
+
+
 def candidates(question: str, sentences: list[Sentence], nlp: Any | None = None) -> list[Candidate]:
     """Candidate answer spans of ``sentences``: named entities and noun chunks (spaCy), or
     capitalised runs and numbers (without spaCy). Spans that only repeat the question, pronouns
@@ -246,7 +273,8 @@ def candidates(question: str, sentences: list[Sentence], nlp: Any | None = None)
                 continue  # the question's own words are not its answer
             at = start + max(raw.find(text), 0)
             seen.add(text.lower())
-            out.append(Candidate(text, label, sentence, at, at + len(text), phrase=_phrase(doc, text, at, at + len(text))))
+            out.append(Candidate(text, label, sentence, at, at + len(text), phrase=_phrase(doc, text, at, at + len(text)),
+                                 tree_distance=_tree_distance(doc, at, at + len(text), asked)))
     return out
 
 
@@ -324,15 +352,17 @@ def featurise(question: str, cands: list[Candidate]) -> None:
             "thing": 1.0 if wanted == THING else 0.0,
             "after_copula": 1.0 if _COPULA.search(_before(c) + " ") or _COPULA.search(_before(c)) else 0.0,
             "after_question_word": 1.0 if {stem(w) for w in content_words(_before(c))} & asked else 0.0,
+            "tree_near": 1.0 / (1.0 + c.tree_distance) if c.tree_distance is not None else 0.0,
         }
 
 
 #: Weights of :func:`score`: a softmax over each question's candidates, fitted on the dev split
 #: (300 PopQA + 300 SQuAD questions, none of the report split) by ``bench/fit_short_answer.py``.
 WEIGHTS: dict[str, float] = {
-    "after_copula": 1.24, "after_question_word": 0.28, "entity": 0.35, "far": -0.56, "first_sentence": 0.25,
-    "in_question": 0.6, "length": 2.07, "names": 0.04, "near": 1.5, "overlap": 4.77, "repeated": -0.4,
-    "sentence_rank": -0.95, "source": -0.73, "top_sentence": 0.12, "type_exact": 1.78, "type_loose": 2.2,
+    "after_copula": 1.13, "after_question_word": 0.22, "entity": 0.39, "far": -0.2, "first_sentence": 0.21,
+    "in_question": 0.6, "length": 2.02, "names": 0.11, "near": 0.81, "overlap": 4.65, "repeated": -0.45,
+    "sentence_rank": -0.92, "source": -0.73, "top_sentence": 0.11, "tree_near": 2.75, "type_exact": 1.73,
+    "type_loose": 2.23,
 }
 
 
