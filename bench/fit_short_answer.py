@@ -61,11 +61,13 @@ def build(rows: list[dict]) -> list[tuple[dict, list]]:
 
 
 def fit(items: list[tuple[dict, list]], keys: list[str], l2: float = 0.001, iters: int = 1500,
-        lr: float = 0.5) -> dict[str, float]:
-    """Softmax over each question's candidates; maximise the probability of those holding gold."""
+        lr: float = 0.5, label: str = "phrase") -> dict[str, float]:
+    """Softmax over each question's candidates; maximise the probability of those holding gold
+    (in the widened phrase, or with ``label="span"`` in the span alone)."""
     groups = []
     for r, cands in items:
-        y = np.array([1.0 if contains_gold(c.phrase or c.text, r["golds"]) else 0.0 for c in cands])
+        y = np.array([1.0 if contains_gold((c.phrase or c.text) if label == "phrase" else c.text, r["golds"]) else 0.0
+                      for c in cands])
         if y.sum():
             groups.append((np.array([[c.features[k] for k in keys] for c in cands]), y))
     x = np.vstack([g for g, _ in groups])
@@ -99,6 +101,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=13, help="the report split's seed (its questions are left out)")
     parser.add_argument("--cv", action="store_true", help="report 2-fold cross-validated accuracy first")
+    parser.add_argument("--label", choices=("phrase", "span"), default="phrase",
+                        help="a candidate is right when its phrase (default) or its span alone holds a gold answer")
     args = parser.parse_args()
     sets = {name: build(rows) for name, rows in dev_passages(args.n, args.seed).items()}
     keys = sorted(next(c.features for items in sets.values() for _, cands in items for c in cands))
@@ -108,9 +112,9 @@ def main() -> None:
             random.Random(0).shuffle(sets[name])
         halves = [{k: v[: len(v) // 2] for k, v in sets.items()}, {k: v[len(v) // 2:] for k, v in sets.items()}]
         for i in (0, 1):
-            w = fit([x for items in halves[i].values() for x in items], keys)
+            w = fit([x for items in halves[i].values() for x in items], keys, label=args.label)
             print(f"fold {i}: " + ", ".join(f"{k} {accuracy(v, w):.3f}" for k, v in halves[1 - i].items()))
-    weights = fit([x for items in sets.values() for x in items], keys)
+    weights = fit([x for items in sets.values() for x in items], keys, label=args.label)
     print("dev (in-sample): " + ", ".join(f"{k} {accuracy(v, weights):.3f}" for k, v in sets.items()))
     print("current WEIGHTS: " + ", ".join(f"{k} {accuracy(v, sa.WEIGHTS):.3f}" for k, v in sets.items()))
     print(json.dumps(weights))
