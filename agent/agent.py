@@ -161,13 +161,17 @@ class Agent:
         return langchain_tools(self.tools)
 
     def preload(self) -> dict[str, float]:
-        """Load the models every turn needs now (LLM + route calibration, Wikipedia index);
-        returns how long each took in ms. Speech and image models still load on first use."""
+        """Load the models every turn needs now (LLM + route calibration, Wikipedia index, the
+        short-answer parser); returns how long each took in ms. Speech and image models still
+        load on first use."""
         import time
+
+        from tools.short_answer import spacy_pipeline
 
         timings = {}
         for name, load in (("llm", lambda: (self.tools.llm.load(), self.tools.router.bias())),
-                           ("wikipedia", lambda: self.tools.wiki.load() if isinstance(self.tools.wiki, Loadable) else None)):
+                           ("wikipedia", lambda: self.tools.wiki.load() if isinstance(self.tools.wiki, Loadable) else None),
+                           ("short_answer", spacy_pipeline)):
             start = time.perf_counter()
             load()
             timings[name] = round((time.perf_counter() - start) * 1000, 1)

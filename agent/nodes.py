@@ -19,7 +19,7 @@ from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, no_image_notice
 from agent.step import StepError, StepRecord, check_cancelled, context_of, ensure_loaded, step
 from agent.trace import summarise
-from tools.answer import Answer, AnswerWriter, citation, with_citation
+from tools.answer import GROUNDED_PASSAGES, Answer, AnswerWriter, citation, with_citation
 from tools.arithmetic import compute
 from tools.common import ToolError
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
@@ -177,13 +177,14 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
 
     ctx.progress(type="status", step="answer", text="writing the answer")
     if state.get("route") == "search" and passages:
-        rec.input = summarise(f"{question} | passage: {passages[0]['title']}")
+        read = passages[:GROUNDED_PASSAGES]
+        rec.input = summarise(f"{question} | passages: " + "; ".join(p["title"] for p in read))
         result = writer.grounded(question, passages, on_token=on_token)
         text = with_citation(result)
         found: bool | None = result.found
         rec.reason = result.how
-        rec.data.update({"grounded": True, "found": result.found, "quote": result.quote,
-                      "model_reply": summarise(result.model_reply)})
+        rec.data.update({"grounded": True, "found": result.found, "quote": result.quote, "short": result.short,
+                         "source": result.source, "passages_read": len(read)})
     else:
         rec.input = summarise(question)
         result = _direct(question, writer, rec, on_token)

@@ -137,13 +137,13 @@ def test_without_an_image_model_no_route_asks_the_llm_for_an_image_prompt(tmp_pa
     llm = ScriptedLLM(replies=["Leonardo da Vinci painted it."], labels=["search", *calibration, "draw"])
     agent = make_agent(tmp_path, llm, wiki=FakeWiki([MONA_LISA]))
     r = agent.ask(text="Who painted the Mona Lisa?")
-    assert len(chat_messages(llm)) == 1  # the answer only
-    assert r.image_prompt == "Mona Lisa. Leonardo da Vinci painted it., detailed illustration"
+    assert len(chat_messages(llm)) == 0  # the short answer is picked from the passage, not written by the LLM
+    assert r.image_prompt == "Mona Lisa. Leonardo da Vinci., detailed illustration"
     event = next(e for e in trace_of(r) if e.step == "rewrite_image_prompt")
     assert "no image model" in event.reason and event.data["rewritten"] is False
     assert not r.image_generated and any("No image was generated" in n for n in r.notices)
     drawn = agent.ask(text="Show me a cat eating fish")
-    assert len(chat_messages(llm)) == 1 and drawn.image_prompt == "cat eating fish, detailed illustration"
+    assert len(chat_messages(llm)) == 0 and drawn.image_prompt == "cat eating fish, detailed illustration"
     assert "no image model" in next(e for e in trace_of(drawn) if e.step == "draw").reason
     assert "could not draw it" in drawn.answer
 
@@ -157,10 +157,8 @@ def test_with_an_image_model_the_draw_route_rewrites_the_request(tmp_path):
 
 
 def test_search_route_answers_from_the_passage_with_citation_and_sources(tmp_path):
-    llm = ScriptedLLM(
-        replies=["Leonardo da Vinci painted it.", "The Mona Lisa portrait by Leonardo da Vinci, oil painting"],
-        labels=["search"],
-    )
+    # the answer step picks the short answer out of the passages: the LLM only writes the image prompt
+    llm = ScriptedLLM(replies=["The Mona Lisa portrait by Leonardo da Vinci, oil painting"], labels=["search"])
     wiki = FakeWiki([MONA_LISA, LOUVRE])
     image = FakeImage()
     agent = make_agent(tmp_path, llm, wiki=wiki, image=image)
@@ -173,33 +171,42 @@ def test_search_route_answers_from_the_passage_with_citation_and_sources(tmp_pat
     assert wiki.queries == [("Who painted the Mona Lisa", agent.settings.search_k)]
     assert r.search_query == "Who painted the Mona Lisa"
     answer, _, citation = r.answer.partition("\n\n")
-    assert answer == "Leonardo da Vinci painted it."
-    assert citation.startswith('Source: Wikipedia, "Mona Lisa"')
+    assert answer == "Leonardo da Vinci. [1]"  # numbered as in r.sources
+    assert citation.startswith('[1] Wikipedia, "Mona Lisa"')
     # the quoted sentence is the passage's sentence that supports the answer
     assert "portrait painting by the Italian artist Leonardo da Vinci" in citation
     assert [s["title"] for s in r.sources] == ["Mona Lisa", "Louvre"]
     assert [s["url"] for s in r.sources] == [MONA_LISA.url, LOUVRE.url]
     assert r.sources[0]["snippet"].startswith("The Mona Lisa is a half-length portrait")
     assert all(set(s) == {"title", "url", "snippet"} for s in r.sources)
-    # grounded: the model was shown the top passage and its title
-    grounded_prompt = chat_messages(llm)[0][-1]["content"]
-    assert "Mona Lisa" in grounded_prompt and "Italian artist Leonardo da Vinci" in grounded_prompt
+    answer_step = next(e for e in trace_of(r) if e.step == "answer")
+    assert answer_step.data["short"] == "Leonardo da Vinci" and answer_step.data["source"] == 1
+    assert answer_step.data["passages_read"] == 2 and "Louvre" in answer_step.input
     # the picture illustrates the answer
     assert r.image_prompt == "The Mona Lisa portrait by Leonardo da Vinci, oil painting"
     assert image.prompts == [r.image_prompt] and r.image_generated
     assert Path(r.image_path).is_file()
 
 
-def test_search_route_never_presents_an_unsupported_model_answer_as_the_articles(tmp_path):
-    llm = ScriptedLLM(replies=["Pablo Picasso painted it in 1907.", "The Mona Lisa by Leonardo da Vinci"],
-                      labels=["search"])
-    r = make_agent(tmp_path, llm, wiki=FakeWiki([MONA_LISA])).ask(text="Who painted the Mona Lisa?")
+def test_search_route_answer_in_the_second_passage_is_numbered_2(tmp_path):
+    llm = ScriptedLLM(replies=["The Mona Lisa by Leonardo da Vinci"], labels=["search"])
+    r = make_agent(tmp_path, llm, wiki=FakeWiki([LOUVRE, MONA_LISA])).ask(text="Who painted the Mona Lisa?")
 
     assert r.error is None and r.route == "search"
-    assert "Picasso" not in r.answer and "1907" not in r.answer
-    assert "Mona Lisa" in r.answer and "Leonardo da Vinci" in r.answer  # the passage, quoted
-    answer = next(e for e in trace_of(r) if e.step == "answer")
-    assert "Picasso" in answer.data["model_reply"]  # what the model said stays visible in the trace
+    assert [s["title"] for s in r.sources] == ["Louvre", "Mona Lisa"]
+    line, _, support = r.answer.partition("\n\n")
+    assert line == "Leonardo da Vinci. [2]" and support.startswith('[2] Wikipedia, "Mona Lisa": "')
+    assert r.citation == support
+
+
+def test_search_route_says_plainly_when_no_passage_answers(tmp_path):
+    llm = ScriptedLLM(replies=["Pablo Picasso painted it in 1907."], labels=["search"])
+    r = make_agent(tmp_path, llm, wiki=FakeWiki([LOUVRE])).ask(text="Who painted the Nightwatch Zebra?", image=False)
+
+    assert r.error is None and r.route == "search"
+    assert r.answer == 'I did not find the answer in Wikipedia; the closest article was "Louvre".'
+    assert "Picasso" not in r.answer and r.citation is None
+    assert [s["title"] for s in r.sources] == ["Louvre"]
 
 
 def test_answer_route_answers_directly_without_searching(tmp_path):
@@ -307,7 +314,7 @@ def test_second_search_that_finds_the_article_grounds_the_answer(tmp_path):
     wiki = FakeWiki([], [MONA_LISA])
     r = make_agent(tmp_path, llm, wiki=wiki).ask(text="Who painted the Mona Lisa?")
     assert len(wiki.queries) == 2
-    assert 'Source: Wikipedia, "Mona Lisa"' in r.answer
+    assert 'Wikipedia, "Mona Lisa"' in r.answer
     assert [s["title"] for s in r.sources] == ["Mona Lisa"]
     assert not any("No Wikipedia article matched" in n for n in r.notices)
 
@@ -357,7 +364,7 @@ def test_decision_failing_twice_falls_back_to_search(tmp_path):
     assert decide.decision == "search"
     assert decide.data["fallback"] is True and decide.data["attempts"] == 2
     # the run carried on along the safe route
-    assert len(wiki.queries) == 1 and 'Source: Wikipedia, "Mona Lisa"' in r.answer
+    assert len(wiki.queries) == 1 and 'Wikipedia, "Mona Lisa"' in r.answer
 
 
 def test_decide_node_alone_routes_with_a_command(tmp_path):
@@ -594,7 +601,7 @@ def test_stream_yields_steps_tokens_and_the_result_in_order(tmp_path):
     searched_at = kinds.index(("step", "search_wikipedia"))
     assert searched_at < min(tokens) and max(tokens) < answer_at
     streamed = "".join(events[i].progress["text"] for i in tokens)
-    assert streamed.strip() == "Leonardo da Vinci painted it."
+    assert streamed.strip() == "Leonardo da Vinci."
     assert result.answer.startswith(streamed.strip())
 
 

@@ -67,36 +67,39 @@ def test_rewriter_uses_a_good_rewrite_and_rejects_a_chatty_one():
     assert approx_clip_tokens(rambling.rewrite("cat eating fish").prompt) <= CLIP_MAX_TOKENS
 
 
-def test_grounded_answer_keeps_a_supported_model_answer_and_cites_it():
+def test_grounded_answer_is_a_short_answer_with_its_numbered_source():
     writer = AnswerWriter(ScriptedLLM(replies=["The Mona Lisa was painted by Leonardo da Vinci."]))
     answer = writer.grounded("Who painted the Mona Lisa?", [MONA])
-    assert answer.found and "Leonardo da Vinci" in answer.text
+    assert answer.found and answer.text == "Leonardo da Vinci." and answer.source == 1
     text = with_citation(answer)
-    assert 'Source: Wikipedia, "Mona Lisa"' in text and "half-length portrait" in text
+    assert text.startswith("Leonardo da Vinci. [1]\n\n")
+    assert '[1] Wikipedia, "Mona Lisa"' in text and "half-length portrait" in text
 
 
-def test_grounded_answer_quotes_the_passage_instead_of_an_invented_answer():
+def test_grounded_answer_never_presents_an_invented_answer():
     writer = AnswerWriter(ScriptedLLM(replies=["It was painted by Pablo Picasso in 1932."]))
     answer = writer.grounded("Who painted the Mona Lisa?", [MONA])
-    assert "Picasso" not in answer.text
-    assert answer.text.startswith('Wikipedia\'s article "Mona Lisa" says:')
+    assert "Picasso" not in with_citation(answer) and "1932" not in with_citation(answer)
+    assert answer.short and answer.short in answer.quote  # the short answer is cut from the quoted sentence
 
 
 def test_grounded_answer_says_not_found_when_the_passage_is_about_something_else():
     writer = AnswerWriter(ScriptedLLM(replies=["The father of Richard III of Capua is Edward III."]))
     other = {"title": "Edward III", "url": "u", "text": "Edward III was King of England. His father was Edward II."}
     answer = writer.grounded("Who is the father of Richard III of Capua?", [other])
-    assert not answer.found and "did not find" in answer.text
-    assert "Source:" not in with_citation(answer)
+    assert not answer.found and "did not find" in answer.text and '"Edward III"' in answer.text
+    assert "Wikipedia, " not in with_citation(answer).split(";")[0] and "[1]" not in with_citation(answer)
 
 
-def test_passage_about_the_asked_subject_is_quoted_even_without_a_shared_word():
+def test_passage_about_the_asked_subject_answers_even_without_a_shared_word():
     village = {"title": "Dabkowice", "url": "", "text": "Dabkowice is a village in the administrative district of Gmina Nowe "
                "Ostrowy, within Kutno County, in central Poland. It lies 5 km north-west of Nowe Ostrowy."}
     writer = AnswerWriter(ScriptedLLM(replies=["It is a small town in the middle of Europe."]))
     answer = writer.grounded("In what country is Dabkowice?", [village])
-    assert answer.found and "Poland" in answer.text and answer.text.startswith("Wikipedia's article")
-    # an article about something else is still not quoted as the answer
+    # the short answer is a place from the article's sentence (which names the country), not the model's guess
+    assert answer.found and answer.quote and "Poland" in answer.quote and "Europe" not in with_citation(answer)
+    assert answer.short in answer.quote
+    # an article about something else is not used for the answer
     other = writer.grounded("In what country is Zbrosza?", [village])
     assert not other.found and "did not find" in other.text
 

