@@ -16,10 +16,11 @@
 2. The requests are split (by source item, so a request and its spoken form stay together) into
    train (80 %) and validation (20 %), embedded with MiniLM, and a multinomial logistic regression is
    fitted on train (numpy; L2 strength chosen on validation).
-3. The LLM (starter SmolLM2-135M, calibrated as the router does) scores ``--val-llm`` validation items
-   per route, in both forms; the combination weights ``w_llm, w_clf, b`` are fitted on them by
-   log-loss (grid over the two weights, gradient steps on the biases). The held-out sets of
-   ``bench/eval_routing.py`` are never read for fitting.
+3. The LLM (starter SmolLM2-135M, calibrated as the router does) scores ``--val-llm`` validation
+   items per route and the labelled dev set (``routing/dev.jsonl``), each in clean and spoken forms;
+   the combination weights ``w_llm, w_clf, b`` are fitted on both together by log-loss (grid over the
+   two weights, gradient steps on the biases). The held-out set of
+   ``bench/eval_routing.py`` is never read for fitting.
 
 Prints the validation numbers (classifier alone, LLM alone, combined) and writes the weights file.
 """
@@ -297,8 +298,8 @@ def fit_combination(llm: np.ndarray, clf: np.ndarray, y: np.ndarray, class_weigh
     L, C = np.log(np.maximum(llm, FLOOR)), np.log(np.maximum(clf, FLOOR))
     sw = class_weight[y] / class_weight[y].mean()
     best = None
-    for a in np.arange(0.0, 2.01, 0.1):
-        for c in np.arange(0.1, 2.01, 0.1):
+    for a in np.arange(0.0, 3.01, 0.15):
+        for c in np.arange(0.15, 3.01, 0.15):
             bias = np.zeros(len(ROUTES))
             for _ in range(200):
                 P = softmax(a * L + c * C + bias)
@@ -414,28 +415,41 @@ def main() -> None:
     L = llm_scores(texts, args.llm, log)
     C = Pva[picked]
     y = yva[picked]
-    combo = fit_combination(L, C, y, np.ones(len(ROUTES)))
-    gold = [ROUTES[i] for i in y]
-    comb_pred = [cheapest(combine(dict(zip(ROUTES, l)), dict(zip(ROUTES, c)), combo)) for l, c in zip(L, C)]
-    argmax_pred = [max(ROUTES, key=combine(dict(zip(ROUTES, l)), dict(zip(ROUTES, c)), combo).get) for l, c in zip(L, C)]
+    # The combination is fitted on the validation sample together with the labelled dev set
+    # (routing/dev.jsonl, clean and spoken forms). Either alone misleads: on its own validation split
+    # the classifier is nearly perfect (fitted there alone, the LLM's weight came out 0), and the dev
+    # set holds only PopQA-style searches, where the LLM is good (fitted there alone, the LLM weighed
+    # as much as the classifier and search recall on the SQuAD-style validation questions fell to 0.89).
+    dev = [json.loads(line) for line in (DATA / "routing" / "dev.jsonl").read_text().splitlines() if line.strip()]
+    dev_rows = dev + [{**r, "text": spoken_form(r["text"])} for r in dev]
+    dev_texts = [r["text"] for r in dev_rows]
+    Cdev = softmax(embed(dev_texts, Embedder(DEFAULT_MODEL), log) @ W.T + b)
+    log(f"LLM scoring {len(dev_texts)} dev requests (clean and spoken) for the combination ...")
+    Ldev = llm_scores(dev_texts, args.llm, log)
+    ydev = np.array([ROUTES.index(r["route"]) for r in dev_rows])
+    combo = fit_combination(np.vstack([L, Ldev]), np.vstack([C, Cdev]), np.concatenate([y, ydev]), np.ones(len(ROUTES)))
+
+    def evaluate(L: np.ndarray, C: np.ndarray, y: np.ndarray) -> dict:
+        gold = [ROUTES[i] for i in y]
+        both = [combine(dict(zip(ROUTES, l)), dict(zip(ROUTES, c)), combo) for l, c in zip(L, C)]
+        return {"llm_alone": metrics(gold, [ROUTES[i] for i in L.argmax(1)]),
+                "classifier_alone": metrics(gold, [ROUTES[i] for i in C.argmax(1)]),
+                "combined_argmax": metrics(gold, [max(ROUTES, key=p.get) for p in both]),
+                "combined_with_costs": metrics(gold, [cheapest(p) for p in both])}
+
     report = {
         "seed": args.seed, "l2": l2, "data": stats, "train_rows": len(train), "validation_rows": len(val),
-        "validation": {
-            "classifier": clf_val,
-            "llm_subset": {
-                "llm_alone": metrics(gold, [ROUTES[i] for i in L.argmax(1)]),
-                "classifier_alone": metrics(gold, [ROUTES[i] for i in C.argmax(1)]),
-                "combined_argmax": metrics(gold, argmax_pred),
-                "combined_with_costs": metrics(gold, comb_pred),
-            },
-        },
+        "validation": {"classifier": clf_val, "llm_subset": evaluate(L, C, y)},
+        "dev_fit": evaluate(Ldev, Cdev, ydev),
         "combination": combo.as_dict(), "seconds": round(time.perf_counter() - t0, 1),
     }
     meta = {"format": FORMAT, "classes": list(ROUTES), "embedder": DEFAULT_MODEL, "dim": int(W.shape[1]),
             "trained_by": "bench/train_router.py", "seed": args.seed, "l2": l2,
             "data": stats, "data_sha1": hashlib.sha1("\n".join(r["text"] for r in rows).encode()).hexdigest()[:12],
             "validation": {k: {"accuracy": v["accuracy"], "recall": v["recall"]}
-                           for k, v in report["validation"]["llm_subset"].items()}}
+                           for k, v in report["validation"]["llm_subset"].items()},
+            "combination_fitted_on": "the validation LLM sample + routing/dev.jsonl, clean and spoken forms",
+            "dev_fit": {k: {"accuracy": v["accuracy"], "recall": v["recall"]} for k, v in report["dev_fit"].items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("wb") as fh:
         np.savez_compressed(fh, W=W.astype(np.float32), b=b.astype(np.float32), w_llm=np.float64(combo.w_llm),
@@ -446,8 +460,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    for name, m in report["validation"]["llm_subset"].items():
-        print(f"{name:<22} accuracy {m['accuracy']:.3f}  recall " + ", ".join(f"{r} {m['recall'][r]:.3f}" for r in ROUTES))
+    for split, results in (("validation", report["validation"]["llm_subset"]), ("dev", report["dev_fit"])):
+        print(f"{split}:")
+        for name, m in results.items():
+            print(f"  {name:<22} accuracy {m['accuracy']:.3f}  recall "
+                  + ", ".join(f"{r} {m['recall'][r]:.3f}" for r in ROUTES))
     print(f"combination {combo.as_dict()}; l2 {l2:g}; wrote {args.out} ({report['bytes']} bytes) in {report['seconds']} s")
 
 
