@@ -206,7 +206,8 @@ class Router:
         if "scores" in llm:
             llm_says = f"LLM {llm['choice']} {llm['scores'][llm['choice']]:.2f}"
         else:
-            llm_says = f"LLM chose {llm['choice']} ({'JSON schema' if llm['method'] == 'json_schema' else 'one word'})"
+            how = "a JSON-schema-constrained reply" if llm["method"] == "json_schema" else "its one-word reply"
+            llm_says = f"the LLM chose '{llm['choice']}' by {how}, no probabilities"
         clf_choice = max(clf, key=clf.get)
         clf_says = f"classifier {clf_choice} {clf[clf_choice]:.2f}"
         combined = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES)

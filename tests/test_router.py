@@ -146,7 +146,7 @@ def test_one_word_llm_choice_is_a_vote_and_the_classifier_still_works(classifier
     llm.label_method = "json_schema"
     d = Router(llm, classifier=classifier).decide("show me this (draw)")
     assert d.evidence["llm"]["vote_as"]["answer"] == 0.8 and "scores" not in d.evidence["llm"]
-    assert d.route == "draw" and "LLM chose answer (JSON schema)" in d.reason
+    assert d.route == "draw" and "chose 'answer' by a JSON-schema-constrained reply, no probabilities" in d.reason
 
 
 def test_a_broken_classifier_leaves_the_llm_to_decide(tmp_path):
