@@ -148,9 +148,9 @@ class Router:
         for attempt in (1, 2):
             try:
                 t0 = time.perf_counter()
-                method = self.method
                 llm_probs = self.llm_probabilities(request)
                 llm_ms = (time.perf_counter() - t0) * 1000
+                method = self.method  # after scoring: an endpoint learns on its first call which method works
             except Exception as exc:  # the model failed: recorded, retried, then the safe route
                 if _unavailable(exc):
                     raise  # a server that is down or refuses: no decision can be had; the run stops
