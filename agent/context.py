@@ -82,7 +82,9 @@ class _Built(Generic[T]):
 def _router(box: Toolbox) -> Router:
     from agent.router import Router
 
-    return Router(box.llm)
+    # The LLM's label scores plus the embedding classifier (agent/route_model.npz), whose MiniLM
+    # is the one the offline Wikipedia shares; both load on the first decision.
+    return Router(box.llm, classifier=True)
 
 
 class Toolbox:

@@ -103,6 +103,8 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     rec.decision, rec.reason = decision.route, decision.reason
     rec.data.update({"scores": decision.scores, "attempts": decision.attempts, "fallback": decision.fallback,
                      "errors": decision.errors, "label_method": router.method})
+    if decision.evidence:  # the LLM's scores, the classifier's, and how they were combined
+        rec.data["evidence"] = decision.evidence
     if getattr(router.llm, "label_fallbacks", None):  # an endpoint: why better scoring methods were given up
         rec.data["label_fallbacks"] = list(router.llm.label_fallbacks)
     ctx.progress(type="status", step="decide", text=f"decided: {decision.route}", reason=decision.reason)

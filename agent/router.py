@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from agent.route_classifier import (MISS_SEARCH_COST, RouteClassifier, cheapest, combine, expected_costs,
+                                    vote_probabilities)
 from agent.state import ROUTES, Route
 from tools.common import load_prompt
 
@@ -37,6 +41,8 @@ class RouteDecision:
     attempts: int = 1
     fallback: bool = False
     errors: list[str] = field(default_factory=list)
+    # Each piece of evidence: {"llm": {...}, "classifier": {...}, "combined": {...}} (see Router.decide)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -61,11 +67,24 @@ def _calibration_inputs() -> list[str]:
 
 
 class Router:
-    def __init__(self, llm, *, calibrate: bool = True) -> None:
+    """The route decision. ``Router(llm)`` decides by the LLM's calibrated label scores alone;
+    ``classifier=`` adds the embedding classifier (a :class:`RouteClassifier`, or ``True`` for the
+    shipped ``agent/route_model.npz``, loaded on the first decision) and combines both."""
+
+    def __init__(self, llm, *, calibrate: bool = True, classifier: RouteClassifier | bool | None = None) -> None:
         self.llm = llm
         self.calibrate = calibrate
         self._bias: dict[str, float] | None = None
         self._lock = threading.Lock()
+        self._classifier: RouteClassifier | bool | None = classifier or None
+
+    @property
+    def classifier(self) -> RouteClassifier:
+        with self._lock:
+            if self._classifier is True:
+                self._classifier = RouteClassifier()
+            assert isinstance(self._classifier, RouteClassifier)
+            return self._classifier
 
     def messages(self, request: str) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": load_prompt("route_system.txt")}]
@@ -97,37 +116,110 @@ class Router:
                 self._bias = {r: max(sum(row[r] for row in rows) / len(rows), 1e-6) for r in ROUTES}
             return self._bias
 
+    def llm_probabilities(self, request: str) -> dict[str, float]:
+        """The LLM's calibrated label probabilities (raises what the model raises)."""
+        raw = self._scores(request)
+        calibrated = self.calibrate and self.method in ("logits", "logprobs")
+        bias = self.bias() if calibrated else {r: 1.0 for r in ROUTES}
+        adjusted = {r: raw[r] / bias[r] for r in ROUTES}
+        total = sum(adjusted.values())
+        return {r: adjusted[r] / total for r in ROUTES}
+
+    def _classifier_evidence(self, request: str) -> dict[str, Any]:
+        """The classifier's probabilities, or why there are none (it never stops a decision)."""
+        if self._classifier is None:
+            return {"used": False, "why": "no classifier configured (LLM only)"}
+        try:
+            clf = self.classifier
+            t0 = time.perf_counter()
+            probs = clf.scores(request)
+            if set(probs) != set(ROUTES) or not all(math.isfinite(v) for v in probs.values()):
+                raise DecisionError(f"classifier scores are not probabilities: {probs!r}"[:200])
+        except Exception as exc:  # noqa: BLE001 - a broken classifier leaves the LLM to decide alone
+            return {"used": False, "why": f"the classifier failed: {type(exc).__name__}: {exc}"[:300]}
+        return {"used": True, "scores": _rounded(probs), "model": clf.name,
+                "ms": round((time.perf_counter() - t0) * 1000, 1)}
+
     def decide(self, request: str) -> RouteDecision:
-        """Score the routes; retry once on a malformed decision, then fall back to search."""
+        """Combine the LLM's label scores with the classifier's; retry the LLM once on a malformed
+        decision, then fall back to search."""
         errors: list[str] = []
+        clf = self._classifier_evidence(request)
         for attempt in (1, 2):
             try:
-                raw = self._scores(request)
-                method = self.method
-                # A constrained choice (JSON schema, parsed label) has no probabilities to calibrate.
-                calibrated = self.calibrate and method in ("logits", "logprobs")
-                bias = self.bias() if calibrated else {r: 1.0 for r in ROUTES}
+                t0 = time.perf_counter()
+                llm_probs = self.llm_probabilities(request)
+                llm_ms = (time.perf_counter() - t0) * 1000
+                method = self.method  # after scoring: an endpoint learns on its first call which method works
             except Exception as exc:  # the model failed: recorded, retried, then the safe route
                 if _unavailable(exc):
                     raise  # a server that is down or refuses: no decision can be had; the run stops
                 errors.append(f"attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
                 continue
-            adjusted = {r: raw[r] / bias[r] for r in ROUTES}
-            total = sum(adjusted.values())
-            probs = {r: round(adjusted[r] / total, 4) for r in ROUTES}
-            route: Route = max(probs, key=probs.get)  # type: ignore[arg-type]
-            others = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES if r != route)
-            if method in ("logits", "logprobs"):
-                how = ("calibrated " if calibrated else "") + "LLM label scores"
-                if method == "logprobs":
-                    how += " from the endpoint's logprobs"
-                reason = f"the request {_MEANING[route]} ({how}: {route} {probs[route]:.2f}; {others})"
+            calibrated = self.calibrate and method in ("logits", "logprobs")
+            has_probs = method in ("logits", "logprobs")
+            llm_choice: Route = max(llm_probs, key=llm_probs.get)  # type: ignore[arg-type]
+            llm_ev: dict[str, Any] = {"method": method, "calibrated": calibrated, "choice": llm_choice,
+                                      "ms": round(llm_ms, 1)}
+            if has_probs:
+                llm_ev["scores"] = _rounded(llm_probs)
+                llm_as_probs = llm_probs
+            else:  # a one-word choice: a vote of fixed strength
+                llm_as_probs = vote_probabilities(llm_choice)
+                llm_ev["vote_as"] = _rounded(llm_as_probs)
+            evidence: dict[str, Any] = {"llm": llm_ev, "classifier": clf}
+            if clf["used"]:
+                weights = self.classifier.combination
+                probs = combine(llm_as_probs, clf["scores"], weights)
+                costs = expected_costs(probs)
+                route: Route = cheapest(probs)  # type: ignore[assignment]
+                evidence["combined"] = {"scores": _rounded(probs), "expected_cost": _rounded(costs),
+                                        "weights": weights.as_dict(), "miss_search_cost": MISS_SEARCH_COST}
+                reason = self._combined_reason(route, llm_ev, clf["scores"], probs)
+                scores = _rounded(probs)
             else:
-                how = "a JSON-schema-constrained reply" if method == "json_schema" else "its one-word reply"
-                reason = f"the request {_MEANING[route]} (the LLM chose '{route}' by {how}; no probabilities)"
-            return RouteDecision(route=route, reason=reason, scores=probs, attempts=attempt, errors=errors)
+                route = llm_choice
+                scores = _rounded(llm_probs)
+                reason = self._llm_reason(route, method, calibrated, scores)
+            return RouteDecision(route=route, reason=reason, scores=scores, attempts=attempt, errors=errors,
+                                 evidence=evidence)
         return RouteDecision(
             route=SAFE_ROUTE,
             reason=f"the route decision failed twice ({errors[-1]}); fell back to the safe route '{SAFE_ROUTE}'",
-            attempts=2, fallback=True, errors=errors,
+            attempts=2, fallback=True, errors=errors, evidence={"llm": {"method": self.method, "errors": errors},
+                                                                "classifier": clf},
         )
+
+    @staticmethod
+    def _llm_reason(route: str, method: str, calibrated: bool, probs: dict[str, float]) -> str:
+        others = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES if r != route)
+        if method in ("logits", "logprobs"):
+            how = ("calibrated " if calibrated else "") + "LLM label scores"
+            if method == "logprobs":
+                how += " from the endpoint's logprobs"
+            return f"the request {_MEANING[route]} ({how}: {route} {probs[route]:.2f}; {others})"
+        how = "a JSON-schema-constrained reply" if method == "json_schema" else "its one-word reply"
+        return f"the request {_MEANING[route]} (the LLM chose '{route}' by {how}; no probabilities)"
+
+    @staticmethod
+    def _combined_reason(route: str, llm: dict[str, Any], clf: dict[str, float], probs: dict[str, float]) -> str:
+        if "scores" in llm:
+            llm_says = f"LLM {llm['choice']} {llm['scores'][llm['choice']]:.2f}"
+        else:
+            how = "a JSON-schema-constrained reply" if llm["method"] == "json_schema" else "its one-word reply"
+            llm_says = f"the LLM chose '{llm['choice']}' by {how}, no probabilities"
+        clf_choice = max(clf, key=clf.get)
+        clf_says = f"classifier {clf_choice} {clf[clf_choice]:.2f}"
+        combined = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES)
+        text = f"the request {_MEANING[route]} ({llm_says}; {clf_says}; combined {combined}"
+        top = max(probs, key=probs.get)
+        if route != top:
+            text += (f"; search chosen over {top} because a missed search costs {MISS_SEARCH_COST:g}x "
+                     "an unneeded one")
+        elif llm["choice"] != clf_choice:
+            text += f"; the evidence disagreed and {route} weighed more"
+        return text + ")"
+
+
+def _rounded(probs: dict[str, float]) -> dict[str, float]:
+    return {r: round(float(probs[r]), 4) for r in ROUTES}

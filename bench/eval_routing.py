@@ -8,8 +8,10 @@
 dev set does not use (see :func:`heldout_rows`); nothing was tuned on them, so they estimate how the
 decision carries over to requests worded differently.
 
-Prints accuracy, per-class precision/recall, the confusion matrix and ms per decision for the LLM
-router and for two baselines (always-search; a keyword rule), and writes them to
+Prints accuracy, per-class precision/recall, confusion matrices and ms per decision for the agent's
+router (the LLM's calibrated label scores combined with the embedding classifier, see
+agent/route_classifier.py), side by side with the LLM's scores alone (the decision before issue 16),
+the classifier alone and two baselines (always-search; a keyword rule), and writes them to
 ``bench/results/routing.json`` (``routing_heldout.json`` with ``--heldout``,
 ``routing_<name>.json`` for another ``--data`` file). ``--json`` prints
 only the headline JSON object on stdout.
@@ -148,6 +150,60 @@ def spoken_form(text: str) -> str:
     return " ".join(text.split()).rstrip("?!.").lower()
 
 
+SYSTEMS = ("router", "llm_only", "classifier_only", "keyword_rule", "always_search")
+LABELS = {"router": "router (new)", "llm_only": "LLM only (before)", "classifier_only": "classifier only",
+          "keyword_rule": "keyword rule", "always_search": "always search"}
+
+
+def evaluate(rows: list[dict], router) -> dict:
+    """Every system's metrics on ``rows`` from one pass of the router: the combined decision, and from
+    its evidence the LLM's calibrated scores alone (the decision before issue 16) and the classifier's
+    alone; plus the two baselines. ``ms_per_decision`` of the router is the whole decision's wall time."""
+    decisions, times = {}, []
+    for row in rows:
+        t0 = time.perf_counter()
+        decisions[row["text"]] = router.decide(row["text"])
+        times.append((time.perf_counter() - t0) * 1000)
+
+    def llm_only(text: str) -> str:
+        ev = decisions[text].evidence.get("llm", {})
+        scores = ev.get("scores")
+        return max(scores, key=scores.get) if scores else decisions[text].route
+
+    def classifier_only(text: str) -> str:
+        ev = decisions[text].evidence.get("classifier", {})
+        return max(ev["scores"], key=ev["scores"].get) if ev.get("used") else "search"
+
+    out = {"router": score(rows, lambda t: decisions[t].route), "llm_only": score(rows, llm_only),
+           "classifier_only": score(rows, classifier_only), "keyword_rule": score(rows, keyword_rule),
+           "always_search": score(rows, always_search)}
+    times.sort()
+    out["router"]["ms_per_decision"] = round(sum(times) / max(len(times), 1), 1)
+    out["router"]["ms_p50"] = round(times[len(times) // 2], 1) if times else 0.0
+    out["router"]["ms_p90"] = round(times[int(len(times) * 0.9)], 1) if times else 0.0
+    for name in ("llm_only", "classifier_only"):
+        key = "llm" if name == "llm_only" else "classifier"
+        ms = [d.evidence.get(key, {}).get("ms") for d in decisions.values()]
+        ms = sorted(m for m in ms if m is not None)
+        out[name]["ms_per_decision"] = round(sum(ms) / len(ms), 1) if ms else None
+    return out
+
+
+def print_table(results: dict) -> None:
+    head = f"{'system':<18} {'accuracy':>8} {'ms/dec':>7}" + "".join(f" {r + ' P/R':>13}" for r in ROUTES)
+    print(head)
+    for name in SYSTEMS:
+        m = results[name]
+        cells = "".join(f" {m['per_class'][r]['precision']:>6.1%}/{m['per_class'][r]['recall']:<6.1%}" for r in ROUTES)
+        ms = m.get("ms_per_decision")
+        print(f"{LABELS[name]:<18} {m['accuracy']:>8.1%} {ms if ms is not None else '':>7}{cells}")
+    for name in ("router", "llm_only", "keyword_rule"):
+        print(f"{LABELS[name]} confusion (rows: gold, columns: predicted):")
+        print(" " * 9 + "".join(f"{r:>8}" for r in ROUTES))
+        for gold in ROUTES:
+            print(f"  {gold:<7}" + "".join(f"{results[name]['confusion'][f'{gold}->{p}']:>8}" for p in ROUTES))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="JSONL lines of {text, route} (default: the dev set)")
@@ -180,32 +236,32 @@ def main() -> None:
     from tools.llm import STARTER_LLM, LocalLLM
 
     quiet_transformers()
-    router = Router(LocalLLM(args.llm or STARTER_LLM))
+    router = Router(LocalLLM(args.llm or STARTER_LLM), classifier=True)
     t0 = time.perf_counter()
     router.llm.load()
     router.bias()
+    router.classifier.embedder.load()
     load_s = time.perf_counter() - t0
-    llm = score(rows, lambda text: router.decide(text).route)
-    summary = {**llm, "llm": router.llm.name, "data": source, "load_and_calibrate_s": round(load_s, 2),
-               "baselines": {"always_search": score(rows, always_search), "keyword_rule": score(rows, keyword_rule)}}
+    results = evaluate(rows, router)
+    summary = {**results["router"], "llm": router.llm.name, "classifier": router.classifier.name,
+               "combination": router.classifier.combination.as_dict(), "data": source,
+               "load_and_calibrate_s": round(load_s, 2),
+               "systems": {k: v for k, v in results.items() if k != "router"},
+               "baselines": {"always_search": results["always_search"], "keyword_rule": results["keyword_rule"]}}
     name = "routing_heldout" if args.heldout else "routing" if args.data in (None, DEFAULT_DATA) else f"routing_{args.data.stem}"
-    headline = {k: v for k, v in summary.items() if k != "wrong"} | {
-        "baselines": {k: {"accuracy": v["accuracy"], "per_class": v["per_class"]} for k, v in summary["baselines"].items()}}
+    brief = lambda m: {k: m[k] for k in ("accuracy", "per_class", "confusion", "ms_per_decision") if k in m}  # noqa: E731
+    headline = {k: v for k, v in summary.items() if k not in ("wrong", "systems", "baselines")} | {
+        "systems": {k: brief(v) for k, v in summary["systems"].items()},
+        "baselines": {k: brief(v) for k, v in summary["baselines"].items()}}
     name += "_spoken" if args.spoken else ""
     out = save_results(name, summary, headline, as_json=args.json)  # another --data file: its own results file
     if args.json:
         return
-    print(f"{len(rows)} requests from {source}; LLM: {router.llm.name} (load + calibration {load_s:.1f} s)")
-    systems = {"LLM router": llm, **{k.replace("_", "-"): v for k, v in summary["baselines"].items()}}
-    head = f"{'system':<14} {'accuracy':>8} {'ms/dec':>7}" + "".join(f" {r + ' P/R':>13}" for r in ROUTES)
-    print(head)
-    for name, m in systems.items():
-        cells = "".join(f" {m['per_class'][r]['precision']:>6.1%}/{m['per_class'][r]['recall']:<6.1%}" for r in ROUTES)
-        print(f"{name:<14} {m['accuracy']:>8.1%} {m['ms_per_decision']:>7.1f}{cells}")
-    print("LLM router confusion (rows: gold, columns: predicted):")
-    print(" " * 9 + "".join(f"{r:>8}" for r in ROUTES))
-    for gold in ROUTES:
-        print(f"  {gold:<7}" + "".join(f"{llm['confusion'][f'{gold}->{p}']:>8}" for p in ROUTES))
+    print(f"{len(rows)} requests from {source}; LLM: {router.llm.name} (load + calibration {load_s:.1f} s); "
+          f"classifier: {router.classifier.name}")
+    print_table(results)
+    print(f"router ms per decision: mean {results['router']['ms_per_decision']}, p50 {results['router']['ms_p50']}, "
+          f"p90 {results['router']['ms_p90']}")
     print(f"written to {out.relative_to(REPO)}")
 
 

@@ -67,6 +67,52 @@ def test_heldout_requests_are_balanced_deterministic_and_unseen(routing):
     assert not any(t.lower().startswith(("show me", "draw ", "please illustrate", "i'd like to see")) for t in draws)
 
 
+def test_evaluate_reports_the_router_the_llm_alone_the_classifier_and_the_baselines(routing):
+    from agent.router import RouteDecision
+
+    rows = [{"text": "Who wrote Hamlet?", "route": "search"}, {"text": "Write a poem.", "route": "answer"},
+            {"text": "Please draw a fox", "route": "draw"}]
+    ev = {  # per request: (router's route, the LLM's scores, the classifier's scores)
+        "Who wrote Hamlet?": ("search", {"search": 0.3, "answer": 0.6, "draw": 0.1}, {"search": 0.9, "answer": 0.05, "draw": 0.05}),
+        "Write a poem.": ("answer", {"search": 0.1, "answer": 0.8, "draw": 0.1}, {"search": 0.6, "answer": 0.3, "draw": 0.1}),
+        "Please draw a fox": ("draw", {"search": 0.1, "answer": 0.1, "draw": 0.8}, {"search": 0.1, "answer": 0.1, "draw": 0.8}),
+    }
+
+    class Stub:
+        def decide(self, text):
+            route, llm, clf = ev[text]
+            return RouteDecision(route=route, reason="r", scores={}, evidence={
+                "llm": {"scores": llm, "ms": 5.0}, "classifier": {"used": True, "scores": clf, "ms": 1.0}})
+
+    out = routing.evaluate(rows, Stub())
+    assert set(out) == set(routing.SYSTEMS)
+    assert out["router"]["accuracy"] == 1.0 and out["router"]["ms_p50"] >= 0
+    assert out["llm_only"]["confusion"]["search->answer"] == 1 and out["llm_only"]["accuracy"] == pytest.approx(0.667, abs=1e-3)
+    assert out["classifier_only"]["confusion"]["answer->search"] == 1
+    assert out["llm_only"]["ms_per_decision"] == 5.0 and out["classifier_only"]["ms_per_decision"] == 1.0
+    assert out["keyword_rule"]["accuracy"] == 1.0 and out["always_search"]["accuracy"] == pytest.approx(0.333, abs=1e-3)
+
+
+@needs_data
+def test_router_training_rows_are_disjoint_from_every_eval_set():
+    train = _load("train_router")
+    rows, stats = train.build_rows(0)
+    assert stats["by_route"]["search"] > 1000 and stats["by_route"]["answer"] > 500 and stats["by_route"]["draw"] > 1000
+    taken, ids = train.eval_texts()
+    assert len(ids["dev"]) == 142 and len(ids["heldout"]) == 150 and len(ids["squad"]) > 600
+    texts = {train.norm(r["text"]) for r in rows}
+    assert not texts & taken
+    assert not texts & {train.norm(t) for t in ids["dev"] + ids["heldout"]}
+    # every request also appears in its spoken form, in the same group (so the split keeps them together)
+    spoken = [r for r in rows if r.get("spoken")]
+    assert len(spoken) > 0.8 * (len(rows) - len(spoken))
+    assert all(r["text"] == r["text"].lower() and not r["text"].endswith("?") for r in spoken)
+    # the draw wrappers are our own, not the held-out set's or the dev set's
+    own = {w.split("{")[0].strip().lower() for w in train.DRAW_WRAPPERS}
+    theirs = {w.split("{")[0].strip().lower() for w in _load("eval_routing")._DRAW_WRAPPERS}
+    assert not own & (theirs | {"show me", "draw", "please illustrate", "i'd like to see", "can you make a picture of"})
+
+
 # -- answers ---------------------------------------------------------------------------------
 def test_gold_matching_is_normalised_and_whole_word(answers):
     assert answers.normalize("The  Denver Broncos!") == "denver broncos"
