@@ -161,8 +161,8 @@ class Agent:
         return langchain_tools(self.tools)
 
     def preload(self) -> dict[str, float]:
-        """Load the models every turn needs now (LLM + route calibration, Wikipedia index, the
-        short-answer parser); returns how long each took in ms. Speech and image models still
+        """Load the models every turn needs now (LLM + route calibration, the route classifier's
+        embedding model, Wikipedia index, the short-answer parser); returns how long each took in ms. Speech and image models still
         load on first use."""
         import time
 
@@ -170,6 +170,7 @@ class Agent:
 
         timings = {}
         for name, load in (("llm", lambda: (self.tools.llm.load(), self.tools.router.bias())),
+                           ("route_classifier", self.tools.router.load_classifier),
                            ("wikipedia", lambda: self.tools.wiki.load() if isinstance(self.tools.wiki, Loadable) else None),
                            ("short_answer", spacy_pipeline)):
             start = time.perf_counter()

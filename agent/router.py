@@ -86,6 +86,16 @@ class Router:
             assert isinstance(self._classifier, RouteClassifier)
             return self._classifier
 
+    def load_classifier(self) -> None:
+        """Load the classifier and its embedding model now (no-op for an LLM-only router); a
+        classifier that cannot load is left for :meth:`decide` to report in the trace."""
+        if self._classifier is None:
+            return
+        try:
+            self.classifier.embedder.load()
+        except Exception:  # noqa: BLE001 - decide() says why and lets the LLM decide alone
+            pass
+
     def messages(self, request: str) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": load_prompt("route_system.txt")}]
         for text, label in _examples():
