@@ -90,6 +90,7 @@ def fit(items: list[tuple[dict, list]], keys: list[str], l2: float = 0.001, iter
 def accuracy(items: list[tuple[dict, list]], weights: dict[str, float]) -> float:
     hits = 0
     for r, cands in items:
+        cands = sa.admissible(r["question"], cands)
         if cands:
             best = max(cands, key=lambda c: sa.score(c.features, weights))
             hits += contains_gold(best.phrase or best.text, r["golds"])

@@ -101,6 +101,17 @@ def test_the_type_filter_picks_the_kind_of_thing_asked_for(question, answer):
     assert short.text in short.sentence or short.span in short.sentence  # cut from the quoted sentence
 
 
+def test_a_number_question_gets_a_number_with_its_unit_not_a_better_matching_phrase():
+    # The first sentence shares more words with the question, but holds no number.
+    passage = ("Mount Kilimanjaro", "Mount Kilimanjaro is a dormant volcano in Tanzania. "
+               "It is the highest mountain in Africa, about 5,895 metres above sea level.")
+    short, cands = extract("How tall is Mount Kilimanjaro?", [passage])
+    assert short is not None and "5,895 metres" in short.text, [(c.text, round(c.score, 2)) for c in cands[:5]]
+    # a question that does not ask for a number keeps every kind of candidate
+    short, _ = extract("What is Mount Kilimanjaro?", [passage])
+    assert short is not None and not any(ch.isdigit() for ch in short.text)
+
+
 def test_an_answer_in_the_second_or_third_passage_is_found_and_numbered():
     writer = AnswerWriter(ScriptedLLM())
     answer = writer.grounded("Who painted the Mona Lisa?", [OVERVIEW, SUPER_BOWL, MONA])

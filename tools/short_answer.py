@@ -251,6 +251,16 @@ def _tree_distance(doc: Any, start: int, end: int, asked: set[str]) -> float | N
     return float(best) if best is not None else None
 
 
+def _with_unit(doc: Any, text: str, end: int) -> str:
+    """A bare number followed by the noun it counts or measures keeps it: "5,895" -> "5,895 metres"."""
+    if doc is None:
+        return text
+    after = [t for t in doc if t.idx >= end][:1]
+    if after and after[0].pos_ == "NOUN" and after[0].idx - end <= 1:
+        return f"{text} {after[0].text}"
+    return text
+
+
 def candidates(question: str, sentences: list[Sentence], nlp: Any | None = None) -> list[Candidate]:
     """Candidate answer spans of ``sentences``: named entities and noun chunks (spaCy), or
     capitalised runs and numbers (without spaCy). Spans that only repeat the question, pronouns
@@ -273,7 +283,10 @@ def candidates(question: str, sentences: list[Sentence], nlp: Any | None = None)
                 continue  # the question's own words are not its answer
             at = start + max(raw.find(text), 0)
             seen.add(text.lower())
-            out.append(Candidate(text, label, sentence, at, at + len(text), phrase=_phrase(doc, text, at, at + len(text)),
+            phrase = _phrase(doc, text, at, at + len(text))
+            if label == "CARDINAL" and phrase == text:
+                phrase = _with_unit(doc, text, at + len(text))
+            out.append(Candidate(text, label, sentence, at, at + len(text), phrase=phrase,
                                  tree_distance=_tree_distance(doc, at, at + len(text), asked)))
     return out
 
@@ -375,6 +388,15 @@ def score(features: dict[str, float], weights: dict[str, float] | None = None) -
 
 # -- the whole step --------------------------------------------------------------------------
 
+def admissible(question: str, cands: list[Candidate]) -> list[Candidate]:
+    """A question asking for a number or a date is answered by one when any candidate is one
+    (loose type fit); other questions keep every candidate (types of names are too unsure)."""
+    if expected_type(question) not in (NUMBER, DATE):
+        return cands
+    fitting = [c for c in cands if c.features.get("type_loose")]
+    return fitting or cands
+
+
 @dataclass
 class ShortAnswer:
     text: str  # the answer: the span widened to its phrase (see :data:`PHRASE_WORDS`)
@@ -403,6 +425,7 @@ def extract(question: str, passages: list[tuple[str, str]], *, max_sentences: in
     if not cands:
         return None, []
     featurise(question, cands)
+    cands = admissible(question, cands)
     for c in cands:
         c.score = score(c.features, weights)
     cands.sort(key=lambda c: -c.score)
