@@ -215,6 +215,8 @@ class Router:
     def _combined_reason(route: str, llm: dict[str, Any], clf: dict[str, float], probs: dict[str, float]) -> str:
         if "scores" in llm:
             llm_says = f"LLM {llm['choice']} {llm['scores'][llm['choice']]:.2f}"
+            if llm.get("method") == "logprobs":
+                llm_says += " from the endpoint's logprobs"
         else:
             how = "a JSON-schema-constrained reply" if llm["method"] == "json_schema" else "its one-word reply"
             llm_says = f"the LLM chose '{llm['choice']}' by {how}, no probabilities"

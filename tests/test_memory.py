@@ -69,8 +69,8 @@ def test_unusable_llm_rewrite_falls_back_to_the_topic(tmp_path):
 
 
 def test_a_failed_turn_does_not_show_the_previous_answer(tmp_path):
-    llm = ScriptedLLM(replies=["Sea turtles can live for 50 years or more.", ""],
-                      labels=["search", *UNBIASED, "answer"])
+    # the search route's answer is read from the passages (no LLM reply); the direct answer is empty
+    llm = ScriptedLLM(replies=[""], labels=["search", *UNBIASED, "answer"])
     agent = make_agent(tmp_path, llm)
     thread = agent.new_thread_id()
     agent.ask(text="How long do sea turtles live?", thread_id=thread)

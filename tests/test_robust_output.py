@@ -286,13 +286,16 @@ def test_terminal_escapes_in_file_names_traces_and_answers_are_shown_not_obeyed(
     assert [json.loads(line)["input"] for line in as_json.lines("stdout")] == [None, EVIL]  # same values
 
     # A chat turn whose answer, sources and streamed tokens carry them.
+    # (the search route's answer and quote are read from the passage, so the passage carries them)
+    evil_text = f"The Mona Lisa is a portrait painted by Leonardo {EVIL} da Vinci, signed {FRIENDLY} on the back."
     cfg = {"llm": {"replies": [f"Leonardo {EVIL} painted it. {FRIENDLY}"] * 4, "labels": ["search"]},
-           "wiki": [{**MONA_LISA, "title": f"Mona {EVIL} Lisa", "url": f"https://x.example/{EVIL}"}]}
+           "wiki": [{**MONA_LISA, "title": f"Mona {EVIL} Lisa", "url": f"https://x.example/{EVIL}", "text": evil_text}]}
     chatted = askdraw(tmp_path, "chat", "--route", "search", "--no-image", "--out", "runs", cfg=cfg,
                       stdin="Who painted the Mona Lisa?\n/trace\nexit\n")
     assert chatted.returncode == 0, chatted.stderr
     assert "Leonardo \\x1b]0;pwned\\x07" in chatted.stdout and "Mona \\x1b]0;pwned" in chatted.stdout
-    assert FRIENDLY in chatted.stdout and chatted.stdout.rstrip().endswith("bye")
+    # (the panel may wrap the quote between FRIENDLY's words: each word is checked)
+    assert all(w in chatted.stdout for w in FRIENDLY.split()) and chatted.stdout.rstrip().endswith("bye")
     assert not RAW.search(chatted.stdout + chatted.stderr), ascii(chatted.stdout)
 
     # The one function behind all of it.
