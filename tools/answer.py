@@ -16,8 +16,7 @@ from typing import Any
 from tools.base import ChatModel
 from tools.common import load_prompt
 from tools.short_answer import extract
-from tools.text import (CONTENT_STOPWORDS, content_words, loops, padded_phrase, split_sentences, stem, stems,
-                        title_subject)
+from tools.text import CONTENT_STOPWORDS, content_words, loops, split_sentences, stem, stems
 
 NOT_FOUND = "NOT FOUND"
 
@@ -39,33 +38,8 @@ def drop_partial(text: str) -> str:
     return " ".join(sentences[:-1]) if len(sentences) > 1 else text
 
 
-def best_sentence(question: str, text: str) -> str:
-    """The sentence of ``text`` sharing most content words with the question (first on ties)."""
-    wanted = stems(question)
-    best, best_score = "", -1.0
-    for sentence in split_sentences(text):
-        words = stems(sentence)
-        score = len(wanted & words) + 0.01 * min(len(words), 25) / 25  # prefer informative sentences
-        if score > best_score:
-            best, best_score = sentence, score
-    return best
-
-
 def _passage_field(passage: Any, name: str) -> str:
     return str(passage.get(name, "") if isinstance(passage, dict) else getattr(passage, name, ""))
-
-
-def _clip_words(text: str, limit: int, keep: str = "") -> str:
-    """At most ``limit`` words of ``text``, centred on the sentence ``keep`` when it is given."""
-    words = text.split()
-    if len(words) <= limit:
-        return text
-    start = 0
-    if keep:
-        at = text.find(keep)
-        if at >= 0:
-            start = max(0, len(text[:at].split()) - limit // 3)
-    return " ".join(words[start : start + limit])
 
 
 @dataclass
@@ -85,12 +59,9 @@ class Answer:
 class AnswerWriter:
     """Writes answers with a chat model; ``grounded`` for the search route, ``direct`` otherwise."""
 
-    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 160, passage_words: int = 160,
-                 min_confidence: float = 0.0) -> None:
+    def __init__(self, llm: ChatModel, *, max_new_tokens: int = 160) -> None:
         self.llm = llm
-        self.min_confidence = min_confidence
         self.max_new_tokens = max_new_tokens
-        self.passage_words = passage_words
 
     def _messages(self, user: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": load_prompt("answer_system.txt")}, {"role": "user", "content": user}]
@@ -134,8 +105,6 @@ class AnswerWriter:
             clean = " ".join(s for s in split_sentences(text) if not addresses_the_model(s))
             usable.append((title, clean if mentions_names(question, f"{title} {clean}") else ""))
         short, cands = extract(question, usable)
-        if short is not None and short.confidence < self.min_confidence:
-            short = None
         if short is not None and not supported(short.text, short.sentence):
             short = None  # never: the span is cut from the sentence; kept as a guard
         if short is None:
@@ -180,12 +149,6 @@ def question_names(question: str) -> set[str]:
     """Stems of the capitalised words after the first (the names a question asks about)."""
     words = [re.sub(r"['’]s$", "", w) for w in re.findall(r"[A-Za-z0-9][\w'’-]*", question)]  # Victoria's
     return {stem(w.lower()) for w in words[1:] if w[0].isupper() and w.lower() not in CONTENT_STOPWORDS}
-
-
-def names_article(question: str, title: str) -> bool:
-    """Does the question name the article's subject ("What is X's occupation?" and article "X (politician)")?"""
-    name = title_subject(title).strip()
-    return bool(name) and len(name) > 2 and padded_phrase(name) in padded_phrase(question)
 
 
 def mentions_names(question: str, text: str) -> bool:
