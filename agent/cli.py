@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from agent.options import option_name, with_settings
-from agent.ui.terminal import printable, printable_json
+from agent.ui.terminal import printable, printable_json, wrap_lines
 
 app = typer.Typer(
     name="askdraw",
@@ -40,7 +40,7 @@ def _note(kind: str, message: str) -> None:
     err.print(f"askdraw: {kind}: {printable(message, oneline=True)}", markup=False)
 
 
-OutDir = Annotated[Optional[Path], typer.Option("--out", help="Where runs are written \\[env: ASKDRAW_OUT_DIR; default: runs].", show_default=False)]
+OutDir = Annotated[Optional[Path], typer.Option("--out", help="Where runs are written \\[env: ASKDRAW_OUT_DIR; default: $ASKDRAW_HOME/runs].", show_default=False)]
 
 
 def _version(value: bool) -> None:
@@ -87,8 +87,7 @@ def ask(
     else:
         _print_result(result)
     if not quiet:
-        for notice in result.notices:
-            _note("note", notice)
+        _print_notices(result)
     if result.error == "cancelled":
         _fail(f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
               else "cancelled (the run could not be saved; see the note above)", 130)
@@ -98,10 +97,29 @@ def ask(
         _note("warning", result.error)
 
 
+def _print_notices(result) -> None:
+    """The result's notices on stderr, one line each; a missing picture's in one short line."""
+    from agent.ui.render import facts, short_image_note
+
+    for notice in result.notices:
+        if notice == result.image_notice:
+            notice = short_image_note(facts(result)) or notice
+        _note("note", notice)
+
+
+def _draws(settings) -> bool:
+    """Whether a picture can be drawn at all (else the image step only writes a labelled card)."""
+    return bool(settings.image_model or settings.image_endpoint)
+
+
 def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinner: bool):
     """One question, with a status line (``spinner``) or each step on stderr (``trace``).
-    Ctrl-C cancels the run (its trace and result are still written); a second one quits at once."""
+    Ctrl-C cancels the run (its trace and result are still written); a second one quits at once.
+    With no image model, the status never says "drawing"; a step without a picture is shown
+    without its long why: the one-line note after the result says it."""
     from agent.trace import format_event
+
+    draws = _draws(agent.settings)
 
     result = None
     status = err.status("askdraw: starting (models load on first use)", spinner="dots") if spinner else None
@@ -121,9 +139,13 @@ def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinne
         for event in agent.stream(text=question, audio=str(audio) if audio else None, progress=True,
                                   cancel=cancel):
             if event.kind == "progress" and status and event.progress.get("text") and event.progress.get("type") != "token":
-                status.update(Text(f"askdraw: {printable(event.progress['text'], oneline=True)}"))
+                if draws or event.progress.get("step") != "generate_image":
+                    status.update(Text(f"askdraw: {printable(event.progress['text'], oneline=True)}"))
             elif event.kind == "step" and trace:
-                err.print(printable(format_event(event.step)), markup=False)
+                step = event.step
+                if step.step == "generate_image" and step.data.get("generated") is False:
+                    step = step.model_copy(update={"reason": None})
+                err.print(printable(format_event(step)), markup=False)
             elif event.kind == "result":
                 result = event.result
     finally:
@@ -144,9 +166,21 @@ def _print_quiet(result) -> None:
 
 
 def _print_result(result) -> None:
-    from agent.ui.render import facts, plain_lines
+    """The result's labelled lines; on a terminal the answer's markdown (lists, bold) is rendered."""
+    from rich.padding import Padding
 
-    for line in plain_lines(facts(result)):
+    from agent.ui.render import answer_markdown, facts, plain_lines
+
+    f = facts(result)
+    lines = plain_lines(f)
+    if out.is_terminal and f.answer and "Answer:" in lines:
+        start = lines.index("Answer:") + 1
+        end = start + len(f.answer.splitlines())
+        for line in lines[:start]:
+            out.print(printable(line, oneline=True), markup=False)
+        out.print(Padding(answer_markdown(f.answer), (0, 0, 0, 2)))
+        lines = lines[end:]
+    for line in lines:
         out.print(printable(line, oneline=True), markup=False)
 
 
@@ -164,7 +198,7 @@ def show_trace(
     if run_id is None:
         runs = sorted((d for d in out_dir.glob("*") if (d / "trace.jsonl").exists()), key=lambda d: d.stat().st_mtime)
         if not runs:
-            _fail(f"no runs in {out_dir}/")
+            _fail(f"no runs in {out_dir}/ (askdraw ask and chat write them there; --out DIR reads another folder)")
         folder = runs[-1]
     else:
         folder = Path(run_id) if Path(run_id).is_dir() else out_dir / run_id
@@ -182,7 +216,8 @@ def show_trace(
         if not log.finished:
             _note("note", f"{UNFINISHED} ({folder})")
     else:
-        out.print(printable(format_timeline(log)), markup=False)
+        text = printable(format_timeline(log))
+        out.print(wrap_lines(text, out.width) if out.is_terminal else text, markup=False)
 
 
 def _settings_or_fail(overrides: dict[str, Any]):
@@ -199,6 +234,8 @@ def _settings_or_fail(overrides: dict[str, Any]):
 
     try:
         settings = Settings(**overrides)
+        # Runs are found again from any folder (chat --resume, /trace): a relative --out is made absolute.
+        settings.out_dir = Path(os.path.abspath(settings.out_dir.expanduser()))
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(map(str, first["loc"]))
@@ -314,11 +351,36 @@ def main() -> None:
     # (only these: any other warning still shows).
     warnings.filterwarnings("ignore", message=r"The `local_dir_use_symlinks` argument is deprecated",
                             category=UserWarning)  # huggingface_hub, when diffusers looks up an uncached hub id
+    _help_width_when_piped()
     try:
-        app()
+        code = app(standalone_mode=False)
     except KeyboardInterrupt:
         err.print("askdraw: interrupted", markup=False)
         sys.exit(130)
+    except typer.Abort:
+        err.print("askdraw: interrupted", markup=False)
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's errors (typer vendors click, so these are its classes)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `askdraw` alone: the help, as before
+            exc.ctx.get_help()  # typer prints the help itself
+            sys.exit(exc.exit_code)
+        # A bad option or value: one line, like every other usage error.
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None and exc.exit_code == 2 else ""
+        err.print(f"askdraw: error: {printable(exc.format_message(), oneline=True)}{hint}", markup=False)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _help_width_when_piped() -> None:
+    """Help printed to a pipe or a file (``askdraw ask --help | cat``) is laid out 120 columns
+    wide instead of 80, so no option's help is cut short with an ellipsis. A terminal's own width,
+    and TERMINAL_WIDTH / COLUMNS when set, still win."""
+    if sys.stdout.isatty() or os.environ.get("TERMINAL_WIDTH") or os.environ.get("COLUMNS"):
+        return
+    import typer.rich_utils
+
+    typer.rich_utils.MAX_WIDTH = 120
 
 
 if __name__ == "__main__":

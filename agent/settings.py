@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tools.asr import STARTER_ASR
+from tools.common import default_runs_dir
 from tools.llm import STARTER_LLM
 
 
@@ -89,7 +90,11 @@ class Settings(BaseSettings):
     search_k: int = Field(3, ge=1, le=10, description="Passages given to the answer step.")
     max_search_attempts: int = Field(2, ge=1, le=5, description="Searches per question (the retry loop bound).")
     max_answer_tokens: int = Field(160, ge=8, le=2048, description="Longest text answer, in tokens.")
-    out_dir: Path = Field(Path("runs"), description="Where each run writes trace.jsonl, result.json and the image.")
+    out_dir: Path = Field(
+        default_factory=default_runs_dir,
+        description="Where each run writes trace.jsonl, result.json and the image (default: $ASKDRAW_HOME/runs, "
+        "the same folder whatever the working directory).",
+    )
     seed: int = Field(0, ge=0, description="Seed for image generation.")
     memory_path: Path | None = Field(
         None, description="SQLite file for conversation threads (default: $ASKDRAW_HOME/conversations.sqlite)."

@@ -22,6 +22,21 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runs_and_conversations_in_tmp(tmp_path_factory):
+    """Runs and conversations default to $ASKDRAW_HOME (the user's ~/.cache/askdraw): the tests'
+    own go to a temporary folder instead (unless the environment already names one). ASKDRAW_HOME
+    itself is left as it is, so the converted starter weights and indexes are reused; tests of the
+    defaults set their own ASKDRAW_HOME."""
+    base = tmp_path_factory.mktemp("askdraw-test-home")
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("ASKDRAW_OUT_DIR"):
+            patch.setenv("ASKDRAW_OUT_DIR", str(base / "runs"))
+        if not os.environ.get("ASKDRAW_MEMORY_PATH"):
+            patch.setenv("ASKDRAW_MEMORY_PATH", str(base / "conversations.sqlite"))
+        yield base
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors run fastest (and steadiest on a busy 2-core box) on one thread; modules opt in

@@ -276,12 +276,22 @@ def test_image_steps_and_errors_in_plain_output():
               "text": f"drawing, step {i}/40"} for i in range(1, 41)]
     agent = FakeAgent(progress=[{"type": "status", "step": "generate_image", "text": "drawing"}, *steps],
                       image_path=__file__, image_generated=True, image_model="tiny-sd")
+    agent.settings = Settings(image_model="tiny-sd")
     chat, buffer = session(agent, "draw a cat")
     chat.run()
     out = buffer.getvalue()
     shown = re.findall(r"drawing, step (\d+)/40", out)
     assert shown[-1] == "40" and 8 <= len(shown) <= 11  # about every 10%, not 40 lines
     assert "generated with tiny-sd" in out and "NOT generated" not in out
+
+    # no image model: the labelled card is not "drawing"
+    agent = FakeAgent(progress=[{"type": "status", "step": "generate_image", "text": "drawing"}],
+                      image_path=__file__, image_generated=False, no_image_kind="no_model",
+                      no_image_reason="No image model is configured, so no picture was drawn.")
+    chat, buffer = session(agent, "draw a cat")
+    chat.run()
+    out = buffer.getvalue()
+    assert "drawing" not in out and "NOT generated: a labelled card" in out
 
     agent = FakeAgent(answer=None, route=None, error="no speech recognised in the audio",
                       notices=["the question was long"], trace_path="/nowhere/trace.jsonl")
@@ -344,7 +354,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["ASKDRAW_MEMORY_PATH"] = str(tmp_path / "memory.sqlite")  # this test's conversations only
     env["HF_HUB_OFFLINE"] = "1"
-    for name in ("ASKDRAW_OUT_DIR", "DISPLAY", "WAYLAND_DISPLAY"):  # never open a real viewer
+    env["ASKDRAW_OUT_DIR"] = str(tmp_path / "runs")  # never the user's $ASKDRAW_HOME/runs
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):  # never open a real viewer
         env.pop(name, None)
     return env
 

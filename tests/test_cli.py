@@ -32,11 +32,16 @@ def _command() -> list[str]:
     return [sys.executable, "-m", "agent.cli"]
 
 
-def askdraw(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def askdraw(*args: str, cwd: Path, timeout: float = 120, env_set: dict[str, str] | None = None,
+            env_unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The command in ``cwd``; runs go to ``cwd/runs`` unless ``env_set`` / ``env_unset`` say otherwise."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["HF_HUB_OFFLINE"] = "1"
-    env.pop("ASKDRAW_OUT_DIR", None)
+    env["ASKDRAW_OUT_DIR"] = str(cwd / "runs")  # never the user's $ASKDRAW_HOME/runs
+    for name in ("COLUMNS", "TERMINAL_WIDTH", *env_unset):
+        env.pop(name, None)
+    env.update(env_set or {})
     return subprocess.run([*_command(), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -188,6 +193,109 @@ def test_error_messages_show_file_names_verbatim(tmp_path, name):
     assert_one_line_error(proc, name, code=1)
 
 
+# -- one home for runs, terminal habits (issue 17) -----------------------------------------------
+def test_runs_live_in_askdraw_home_whatever_the_folder(tmp_path):
+    """`cd /tmp && askdraw trace` used to fail with `no runs in runs/`: runs default to
+    $ASKDRAW_HOME/runs, so a run made in one folder is found from any other."""
+    home, here, there = tmp_path / "home", tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    env = {"ASKDRAW_HOME": str(home)}
+    unset = ("ASKDRAW_OUT_DIR", "ASKDRAW_MEMORY_PATH")
+    proc = askdraw("ask", "--audio", "missing.wav", "--json", cwd=here, env_set=env, env_unset=unset)
+    assert proc.returncode == 1, proc.stderr  # a run that fails without loading a model: still traced
+    result = json.loads(proc.stdout)
+    assert Path(result["trace_path"]).parent == home / "runs" / result["run_id"]
+
+    for args in (["trace"], ["trace", result["run_id"]]):
+        shown = askdraw(*args, cwd=there, env_set=env, env_unset=unset)
+        assert shown.returncode == 0, shown.stderr
+        assert f"run {result['run_id']}" in shown.stdout and "ERROR: audio file not found" in shown.stdout
+    history = askdraw("history", cwd=there, env_set=env, env_unset=unset)
+    assert history.returncode == 0 and history.stdout.strip() == "no conversations yet", history.stderr
+    assert (home / "conversations.sqlite").is_file()
+    assert not (here / "runs").exists() and not (there / "runs").exists()
+
+    elsewhere = askdraw("trace", cwd=there, env_set={**env, "ASKDRAW_OUT_DIR": str(tmp_path / "other")})
+    assert_one_line_error(elsewhere, "no runs in", code=1)  # ASKDRAW_OUT_DIR (and --out) still win
+
+
+def test_relative_out_is_written_as_an_absolute_path(tmp_path):
+    proc = askdraw("ask", "--audio", "missing.wav", "--json", "--out", "myruns", cwd=tmp_path)
+    result = json.loads(proc.stdout)
+    assert Path(result["trace_path"]).is_absolute()
+    assert Path(result["trace_path"]).parent == tmp_path / "myruns" / result["run_id"]
+
+
+def test_help_is_complete_when_piped(tmp_path):
+    """`askdraw ask --help | cat` cut option help at 80 columns with an ellipsis."""
+    proc = askdraw("ask", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout
+    assert "HuggingFaceTB/SmolLM2-1.7B-Instruct" in proc.stdout and "openai/whisper-small.en" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["ask", "x", "--seed", "abc"], "--seed"),
+    (["ask", "x", "--bogus"], "--bogus"),
+    (["ask", "x", "--wiki"], "--wiki"),
+    (["trace", "--wiki", "bogus"], "--wiki"),
+    (["chat", "--wiki", "bogus"], "bogus"),
+    (["ask", "x", "--wiki", "bogus"], "bogus"),
+], ids=["bad-int", "unknown-option", "missing-value", "option-of-another-command", "chat-wiki", "ask-wiki"])
+def test_every_usage_error_is_one_line(tmp_path, args, fragment):
+    """Errors found by the option parser used to be a boxed panel; now every usage error is one line."""
+    proc = askdraw(*args, cwd=tmp_path)
+    assert_one_line_error(proc, fragment, code=2)
+    assert "╭" not in proc.stderr and proc.stdout == ""
+
+
+def test_no_image_note_is_one_short_line(monkeypatch):
+    """The missing picture's note: one line, short (not the three-line why of the image step)."""
+    import io
+
+    from rich.console import Console
+
+    import agent.cli as cli
+    from agent.agent import Result
+    from agent.state import no_image_notice
+
+    why = ("No image model is configured, so no picture was drawn. To draw pictures, pass --image-model "
+           "PATH_OR_HUB_ID (or set ASKDRAW_IMAGE_MODEL): a local diffusers folder, or a hub id already downloaded.")
+    result = Result(run_id="r1", question="q", answer="An answer.", image_path="/x/image.png", no_image_kind="no_model",
+                    no_image_reason=why, notices=[no_image_notice(why), "the question was long"])
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buffer, width=80, highlight=False, soft_wrap=True))
+    cli._print_notices(result)
+    lines = buffer.getvalue().splitlines()
+    assert lines == ["askdraw: note: No image was generated: no --image-model is set, so a labelled card stands in",
+                     "askdraw: note: the question was long"]
+
+
+def test_ask_renders_the_answers_markdown_on_a_terminal(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import agent.cli as cli
+    from agent.agent import Result
+
+    result = Result(run_id="r1", question="q", route="answer", route_reason="why",
+                    answer="Two kinds:\n- **green** turtles\n- leatherbacks\nLast line.")
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buffer, width=80, force_terminal=True, highlight=False))
+    cli._print_result(result)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", buffer.getvalue())
+    assert "**" not in plain and "• green turtles" in plain and "• leatherbacks" in plain
+    lines = [ln.strip() for ln in plain.splitlines()]
+    assert "Two kinds:" in lines and "Last line." in lines  # line breaks kept
+
+    buffer = io.StringIO()  # piped: the answer's text as it was written
+    monkeypatch.setattr(cli, "out", Console(file=buffer, width=80, highlight=False, soft_wrap=True))
+    cli._print_result(result)
+    assert "  - **green** turtles" in buffer.getvalue().splitlines()
+
+
 # -- a real question with the starter models ------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
@@ -225,6 +333,8 @@ def test_real_question_with_trace_prints_each_step_on_stderr(real_run):
     steps = re.findall(r"^\s*\d+\.\d\ds  (\w+)", proc.stderr, flags=re.MULTILINE)
     assert steps == list(result["timings_ms"]), proc.stderr
     assert "decision: " + result["route"] in proc.stderr
+    # the missing picture is said once (the image step's line does not repeat the note's why)
+    assert proc.stderr.count("No image was generated") == 1 and "No image model is configured" not in proc.stderr
 
 
 @pytest.mark.slow
@@ -255,5 +365,7 @@ def test_spoken_demo_question_prints_every_part_of_the_result(tmp_path):
     trace = re.search(r"^Trace:\s+(\S+trace\.jsonl)", out, flags=re.MULTILINE)
     assert image and (tmp_path / image.group(1)).is_file(), out
     assert trace and (tmp_path / trace.group(1)).is_file(), out
-    assert "NOT generated" in out and "No image was generated" in proc.stderr  # never passed off as a picture
+    assert "NOT generated" in out  # never passed off as a picture
+    notes = [ln for ln in proc.stderr.splitlines() if "No image was generated" in ln]
+    assert len(notes) == 1 and len(notes[0]) <= 100, proc.stderr  # said once, in one short line
     assert re.search(r"^Time:\s+[\d.]+s \(transcribe", out, flags=re.MULTILINE), out

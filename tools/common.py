@@ -43,11 +43,23 @@ def current_cancel_event() -> threading.Event | None:
     return _cancel_event.get()
 
 
+def home_dir() -> Path:
+    """askdraw's one home folder: $ASKDRAW_HOME, else ~/.cache/askdraw (not created here)."""
+    return Path(os.environ.get("ASKDRAW_HOME") or Path.home() / ".cache" / "askdraw").expanduser()
+
+
 def cache_dir() -> Path:
-    """Where converted weights and indexes are cached: $ASKDRAW_HOME, else ~/.cache/askdraw."""
-    root = Path(os.environ.get("ASKDRAW_HOME") or Path.home() / ".cache" / "askdraw")
+    """Where converted weights, indexes, conversations and (by default) runs live: :func:`home_dir`,
+    created when missing."""
+    root = home_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def default_runs_dir() -> Path:
+    """Where runs are written unless ``out_dir`` (``--out``, ``ASKDRAW_OUT_DIR``) says otherwise:
+    ``$ASKDRAW_HOME/runs``, so ``askdraw trace``, ``/trace`` and ``--resume`` find them from any folder."""
+    return home_dir() / "runs"
 
 
 @contextmanager

@@ -26,9 +26,9 @@ from rich.text import Text
 from agent.ui.interrupts import CtrlC, wake_up_at_prompt
 from agent.ui.preload import Preload
 from agent.ui.progress import TurnView, follow_turn
-from agent.ui.render import answer_panel, clip, facts
-from agent.ui.terminal import printable
-from agent.ui.threads import ChatError, resolve_resume
+from agent.ui.render import answer_lines, answer_panel, clip, facts, short_image_note
+from agent.ui.terminal import printable, wrap_lines
+from agent.ui.threads import ChatError, past_turns, resolve_resume
 from agent.ui.viewer import open_with_viewer
 
 PROMPT = "ask> "
@@ -41,10 +41,12 @@ HELP = [
     ("/file PATH", "ask with an audio file (wav/flac/ogg/opus/mp3)"),
     ("/trace", "the last turn's steps and decisions"),
     ("/image", "open the last image (or print its path)"),
-    ("/new", "start a new conversation"),
+    ("/new", "start a new conversation (also /clear)"),
     ("/help", "this list"),
     ("exit", "leave (also quit, Ctrl-D); Ctrl-C stops a running turn"),
 ]
+# Typed alone on a line, these words are commands, not questions (a terminal habit).
+BARE_COMMANDS = {"help": "/help", "clear": "/clear", "new": "/new", "exit": "/exit", "quit": "/quit"}
 
 
 class ChatSession:
@@ -68,6 +70,7 @@ class ChatSession:
         self.turns = 0
         self.resumed = resume
         self.thread_id: str = resume["thread_id"] if resume else str(agent.new_thread_id())
+        self.image_noted = False  # the no-picture note is said once per session
         self.ctrl_c = CtrlC()
         self._leftover: threading.Thread | None = None  # a turn abandoned while it still ran
         self.preload = Preload(agent) if preload else None
@@ -106,18 +109,40 @@ class ChatSession:
         for name, what in HELP[1:]:
             self.say(Text.assemble(("  " + name.ljust(11), "cyan"), what))
         if self.resumed:
-            r = self.resumed
-            turns = r.get("turns")
-            last = printable(clip(r.get("last_question") or r.get("first_question"), 60))
-            count = f"{turns} turn{'' if turns == 1 else 's'}; " if turns is not None else ""
-            self.say(Text.assemble(("resumed conversation ", "green"), (printable(self.thread_id), "bold green"),
-                                   f" ({count}last: \"{last}\")"))
+            self._resumed_banner(self.resumed)
         else:
             self.say(Text.assemble("new conversation ", (str(self.thread_id), "bold"),
                                    " (askdraw chat --resume continues it later)"))
         line = self._settings_line()
         if line:
             self.say(line, "dim")
+
+    def _resumed_banner(self, r: dict[str, Any]) -> None:
+        """The resumed conversation: its id, its remembered turns (question, route, the answer's
+        start), and which run /trace and /image show."""
+        from agent.memory import MemoryCorrupt
+
+        turns = r.get("turns")
+        last = printable(clip(r.get("last_question") or r.get("first_question"), 60))
+        count = f"{turns} turn{'' if turns == 1 else 's'}; " if turns is not None else ""
+        self.say(Text.assemble(("resumed conversation ", "green"), (printable(self.thread_id), "bold green"),
+                               f" ({count}last: \"{last}\")"))
+        try:
+            past, self.last = past_turns(self.agent, self.thread_id)
+        except (MemoryCorrupt, OSError, ValueError) as exc:
+            self.say(f"could not read the conversation's turns: {clip(exc, 200)}", "yellow")
+            return
+        if turns is not None and turns > len(past):
+            self.say(f"  ({turns - len(past)} earlier turn{'' if turns - len(past) == 1 else 's'} not shown)", "dim")
+        first = (turns - len(past) + 1) if turns is not None and turns >= len(past) else 1
+        for n, turn in enumerate(past, first):
+            self.say(Text.assemble((f"  {n}. ", "dim"), printable(clip(turn.get("question"), 70)),
+                                   (f" -> {printable(turn.get('route') or '?')}: ", "dim"),
+                                   printable(clip(turn.get("answer"), 70))))
+        if self.last is not None:
+            self.say(f"/trace and /image show the last turn (run {self.last.run_id})", "dim")
+        elif past:
+            self.say("the last turn's run folder is gone: /trace and /image have nothing to show yet", "dim")
 
     def help(self) -> None:
         for name, what in HELP:
@@ -182,10 +207,14 @@ class ChatSession:
             return True
         word, _, rest = text.partition(" ")
         command = word.lower()
-        if command in ("exit", "quit", "/exit", "/quit", "/q", ":q"):
+        bare = BARE_COMMANDS.get(text.lower().rstrip("!."))  # the word alone, not a question starting with it
+        if bare:
+            word = command = bare
+        if command in ("/exit", "/quit", "/q", ":q"):
             return False
         commands: dict[str, Callable[[], Any]] = {
-            "/help": self.help, "/new": self.new_conversation, "/trace": self.show_trace,
+            "/help": self.help, "/new": self.new_conversation, "/clear": self.new_conversation,
+            "/trace": self.show_trace,
             "/image": self.show_image, "/file": lambda: self.ask_file(rest.strip()), "/voice": self.ask_voice}
         if not command.startswith("/"):
             self.turn(text=text)
@@ -214,7 +243,10 @@ class ChatSession:
         except OSError as exc:
             self.say(f"could not read the trace in {folder}: {exc}", "red")
             return
-        self.console.print(printable(format_timeline(log)), markup=False, highlight=False, soft_wrap=True)
+        text = printable(format_timeline(log))
+        if self.live:  # wrapped at word boundaries; piped output keeps one line per line
+            text = wrap_lines(text, self.console.width)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         self.say(f"(askdraw trace {self.last.run_id} --out {folder.parent} shows it again)", "dim")
 
     def show_image(self) -> None:
@@ -293,7 +325,7 @@ class ChatSession:
         if label:
             self.say(label, "dim")
         start = time.perf_counter()
-        view = TurnView(self.console, self.live, start)
+        view = TurnView(self.console, self.live, start, draws=self._draws())
         if self.turns == 0 and (self.preload is None or self.preload.thread is None):
             view.status(LOADING)
         else:
@@ -315,6 +347,11 @@ class ChatSession:
         self.render(result, time.perf_counter() - start)
         return result
 
+    def _draws(self) -> bool:
+        """Whether a picture can be drawn (else the image step only writes a labelled card)."""
+        s = getattr(self.agent, "settings", None)
+        return bool(s is None or s.image_model or s.image_endpoint)
+
     # -- the final output ---------------------------------------------------------------------
     def render(self, result: Any, elapsed: float) -> None:
         f = facts(result)
@@ -328,11 +365,28 @@ class ChatSession:
                 self.say(f"note: {notice}", "dim")
             self.say(f"({trace_hint}; /trace shows it)", "dim")
             return
-        self.console.print(answer_panel(f, elapsed))
+        if self.live:
+            self.console.print(answer_panel(f, elapsed))
+        else:  # plain lines: no box, no padding
+            for line in answer_lines(f, elapsed):
+                self.say(line)
         if f.error:
             self.say(f"warning: {f.error}", "yellow")
+        self._image_note(f)
         for notice in f.other_notices:
             self.say(f"note: {notice}", "dim")
+
+    def _image_note(self, f: Any) -> None:
+        """Why there is no picture, in one line: once per session when no image model is set (the
+        same every turn), and again whenever the answer itself points to it; each time for a
+        picture that failed."""
+        note = short_image_note(f)
+        if note is None:
+            return
+        if f.no_image_model and self.image_noted and "see the notice" not in (f.answer or ""):
+            return
+        self.image_noted = self.image_noted or f.no_image_model
+        self.say(f"note: {note}", "dim")
 
 
 def _isatty(stream: Any) -> bool:

@@ -5,6 +5,7 @@ are generated, and (on a terminal only) a spinner."""
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,19 +20,26 @@ from agent.ui.terminal import printable
 from tools.common import signals_to_main_thread
 
 NEWS_STYLES = {"error": "yellow", "answer": "dim"}  # how a step's news is shown (others: plain)
+INDENT = " " * 9  # streamed answer text sits under the step text, right of the time column
+_CHUNKS = re.compile(r"\s+|\S+")
 
 
 class TurnView:
     """Live progress of one turn: a line per step as it happens, the answer's tokens as they are
-    generated, and (on a terminal only) a spinner with the current activity."""
+    generated, and (on a terminal only) a spinner with the current activity. On a terminal, long
+    lines wrap at word boundaries; otherwise each is printed as one plain line. ``draws=False``
+    (no image model): no "drawing" line, since nothing is drawn."""
 
-    def __init__(self, console: Console, live: bool, start: float) -> None:
+    def __init__(self, console: Console, live: bool, start: float, *, draws: bool = True) -> None:
         self.console = console
         self.live = live
         self.start = start
+        self.draws = draws
         self.spinner = console.status("", spinner="dots") if live else None
         self.spinning = False
         self.streaming = False  # inside a line of answer tokens
+        self.column = 0  # where the streamed text's cursor is (a terminal)
+        self.word = ""  # a streamed word not yet ended: held back until it is, to wrap it whole
         self.last_image_step = -1.0
 
     def _stamp(self) -> str:
@@ -39,6 +47,7 @@ class TurnView:
 
     def _end_tokens(self) -> None:
         if self.streaming:
+            self._write_word()
             self.console.file.write("\n")
             self.console.file.flush()
             self.streaming = False
@@ -61,6 +70,9 @@ class TurnView:
         out = Text(printable(text), style=style)  # step outputs, notes, errors: data
         if detail:
             out.append(" - " + printable(detail), style="dim")
+        if not self.live:  # plain output: one line, no padding
+            self.console.print(Text.assemble(self._stamp(), "  ", out), soft_wrap=True)
+            return
         row = Table.grid(padding=(0, 2))  # long lines wrap under the text, not under the time
         row.add_column(style="dim", no_wrap=True)
         row.add_column(overflow="fold")
@@ -77,10 +89,37 @@ class TurnView:
     def token(self, piece: str) -> None:
         self._stop_spin()
         if not self.streaming:
-            self.console.file.write(" " * 9)
+            self.console.file.write(INDENT)
             self.streaming = True
-        self.console.file.write(printable(piece).replace("\n", "\n" + " " * 9))
+            self.column = len(INDENT)
+        if not self.live:  # a pipe: the text as it comes (no width to wrap at)
+            self.console.file.write(printable(piece).replace("\n", "\n" + INDENT))
+            self.console.file.flush()
+            return
+        for chunk in _CHUNKS.findall(self.word + printable(piece)):
+            self.word = ""
+            if not chunk.isspace():
+                self.word = chunk  # written once a space (or the end) shows the word is whole
+                continue
+            self._write_word()
+            if "\n" in chunk:
+                self.console.file.write("\n" * chunk.count("\n") + INDENT)
+                self.column = len(INDENT)
+            elif self.column + len(chunk) < self.console.width:
+                self.console.file.write(chunk)
+                self.column += len(chunk)
         self.console.file.flush()
+
+    def _write_word(self) -> None:
+        """Write the held-back word, on a new line when it would cross the terminal's edge."""
+        word, self.word = self.word, ""
+        if not word:
+            return
+        if self.column + len(word) > self.console.width - 1 and self.column > len(INDENT):
+            self.console.file.write("\n" + INDENT)
+            self.column = len(INDENT)
+        self.console.file.write(word)
+        self.column += len(word)
 
     def image_step(self, done: int, total: int, text: str) -> None:
         if self.live:
@@ -96,6 +135,8 @@ class TurnView:
 
     def progress(self, p: dict[str, Any]) -> None:
         kind = p.get("type")
+        if not self.draws and p.get("step") == "generate_image" and kind in ("status", "image_step"):
+            return  # no image model: the step only writes a labelled card; nothing is drawn
         if kind == "token":
             self.token(str(p.get("text", "")))
         elif kind == "image_step":

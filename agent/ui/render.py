@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Group
+from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -141,35 +142,88 @@ def _grid(min_width: int | None = None) -> Table:
     return grid
 
 
+def short_image_note(f: Facts) -> str | None:
+    """The one line that says no picture was drawn (None when one was, or there is no image at all):
+    short when no image model is set (the same every turn, so a session says it once), else the
+    reason this picture failed."""
+    if f.image_generated or not f.image_path:
+        return None
+    if f.no_image_model:
+        return "No image was generated: no --image-model is set, so a labelled card stands in"
+    return f"No image was generated: {clip(f.no_image_reason, 160)}" if f.no_image_reason else None
+
+
 def _image_text(f: Facts) -> Text:
     if f.image_generated:
         what = Text(f"generated with {printable(f.image_model)}", style="green")
     else:
-        why = NO_MODEL.format("--image-model") if f.no_image_model else clip(f.no_image_reason, 160)
+        why = "no image model" if f.no_image_model else clip(f.no_image_reason, 160)
         what = Text("NOT generated: a labelled card" + (f" ({printable(why)})" if why else ""), style="bold yellow")
-    return Text.assemble(what, "\n", printable(f.image_path))
+    return Text.assemble(what, " ", printable(f.image_path))
+
+
+def keep_line_breaks(text: str) -> str:
+    """Markdown source whose single line breaks stay line breaks (a hard break, two spaces, at the
+    end of every line outside a fenced code block): an answer's lines are meant as lines."""
+    out: list[str] = []
+    fenced = False
+    for line in text.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            out.append(line)
+        elif fenced or not line.strip():
+            out.append(line)
+        else:
+            out.append(line.rstrip() + "  ")
+    return "\n".join(out).rstrip()
+
+
+def answer_markdown(answer: str) -> Markdown:
+    """An answer's markdown (lists, bold, code) rendered for the terminal, its line breaks kept."""
+    return Markdown(keep_line_breaks(printable(answer)), hyperlinks=False)
 
 
 def answer_panel(f: Facts, elapsed: float) -> Panel:
-    """An answered turn as the chat shows it: what was heard or understood, the answer, then the
-    sources, the image's status and the time (``elapsed`` seconds in all)."""
+    """An answered turn as the chat shows it on a terminal: what was heard or understood, the
+    answer (markdown rendered), then the sources, the image's status and the time (``elapsed``
+    seconds in all)."""
     head = _grid()
     if f.heard:
         head.add_row("Heard", printable(f.heard))
     if f.understood:
         head.add_row("Understood", printable(f.understood))
     rows = _grid(min_width=10)
-    for i, (title, url) in enumerate(f.sources, 1):
-        rows.add_row("Sources" if i == 1 else "", printable(f"{i}. {title}" + (f" - {url}" if url else "")))
-    if f.none_found:
-        rows.add_row("Sources", "none found")
-    if f.image_path:
-        rows.add_row("Image", _image_text(f))
-    rows.add_row("Time", f"{elapsed:.1f}s total" + (f" ({f.steps})" if f.steps else ""))
+    for label, value in _tail_rows(f, elapsed):
+        rows.add_row(label, value)
     body: list[Any] = [head, Text("")] if head.row_count else []
-    body += [Text(printable(f.answer or "(no answer)")), Text(""), rows]
+    body += [answer_markdown(f.answer) if f.answer else Text("(no answer)"), Text(""), rows]
     return Panel(Group(*body), title=Text(printable(f"answer ({f.route or 'none'})")), title_align="left",
                  subtitle=Text(printable(f"run {f.run_id}")), subtitle_align="right", expand=True)
+
+
+def _tail_rows(f: Facts, elapsed: float) -> list[tuple[str, Text | str]]:
+    rows: list[tuple[str, Text | str]] = []
+    for i, (title, url) in enumerate(f.sources, 1):
+        rows.append(("Sources" if i == 1 else "", printable(f"{i}. {title}" + (f" - {url}" if url else ""))))
+    if f.none_found:
+        rows.append(("Sources", "none found"))
+    if f.image_path:
+        rows.append(("Image", _image_text(f)))
+    rows.append(("Time", f"{elapsed:.1f}s total" + (f" ({f.steps})" if f.steps else "")))
+    return rows
+
+
+def answer_lines(f: Facts, elapsed: float) -> list[str]:
+    """The same turn as plain lines, for output that is not a terminal (``echo ... | askdraw chat``):
+    no box, no padding, no trailing spaces; the answer's text as it was written."""
+    lines = [f"answer ({f.route or 'none'}), run {f.run_id}"]
+    lines += _labelled([("Heard", f.heard), ("Understood", f.understood)])
+    lines += [line.rstrip() for line in (f.answer or "(no answer)").splitlines()]
+    lines.append("")
+    for label, value in _tail_rows(f, elapsed):
+        text = value.plain if isinstance(value, Text) else str(value)
+        lines += [f"{label:<12}{text}".rstrip()]
+    return [printable(line) for line in lines]
 
 
 # -- markdown (the web page) ----------------------------------------------------------------------
@@ -247,5 +301,6 @@ def trace_markdown(f: Facts | None = None, live: list[str] | None = None) -> str
     return text
 
 
-__all__ = ["Facts", "facts", "step_news", "plain_lines", "answer_panel", "md_escape", "sources_markdown",
+__all__ = ["Facts", "facts", "step_news", "plain_lines", "answer_panel", "answer_lines", "answer_markdown",
+           "short_image_note", "keep_line_breaks", "md_escape", "sources_markdown",
            "route_markdown", "image_markdown", "notices_markdown", "trace_markdown", "clip", "NO_MODEL"]

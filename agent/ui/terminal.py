@@ -19,6 +19,7 @@ its own for its styles.
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import Any
 
 _UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
@@ -52,4 +53,19 @@ def printable_json(text: str) -> str:
     return _JSON_UNSAFE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-__all__ = ["printable", "printable_json"]
+def wrap_lines(text: str, width: int, hang: int = 2) -> str:
+    """``text`` with each line longer than ``width`` wrapped at word boundaries (a terminal would
+    cut it mid-word); the continuation lines keep the line's indentation plus ``hang`` spaces.
+    A word longer than a line (a URL) is kept whole."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * min(len(line) - len(line.lstrip(" ")) + hang, max(width // 2, 0))
+        out += textwrap.wrap(line, width=max(width, 20), subsequent_indent=indent, break_long_words=False,
+                             break_on_hyphens=False) or [line]
+    return "\n".join(out)
+
+
+__all__ = ["printable", "printable_json", "wrap_lines"]

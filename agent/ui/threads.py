@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from agent.ui.render import clip
@@ -31,6 +32,30 @@ def resolve_resume(agent: Any, wanted: str | None) -> dict[str, Any]:
     if not matches:
         raise ChatError(f"no conversation '{wanted}' (askdraw history lists them)")
     raise ChatError(f"'{wanted}' matches {len(matches)} conversations; give more of the id (askdraw history)")
+
+
+def past_turns(agent: Any, thread_id: str) -> tuple[list[dict[str, Any]], Any]:
+    """A resumed conversation's remembered turns (question, route, answer, run_id; the last
+    ``agent.state.HISTORY_TURNS``) and its last turn's :class:`~agent.agent.Result` read back from
+    the run folder (None when that folder is gone), for the banner, ``/trace`` and ``/image``."""
+    from agent.agent import load_result
+
+    memory = getattr(agent, "memory", None)
+    if memory is None or not hasattr(memory, "graph"):
+        return [], None
+    values = memory.graph().get_state({"configurable": {"thread_id": thread_id}}).values or {}
+    turns = list(values.get("history") or [])
+    folders: list[Path] = []
+    if values.get("done_dir"):  # the folder the last turn really wrote (whatever --out it had)
+        folders.append(Path(values["done_dir"]))
+    if turns and turns[-1].get("run_id"):
+        folders.append(Path(agent.settings.out_dir) / str(turns[-1]["run_id"]))
+    for folder in folders:
+        try:
+            return turns, load_result(folder)
+        except (OSError, ValueError):
+            continue
+    return turns, None
 
 
 def when(value: Any) -> str:
@@ -63,4 +88,4 @@ def history_lines(agent: Any) -> list[str]:
     return lines
 
 
-__all__ = ["ChatError", "resolve_resume", "history_lines", "when"]
+__all__ = ["ChatError", "resolve_resume", "past_turns", "history_lines", "when"]
