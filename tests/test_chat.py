@@ -121,6 +121,81 @@ def test_typed_turns_follow_up_trace_image_and_commands(tmp_path):
     assert out.rstrip().endswith("bye")
 
 
+def test_clear_and_bare_words_are_commands(tmp_path):
+    """`clear` used to be sent to the drawing route: /clear is /new, and help, clear, exit typed
+    alone are commands (a question that starts with one of them is still a question)."""
+    llm = ScriptedLLM(replies=["Sea turtles can live for 50 years or more.", "photo"], labels=["search"])
+    agent = make_agent(tmp_path, llm)
+    chat, buffer = session(agent, "/clear", "clear", "HELP", "How long do sea turtles live?", "exit", "never read")
+    assert chat.run() == 0
+    out = buffer.getvalue()
+    clear1, clear2, help_, turn, leave = out.split(PROMPT)[1:]
+    assert clear1.count("new conversation") == 1 and clear2.count("new conversation") == 1
+    assert "/file PATH" in help_ and "a question" in help_
+    assert "answer (search)" in turn
+    assert leave.strip() == "exit\nbye" and "never read" not in out
+    asked = [c for c in llm.calls if c[0] != "score"]
+    assert all("clear" not in json.dumps(c[1]).lower() for c in asked)  # the model never saw `clear`
+    assert [c["turns"] for c in agent.conversations()] == [1]
+
+
+def test_piped_output_is_plain_lines(tmp_path):
+    """No box, no padding, no trailing spaces when stdout is not a terminal (as the README says)."""
+    agent = make_agent(tmp_path, turtle_llm())
+    chat, buffer = session(agent, "How long do sea turtles live?", "And what do they eat?", "/trace")
+    assert chat.run() == 0
+    out = buffer.getvalue()
+    assert not set("╭╮╰╯│─") & set(out), out
+    trailing = [ln for ln in out.splitlines() if ln != ln.rstrip()]
+    assert not trailing, trailing
+    assert "answer (search), run " in out and "Sources     1. Sea turtle - https://" in out
+    assert re.search(r"^Understood  What do sea turtles eat\?$", out, flags=re.MULTILINE)
+
+
+def test_no_image_note_once_per_session(tmp_path):
+    """With no image model every turn has a labelled card: the note says so once, in one line, and
+    the progress lines never say "drawing"."""
+    agent = make_agent(tmp_path, turtle_llm())
+    chat, buffer = session(agent, "How long do sea turtles live?", "And what do they eat?")
+    assert chat.run() == 0
+    out = buffer.getvalue()
+    notes = [ln for ln in out.splitlines() if "No image was generated" in ln]
+    assert notes == ["note: No image was generated: no --image-model is set, so a labelled card stands in"]
+    assert "drawing" not in out
+    assert out.count("NOT generated: a labelled card") == 2  # each turn's Image line still says so
+
+
+def test_markdown_answers_and_word_wrap_on_a_terminal():
+    from agent.agent import Result
+    from agent.ui.progress import TurnView
+    from agent.ui.render import answer_panel, facts
+    from agent.ui.terminal import wrap_lines
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=60, highlight=False)
+    result = Result(run_id="r1", question="q", route="answer", answer="Two kinds:\n- **green** turtles\n- leatherbacks")
+    console.print(answer_panel(facts(result), 1.0))
+    plain = ANSI.sub("", buffer.getvalue())
+    assert "**" not in plain and "• green turtles" in plain and "• leatherbacks" in plain
+
+    # streamed tokens (cut mid-word, as a model sends them) wrap at word boundaries
+    text = ("Sea turtles are reptiles of the order Testudines and of the suborder Cryptodira; "
+            "the seven existing species are found in all oceans except the Arctic.")
+    buffer = io.StringIO()
+    view = TurnView(Console(file=buffer, force_terminal=True, width=40), True, time.perf_counter())
+    for i in range(0, len(text), 3):
+        view.token(text[i:i + 3])
+    view.close()
+    lines = ANSI.sub("", buffer.getvalue()).replace("\r", "").strip("\n").split("\n")
+    assert len(lines) > 3 and all(len(ln) <= 40 for ln in lines), lines
+    assert " ".join(ln.strip() for ln in lines) == text  # no word was cut
+
+    wrapped = wrap_lines("  1.20s  answer [llm]\n           out: " + text, 40).split("\n")
+    assert all(len(ln) <= 40 for ln in wrapped) and wrapped[0] == "  1.20s  answer [llm]"
+    assert " ".join(ln.strip() for ln in wrapped[1:]) == "out: " + text
+    assert all(ln.startswith(" " * 13) for ln in wrapped[2:])  # under the line's own indentation
+
+
 def test_new_conversation_forgets_the_topic(tmp_path):
     llm = ScriptedLLM(replies=["Sea turtles can live for 50 years or more.", "photo", "I do not know.", "photo"],
                       labels=["search", "answer"])
@@ -333,6 +408,51 @@ def test_resumed_session_banner_and_thread():
     assert 'resumed conversation 20251231-090000-bbbbbb (1 turn; last: "Who painted the Mona Lisa?")' in out
 
 
+def test_resume_from_another_folder_shows_the_turns_and_trace(tmp_path, monkeypatch):
+    """Runs and conversations live in $ASKDRAW_HOME whatever the working directory: a conversation
+    had in one folder is resumed in another, its opening lines list the turns, and /trace and
+    /image show its last turn."""
+    home, here, there = tmp_path / "home", tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    monkeypatch.setenv("ASKDRAW_HOME", str(home))
+    monkeypatch.delenv("ASKDRAW_OUT_DIR", raising=False)
+    monkeypatch.delenv("ASKDRAW_MEMORY_PATH", raising=False)
+
+    def agent_here(llm) -> Agent:
+        settings = Settings()  # the defaults: runs and conversations under $ASKDRAW_HOME
+        return Agent(settings, tools=Toolbox(settings, llm=llm, wiki=FakeWiki([TURTLE]), asr=FakeASR(),
+                                             image=ImageGenerator(None)))
+
+    monkeypatch.chdir(here)
+    first = agent_here(turtle_llm())
+    chat, _ = session(first, "How long do sea turtles live?", "And what do they eat?")
+    assert chat.run() == 0
+    last = chat.last
+    assert Path(last.trace_path).parent == home / "runs" / last.run_id
+
+    monkeypatch.chdir(there)
+    buffer = io.StringIO()
+    opened: list[str] = []
+    code = run_chat(agent_here(ScriptedLLM()), resume=True, console=Console(file=buffer, width=120),
+                    input_fn=scripted_input("/trace", "/image", write=buffer.write), preload=False, echo=True,
+                    opener=lambda path: opened.append(path) or False)
+    assert code == 0
+    banner, trace, image = buffer.getvalue().split(PROMPT)[:3]
+    assert f"resumed conversation {last.thread_id} (2 turns" in banner
+    assert re.search(r"1\. How long do sea turtles live\? -> search: .*50 years", banner), banner
+    assert re.search(r"2\. What do sea turtles eat\? -> search: .*[Ss]eagrass", banner), banner  # as understood
+    assert f"/trace and /image show the last turn (run {last.run_id})" in banner
+    assert f"run {last.run_id}" in trace and "decision: search" in trace and "standalone" in trace
+    assert opened == [last.image_path] and f"the image is at {last.image_path}" in image
+    assert not (here / "runs").exists() and not (there / "runs").exists()
+
+    proc = askdraw(there, "history", env_set={"ASKDRAW_HOME": str(home)},
+                   env_unset=("ASKDRAW_OUT_DIR", "ASKDRAW_MEMORY_PATH"))
+    assert proc.returncode == 0 and last.thread_id in proc.stdout, proc.stderr
+    assert "How long do sea turtles live?" in proc.stdout
+
+
 def test_history_lines():
     assert history_lines(FakeAgent()) == ["no conversations yet"]
     lines = history_lines(FakeAgent(THREADS))
@@ -360,8 +480,13 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def askdraw(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*_command(), *args], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+def askdraw(tmp_path: Path, *args: str, stdin: str | None = None, env_set: dict[str, str] | None = None,
+            env_unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = _env(tmp_path)
+    for name in env_unset:
+        env.pop(name, None)
+    env.update(env_set or {})
+    return subprocess.run([*_command(), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
 
 
@@ -386,6 +511,7 @@ def test_cli_chat_with_piped_input_is_plain_text(tmp_path):
     assert "askdraw chat" in proc.stdout and "/file PATH" in proc.stdout
     assert "no turn yet" in proc.stdout and proc.stdout.rstrip().endswith("bye")
     assert f"{PROMPT}/voice" in proc.stdout  # piped input is echoed after the prompt
+    assert not [ln for ln in proc.stdout.splitlines() if ln != ln.rstrip()]  # plain lines: no trailing spaces
 
 
 # -- slow: a real session with the starter models, through a pseudo-terminal --------------------------

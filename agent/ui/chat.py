@@ -189,8 +189,9 @@ class ChatSession:
                     line = self.input_fn(PROMPT)
                 if self.echo:
                     self.console.file.write(printable(line) + "\n")
-            except (EOFError, KeyboardInterrupt):
-                self.console.print()  # the cursor is still on the prompt's line
+            except (EOFError, KeyboardInterrupt) as exc:
+                # the cursor is still on the prompt's line (piped input: say why, so no line ends in a space)
+                self.console.print("(end of input)" if self.echo and isinstance(exc, EOFError) else "")
                 self.say(GOODBYE)
                 return 0
             try:

@@ -96,8 +96,8 @@ class TurnView:
             self.console.file.write(printable(piece).replace("\n", "\n" + INDENT))
             self.console.file.flush()
             return
-        for chunk in _CHUNKS.findall(self.word + printable(piece)):
-            self.word = ""
+        chunks, self.word = _CHUNKS.findall(self.word + printable(piece)), ""
+        for chunk in chunks:
             if not chunk.isspace():
                 self.word = chunk  # written once a space (or the end) shows the word is whole
                 continue
