@@ -607,10 +607,16 @@ def test_real_chat_session_in_a_terminal(tmp_path):
     proc = askdraw(tmp_path, "chat", "--resume", "nope")
     assert proc.returncode == 2 and "no conversation 'nope'" in proc.stderr
 
-    child = pexpect.spawn(command[0], [*command[1:], "chat", "--resume", "--out", str(runs)], env=_env(tmp_path),
-                          cwd=str(tmp_path), encoding="utf-8", timeout=60, dimensions=(50, 200))
+    elsewhere = tmp_path / "elsewhere"  # resumed from another folder: its runs are found all the same
+    elsewhere.mkdir()
+    child = pexpect.spawn(command[0], [*command[1:], "chat", "--resume"], env=_env(tmp_path),
+                          cwd=str(elsewhere), encoding="utf-8", timeout=60, dimensions=(50, 200))
     try:
         child.expect(rf"resumed conversation {CODES}{thread}", timeout=60)
+        child.expect("And what do they eat|What do sea turtles eat")  # the opening lines list the turns
+        child.expect(prompt)
+        child.sendline("/trace")  # the resumed conversation's last turn
+        child.expect("decision:")
         child.expect(prompt)
         child.sendintr()  # Ctrl-C at the prompt leaves (while the models load in the background)
         child.expect("bye")
