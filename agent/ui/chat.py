@@ -248,7 +248,8 @@ class ChatSession:
         if self.live:  # wrapped at word boundaries; piped output keeps one line per line
             text = wrap_lines(text, self.console.width)
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
-        self.say(f"(askdraw trace {self.last.run_id} --out {folder.parent} shows it again)", "dim")
+        where = "" if folder.parent.absolute() == _default_out_dir() else f" --out {folder.parent}"
+        self.say(f"(askdraw trace {self.last.run_id}{where} shows it again)", "dim")
 
     def show_image(self) -> None:
         path = getattr(self.last, "image_path", None) if self.last is not None else None
@@ -388,6 +389,18 @@ class ChatSession:
             return
         self.image_noted = self.image_noted or f.no_image_model
         self.say(f"note: {note}", "dim")
+
+
+def _default_out_dir() -> Path | None:
+    """Where `askdraw trace` looks with no --out (ASKDRAW_OUT_DIR, else $ASKDRAW_HOME/runs)."""
+    from pydantic import ValidationError
+
+    from agent.settings import Settings
+
+    try:
+        return Settings().out_dir.expanduser().absolute()
+    except ValidationError:
+        return None
 
 
 def _isatty(stream: Any) -> bool:
