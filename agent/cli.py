@@ -173,15 +173,22 @@ def _print_result(result) -> None:
 
     f = facts(result)
     lines = plain_lines(f)
+
+    def show(line: str) -> None:  # on a terminal, long lines wrap at word boundaries, under the value
+        line = printable(line, oneline=True)
+        if out.is_terminal:
+            line = wrap_lines(line, out.width, hang=3 if line.startswith(" ") else 12)
+        out.print(line, markup=False)
+
     if out.is_terminal and f.answer and "Answer:" in lines:
         start = lines.index("Answer:") + 1
         end = start + len(f.answer.splitlines())
         for line in lines[:start]:
-            out.print(printable(line, oneline=True), markup=False)
+            show(line)
         out.print(Padding(answer_markdown(f.answer), (0, 0, 0, 2)))
         lines = lines[end:]
     for line in lines:
-        out.print(printable(line, oneline=True), markup=False)
+        show(line)
 
 
 @app.command("trace")

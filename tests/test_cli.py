@@ -280,7 +280,8 @@ def test_ask_renders_the_answers_markdown_on_a_terminal(monkeypatch):
     import agent.cli as cli
     from agent.agent import Result
 
-    result = Result(run_id="r1", question="q", route="answer", route_reason="why",
+    result = Result(run_id="r1", question="q", route="answer",
+                    route_reason="the request needs no outside facts, so answer directly (LLM answer 0.50)",
                     answer="Two kinds:\n- **green** turtles\n- leatherbacks\nLast line.")
     buffer = io.StringIO()
     monkeypatch.setattr(cli, "out", Console(file=buffer, width=80, force_terminal=True, highlight=False))
@@ -289,6 +290,9 @@ def test_ask_renders_the_answers_markdown_on_a_terminal(monkeypatch):
     assert "**" not in plain and "• green turtles" in plain and "• leatherbacks" in plain
     lines = [ln.strip() for ln in plain.splitlines()]
     assert "Two kinds:" in lines and "Last line." in lines  # line breaks kept
+    route = plain.splitlines()[:2]  # the long Route line wraps at a word, under its value
+    assert all(len(ln) <= 80 for ln in route) and route[1].startswith(" " * 12 + "answer 0.50)"), route
+    assert " ".join(" ".join(route).split()) == f"Route: answer - {result.route_reason}"  # no word cut
 
     buffer = io.StringIO()  # piped: the answer's text as it was written
     monkeypatch.setattr(cli, "out", Console(file=buffer, width=80, highlight=False, soft_wrap=True))
