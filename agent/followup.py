@@ -1,45 +1,296 @@
 """Follow-up questions in a conversation: rewrite "And what do they eat?" into a standalone
 question ("What do sea turtles eat?") before routing and searching.
 
-The LLM rewrites it; the rewrite is used only if it keeps the follow-up's own words, names the
-earlier topic, and leaves no unresolved pronoun. Otherwise the pronoun is replaced by the
-earlier turn's topic (its Wikipedia article's title, or the thing drawn), and the trace says so.
+Two ways make the standalone question, and the trace says which was used and why:
+
+* **The rule** (:func:`substitute`): the earlier turn's topic takes the back-reference's place,
+  grammatically ("When was it painted?" -> "When was the Mona Lisa painted?", "What is its
+  capital?" -> "What is Canada's capital?"); "What about X?" asks the previous question again
+  with X in the topic's place; ellipsis ("And in winter?", "How tall?", "And his wife?") is
+  completed from the previous question. When a rule applies, its result is used as it is: it
+  keeps every word the user said, and ``bench/eval_followup.py`` measured it well above the
+  starter LLM's checked rewrites.
+* **The LLM** rewrites only what no rule resolves, and its rewrite is used only if
+  :func:`check_rewrite` accepts it: the same question word ("When ..." stays "When ..."), every
+  content word of the follow-up kept (the asked property), the topic named, and no other content
+  word added. Otherwise the question gets the topic appended, and the trace says so.
+
+A follow-up that is a full question of its own ("And who wrote Anna Karenina?", "Is there life on
+Mars?") is left as asked.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from tools.text import content_words, split_sentences, stems
 from tools.common import Cancelled, load_prompt
+from tools.text import content_words, get_tokenizer, split_sentences, stems
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
 _PRONOUNS = re.compile(rf"\b({_PRONOUN})\b", re.IGNORECASE)
-_LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay)\b[,\s]*", re.IGNORECASE)
+_LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay|well)\b[,\s]*", re.IGNORECASE)
+_ABOUT = re.compile(r"^\s*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 _POSSESSIVE = {"their", "theirs", "its", "his", "hers"}
+#: "there" that introduces something new ("Is there life on Mars?"), not a place said before.
+_EXPLETIVE_THERE = re.compile(r"\b(?:is|are|was|were|will|be|been)\s+there\b|\bthere\s+(?:is|are|was|were|will|has|have|had)\b",
+                              re.IGNORECASE)
+_AUXILIARIES = ("is are was were do does did has have had can could will would should may might shall must am be been"
+                .split())
+_WH = ("what", "who", "whom", "whose", "when", "where", "why", "which", "how")
+_HOW_ADJ = frozenset("many much long old tall big far fast deep high large often heavy wide hot cold small".split())
+_PREPOSITIONS = frozenset("in at on during for after before by with without from since until near inside outside under "
+                          "over around".split())
+#: Past participles of the irregular verbs a "Who VERBed X?" question often has ("When?" -> "When was X written?").
+_PARTICIPLES = {"wrote": "written", "built": "built", "drew": "drawn", "made": "made", "sang": "sung", "took": "taken",
+                "gave": "given", "won": "won", "began": "begun", "found": "found", "led": "led", "ran": "run",
+                "threw": "thrown", "broke": "broken", "sold": "sold", "bought": "bought", "shot": "shot", "killed": "killed"}
+_MOTION = frozenset("go goes going went get gets travel travels travelling traveling fly flies move moved moving come "
+                    "came".split())
+
+
+# -- what a question asks -------------------------------------------------------------------------------
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+
+
+def question_word(text: str) -> str:
+    """The word that says what is asked: "when", "how tall", "how many", "who"; for a yes/no
+    question its auxiliary ("is", "did"); "" when there is none. A leading "and"/"so" is skipped."""
+    words = _words(_LEADING.sub("", text))
+    if not words:
+        return ""
+    first = words[0]
+    if first == "how" and len(words) > 1 and words[1] in _HOW_ADJ:
+        return f"how {words[1]}"
+    if first in _WH or first in _AUXILIARIES:
+        return first
+    return ""
+
+
+def content_stems(text: str) -> set[str]:
+    """The content words of ``text`` (no function, question or request words), Snowball-stemmed
+    ("painted"/"painting" -> "paint", "lived"/"live" -> "live"); a possessive "'s" is dropped."""
+    return set(get_tokenizer().stem_words(content_words(text)))
+
+
+def same_intent(rewrite: str, expected: str) -> bool:
+    """Exact intent: the same question word and the same set of content stems (articles, "'s",
+    word order, case and punctuation may differ; no content word may be added, dropped or changed)."""
+    return question_word(rewrite) == question_word(expected) and content_stems(rewrite) == content_stems(expected)
+
+
+# -- when a question needs the conversation -------------------------------------------------------------
+def _references(text: str) -> list[re.Match]:
+    """The pronouns of ``text`` that point back (not the "there" of "is there ...")."""
+    expletive = [m.span() for m in _EXPLETIVE_THERE.finditer(text)]
+    return [m for m in _PRONOUNS.finditer(text)
+            if not (m.group(0).lower() == "there" and any(a <= m.start() < b for a, b in expletive))]
+
+
+def _is_full_question(text: str) -> bool:
+    """A question that stands on its own: a question word or auxiliary, and two content words or more."""
+    return bool(question_word(text)) and len(content_words(text)) >= 2 and not _references(text)
 
 
 def needs_context(question: str) -> bool:
-    """A short question leaning on something said before: it starts with 'and'/'but'... or
-    refers back with a pronoun."""
-    if _LEADING.match(question) or re.match(r"^\s*(what|how) about\b", question, re.IGNORECASE):
+    """A short question leaning on something said before: it refers back with a pronoun, asks
+    "what about X?", is cut short ("And in winter?", "How tall?"), or starts with "and"/"but"
+    without being a full question of its own."""
+    if _ABOUT.match(question):
         return True
-    return bool(_PRONOUNS.search(question)) and len(content_words(question)) <= 8
+    rest = _LEADING.sub("", question)
+    refs = _references(rest)
+    if refs:
+        # "Who was Napoleon and where was he born?": the pronoun points to a name the question says itself
+        if re.search(r"(?<=\w\s)[A-Z][a-z][\w'-]*.*(?:\band\b|,)", rest[: refs[0].start()]):
+            return False
+        return len(content_words(rest)) <= 8
+    if _LEADING.match(question):
+        return not _is_full_question(rest)
+    return len(_words(rest)) <= 3 and len(content_words(rest)) <= 1 and bool(question_word(rest))
 
 
-def _substitute(question: str, topic: str) -> str:
-    """Replace the first back-reference with the topic (possessive pronouns with "topic's")."""
-    text = _LEADING.sub("", question.strip())
+# -- the rule -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Substitution:
+    """The rule's standalone question; ``rule`` names the rule that applied ("" when none did and
+    the topic was only appended)."""
 
-    def repl(match: re.Match) -> str:
-        word = match.group(0).lower()
-        return f"{topic}'s" if word in _POSSESSIVE else topic
+    text: str
+    rule: str
 
-    text, n = _PRONOUNS.subn(repl, text, count=1)
-    if n == 0:  # "What about X?" / "And in winter?": add the topic explicitly
-        text = f"{text.rstrip('?. ')} (about {topic})?"
-    return text[:1].upper() + text[1:]
+    @property
+    def clean(self) -> bool:
+        return bool(self.rule)
+
+
+def _clean_title(title: str) -> str:
+    """A Wikipedia title without its disambiguation ("The Four Seasons (Vivaldi)" -> "The Four Seasons")."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", title).strip() or title
+
+
+def _find(phrase: str, text: str) -> re.Match | None:
+    """``phrase`` in ``text`` (case-insensitive, whole words), with an article before it if there is one."""
+    if not phrase.strip():
+        return None
+    return re.search(rf"\b(?:(?:the|a|an)\s+)?{re.escape(phrase.strip())}\b", text, re.IGNORECASE)
+
+
+def _topic_phrase(topic: str, previous: str) -> str:
+    """The topic as the previous question worded it, article included ("Mona Lisa" asked as
+    "Who painted the Mona Lisa?" -> "the Mona Lisa")."""
+    topic = _clean_title(topic)
+    found = _find(topic, previous)
+    return found.group(0) if found else topic
+
+
+def _possessive(phrase: str) -> str:
+    return f"{phrase}'" if phrase.endswith("s") and not phrase.endswith("ss") else f"{phrase}'s"
+
+
+def _finish(text: str, asked: str) -> str:
+    """Tidy spacing, start with a capital unless the user typed in lower case, end as they did."""
+    text = " ".join(text.split()).strip(" ,")
+    text = re.sub(r"\s*[?.!]+$", "", text)
+    spoken = asked.strip() == asked.strip().lower()
+    if not spoken:
+        text = text[:1].upper() + text[1:]
+    return text + ("?" if asked.rstrip().endswith("?") or not spoken else "")
+
+
+def _previous_head(previous: str) -> str | None:
+    """"Who was" of "Who was Julius Caesar?", "What is" of "What is the population of Brazil?"."""
+    m = re.match(r"\s*((?:who|what|which|where|when|how(?:\s+\w+)?)\s+(?:is|are|was|were))\b", _LEADING.sub("", previous),
+                 re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
+    """The first back-reference of ``text`` replaced by ``topic`` (possessives as "topic's",
+    "there" as "in topic"); None when there is none."""
+    refs = _references(text)
+    if not refs:
+        return None
+    m = refs[0]
+    word = m.group(0).lower()
+    after = text[m.end():]
+    next_word = (_words(after) or [""])[0]
+    before = _words(text[: m.start()])
+    if word in _POSSESSIVE or (word == "her" and next_word and next_word not in _PREPOSITIONS
+                                and next_word not in _AUXILIARIES):
+        new = _possessive(topic)
+    elif word == "there":
+        new = ("to " if before and before[-1] in _MOTION else "in ") + topic
+    elif word in ("this", "that", "these", "those") and next_word and next_word not in _AUXILIARIES \
+            and not next_word.endswith("ed") and re.match(r"\s+[a-z]", after):
+        # "that painting" -> the topic stands for the whole noun phrase
+        end = m.end() + re.match(r"\s+[a-z]+", after).end()
+        return text[: m.start()] + topic + text[end:], f"'{m.group(0)} {next_word}'"
+    else:
+        new = topic
+    return text[: m.start()] + new + text[m.end():], f"'{m.group(0)}'"
+
+
+def substitute(question: str, previous: str, topic: str) -> Substitution:
+    """The follow-up with the earlier topic put in, by rule (see the module's docstring)."""
+    asked = question.strip()
+    rest = _LEADING.sub("", asked).strip()
+    phrase = _topic_phrase(topic, previous)
+    prev = _LEADING.sub("", previous).strip()
+
+    about = _ABOUT.match(asked)
+    if about and not _references(about.group(1)):  # "What about Germany?": the previous question about X
+        other = about.group(1)
+        found = _find(_clean_title(topic), prev)
+        if found is None:  # the topic is the answer's title, not in the question: swap the question's last name
+            names = list(re.finditer(r"(?<!^)\b(?:(?:the|a|an)\s+)?[A-Z][\w'-]*(?:\s+(?:of\s+)?[A-Z][\w'-]*)*", prev))
+            found = names[-1] if names else None
+        if found is not None:
+            text = prev[: found.start()] + other + prev[found.end():]
+            return Substitution(_finish(text, asked), f"the previous question asked about '{other}' instead")
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} ({other})", asked), "")
+    if about:
+        rest = about.group(1)  # "What about his wife?": as "And his wife?"
+
+    words = _words(rest)
+    if words and words[0] in _PREPOSITIONS and not _references(rest) and len(content_words(rest)) <= 2:
+        # "And in winter?": the previous question, narrowed
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} {rest.rstrip('?.! ')}", asked),
+                            f"the previous question narrowed by '{rest.rstrip('?.! ')}'")
+    if words and words[0] in _POSSESSIVE | {"her"} and not question_word(rest):
+        # "And his wife?": the previous question's "Who was" about the topic's wife
+        head = _previous_head(prev) or ("Who is" if question_word(prev) == "who" else "What is")
+        replaced = _replace_reference(rest, phrase)
+        if replaced:
+            return Substitution(_finish(f"{head} {replaced[0].rstrip('?.! ')}", asked),
+                                f"the previous question's '{head}' with {replaced[1]} replaced by '{phrase}'")
+    bare = re.fullmatch(r"(how\s+\w+|when|where|why|who|what)\s*[?.!]*", rest, re.IGNORECASE)
+    if bare:
+        ask = " ".join(bare.group(1).split())
+        passive = re.match(r"who\s+(\w+ed|%s)\s+(.+?)\s*[?.!]*$" % "|".join(_PARTICIPLES), prev, re.IGNORECASE)
+        if ask.lower().startswith("how ") and ask.lower().split()[1] in _HOW_ADJ:
+            be = "was" if re.match(r"\s*who\s+was\b", prev, re.IGNORECASE) else "is"
+            return Substitution(_finish(f"{ask} {be} {phrase}", asked), f"'{ask}' asked of '{phrase}'")
+        if passive and ask.lower() in ("when", "where", "why"):  # "Who founded Microsoft?" + "When?"
+            verb = _PARTICIPLES.get(passive.group(1).lower(), passive.group(1))
+            return Substitution(_finish(f"{ask} was {passive.group(2)} {verb}", asked),
+                                f"'{ask}' asked of the previous question")
+    replaced = _replace_reference(rest, phrase)
+    if replaced:
+        return Substitution(_finish(replaced[0], asked), f"{replaced[1]} replaced by '{phrase}'")
+    return Substitution(_finish(f"{rest.rstrip('?.! ')} (about {phrase})", asked), "")
+
+
+# -- the LLM's rewrite and its checks ---------------------------------------------------------------
+def llm_rewrite(question: str, previous: str, llm: Any) -> tuple[str, str | None]:
+    """The LLM's standalone version of ``question`` (its reply's first sentence) and the error
+    that prevented one, if any."""
+    messages = [{"role": "system", "content": load_prompt("followup_system.txt")}]
+    for block in load_prompt("followup_examples.txt").split("\n---\n"):
+        *ask, answer = block.strip().split("\n")
+        messages += [{"role": "user", "content": "\n".join(ask)}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": f"Previous question: {previous}\nFollow-up: {question}"})
+    try:
+        reply = llm.chat(messages, max_new_tokens=40)
+    except Cancelled:
+        raise
+    except Exception as exc:  # the rule still gives a usable question
+        return "", f"{type(exc).__name__}: {exc}"
+    first_line = reply.strip().splitlines()[0] if reply.strip() else ""
+    return next(iter(split_sentences(first_line)), "").strip(), None
+
+
+def check_rewrite(rewrite: str, question: str, previous: str, topic: str) -> tuple[bool, str]:
+    """Is the LLM's ``rewrite`` the follow-up ``question`` with the topic put in, and nothing else
+    changed? (ok, why not)."""
+    if not rewrite:
+        return False, "it gave no rewrite"
+    about = _ABOUT.match(question)
+    rest = about.group(1) if about else _LEADING.sub("", question)
+    asked_word = question_word(rest) or question_word(previous)
+    if question_word(rewrite) != asked_word:
+        got = f"asks '{question_word(rewrite)}'" if question_word(rewrite) else "is no question"
+        return False, f"it {got} where the follow-up asks '{asked_word or 'no question word'}'"
+    own = content_stems(_PRONOUNS.sub(" ", rest))
+    have = content_stems(rewrite)
+    if own - have:
+        return False, f"it drops {', '.join(sorted(own - have))}"
+    needed = content_stems(_clean_title(topic)) if not (about and not _references(rest)) else own
+    if needed - have:
+        return False, f"it does not name '{_clean_title(topic)}'"
+    allowed = own | content_stems(_clean_title(topic)) | content_stems(_topic_phrase(topic, previous))
+    if not question_word(rest) or about:  # ellipsis: the previous question's words may come back
+        allowed |= content_stems(previous)
+        if about and not _references(rest):
+            allowed -= content_stems(_clean_title(topic)) - own
+    extra = have - allowed
+    if extra:
+        return False, f"it adds {', '.join(sorted(extra))}"
+    if len(_references(rewrite)) >= len(_references(rest)) and _references(rest):
+        return False, "it leaves the pronoun unresolved"
+    return True, "it keeps the question word and the follow-up's words and names the topic"
 
 
 def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) -> tuple[str, str | None]:
@@ -47,38 +298,34 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     if not history or not needs_context(question):
         return question, None
     last = history[-1]
-    topic = last.get("topic") or last.get("question", "")
-    messages = [{"role": "system", "content": load_prompt("followup_system.txt")}]
-    for block in load_prompt("followup_examples.txt").split("\n---\n"):
-        *ask, answer = block.strip().split("\n")
-        messages += [{"role": "user", "content": "\n".join(ask)}, {"role": "assistant", "content": answer}]
-    messages.append({"role": "user", "content": f"Previous question: {last.get('question', '')}\nFollow-up: {question}"})
-    try:
-        reply = llm.chat(messages, max_new_tokens=40)
-    except Cancelled:
-        raise
-    except Exception as exc:  # the rule below still gives a usable question
-        reply, error = "", f"{type(exc).__name__}: {exc}"
-    else:
-        error = None
-    rewrite = next(iter(split_sentences(reply.strip().splitlines()[0] if reply.strip() else "")), "").strip()
-    own = stems(_PRONOUNS.sub(" ", _LEADING.sub("", question)))
-    if (rewrite and not _PRONOUNS.search(rewrite) and stems(topic) & stems(rewrite)
-            and len(own & stems(rewrite)) >= max(1, len(own) // 2)):
-        return rewrite, f"rewritten by the LLM with the earlier topic '{topic}'"
-    why = f"the LLM's rewrite '{rewrite}' was not usable" if rewrite else (error or "the LLM gave no rewrite")
-    return _substitute(question, topic), f"{why}; referred to the earlier topic '{topic}'"
+    previous = last.get("question", "")
+    topic = last.get("topic") or previous
+    rule = substitute(question, previous, topic)
+    if rule.clean:
+        return rule.text, f"by rule, without the LLM: {rule.rule}"
+    rewrite, error = llm_rewrite(question, previous, llm)
+    ok, why = check_rewrite(rewrite, question, previous, topic)
+    if ok:
+        return rewrite, f"rewritten by the LLM with the earlier topic '{_clean_title(topic)}' (no rule applied; {why})"
+    why = error or f"the LLM's rewrite '{rewrite}' was rejected: {why}" if rewrite else error or "the LLM gave no rewrite"
+    return rule.text, f"no rule applied and {why}; the earlier topic '{_clean_title(topic)}' was added"
 
 
+# -- a finished turn's topic --------------------------------------------------------------------------------
 def _as_asked(title: str, question: str) -> str:
-    """The article title as the question worded it ("Turtle" asked as "sea turtles" -> "turtles"),
-    so a rewritten follow-up reads naturally; the title itself when the question does not use it."""
+    """The article title as the question worded it ("Sea turtle" asked as "sea turtles",
+    "Incandescent light bulb" asked as "the light bulb" -> "light bulb"), so a rewritten
+    follow-up reads naturally; the title (without a disambiguation) when the question does not use it."""
+    title = _clean_title(title)
     wanted = stems(title)
     words = re.findall(r"[\w'-]+", question)
     hits = [i for i, w in enumerate(words) if stems(w) & wanted]
-    if not hits or not wanted <= stems(" ".join(words[i] for i in hits)):
+    if not hits:
         return title
-    return " ".join(words[hits[0] : hits[-1] + 1])
+    span = words[hits[0] : hits[-1] + 1]
+    if not all(stems(w) & wanted or w.lower() in ("of", "and", "the", "de", "da", "von", "van") for w in span):
+        return title
+    return " ".join(span)
 
 
 def topic_of_turn(state: dict[str, Any]) -> str:
