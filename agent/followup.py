@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tools.common import Cancelled, load_prompt
+from tools.common import Cancelled, ToolError, load_prompt
 from tools.text import content_words, get_tokenizer, split_sentences, stems
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
@@ -244,21 +244,49 @@ def substitute(question: str, previous: str, topic: str) -> Substitution:
 
 
 # -- the LLM's rewrite and its checks ---------------------------------------------------------------
+def _forced_start(question: str, previous: str) -> str:
+    """How the LLM's rewrite must begin, so it keeps what is asked: the follow-up up to its first
+    pronoun ("When was" of "When was it painted?"), else its question word ("How tall"), else the
+    previous question's ("What" for "And in winter?" after "What do polar bears eat?")."""
+    rest = _LEADING.sub("", question).strip()
+    refs = _references(rest)
+    if refs and refs[0].start() > 0:
+        start = rest[: refs[0].start()]
+    else:
+        about = _ABOUT.match(question)
+        start = question_word(rest) if not about else ""
+        start = start or question_word(previous)
+    start = start.strip()
+    return start[:1].upper() + start[1:]
+
+
 def llm_rewrite(question: str, previous: str, llm: Any) -> tuple[str, str | None]:
     """The LLM's standalone version of ``question`` (its reply's first sentence) and the error
-    that prevented one, if any."""
+    that prevented one, if any. The reply is forced to start as :func:`_forced_start` says (a
+    model that cannot force a start, such as an OpenAI-compatible endpoint, is asked without)."""
     messages = [{"role": "system", "content": load_prompt("followup_system.txt")}]
     for block in load_prompt("followup_examples.txt").split("\n---\n"):
         *ask, answer = block.strip().split("\n")
         messages += [{"role": "user", "content": "\n".join(ask)}, {"role": "assistant", "content": answer}]
     messages.append({"role": "user", "content": f"Previous question: {previous}\nFollow-up: {question}"})
+    start = _forced_start(question, previous)
     try:
-        reply = llm.chat(messages, max_new_tokens=40)
+        try:
+            reply = llm.chat(messages, max_new_tokens=40, prefix=start)
+        except ToolError as exc:
+            if not start or "prefix" not in str(exc):
+                raise
+            start, reply = "", llm.chat(messages, max_new_tokens=40)
     except Cancelled:
         raise
     except Exception as exc:  # the rule still gives a usable question
         return "", f"{type(exc).__name__}: {exc}"
-    first_line = reply.strip().splitlines()[0] if reply.strip() else ""
+    reply = reply.strip()
+    # the model's text continues the forced start (a reply that begins with its own question word,
+    # as a scripted model's may, is taken whole)
+    if start and not reply.lower().startswith(start.lower()) and (_words(reply) or [""])[0] not in _WH:
+        reply = start + ("" if reply[:1] in ("'", ",", "?") else " ") + reply
+    first_line = reply.splitlines()[0] if reply else ""
     return next(iter(split_sentences(first_line)), "").strip(), None
 
 
@@ -281,7 +309,7 @@ def check_rewrite(rewrite: str, question: str, previous: str, topic: str) -> tup
     if needed - have:
         return False, f"it does not name '{_clean_title(topic)}'"
     allowed = own | content_stems(_clean_title(topic)) | content_stems(_topic_phrase(topic, previous))
-    if not question_word(rest) or about:  # ellipsis: the previous question's words may come back
+    if not question_word(rest) or about or len(own) <= 1:  # ellipsis: the previous question's words may come back
         allowed |= content_stems(previous)
         if about and not _references(rest):
             allowed -= content_stems(_clean_title(topic)) - own

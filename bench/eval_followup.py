@@ -18,7 +18,10 @@ case and punctuation may differ.
 Systems, all behind the agent's ``needs_context`` gate and from one LLM call per conversation:
 ``agent`` (:func:`agent.followup.standalone_question`: the rule when it applies, else the LLM's
 checked rewrite), ``rule`` (substitution alone), ``llm_checked`` (the LLM's rewrite when
-:func:`check_rewrite` accepts it, else the rule) and ``llm`` (the LLM's rewrite as it comes).
+:func:`check_rewrite` accepts it, else the rule), ``llm_checked_only`` (the same, else the
+follow-up as asked: what the checked LLM achieves without the rule) and ``llm`` (the LLM's rewrite
+as it comes, unchecked). The LLM's rewrite is forced to start as the follow-up does (see
+:func:`agent.followup.llm_rewrite`).
 Writes ``bench/results/followup_<split>.json``; ``--json`` prints only the headline.
 """
 
@@ -42,8 +45,9 @@ from results_io import save_results  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "followups.jsonl"
 TYPES = ("pronoun", "possessive", "ellipsis", "what_about", "switch")
-SYSTEMS = ("agent", "rule", "llm_checked", "llm")
+SYSTEMS = ("agent", "rule", "llm_checked", "llm_checked_only", "llm")
 LABELS = {"agent": "agent (rule, else checked LLM)", "rule": "rule alone", "llm_checked": "LLM checked, else rule",
+          "llm_checked_only": "LLM checked, else as asked",
           "llm": "LLM alone (unchecked)"}
 
 
@@ -88,6 +92,7 @@ def run_systems(row: dict, llm: OnceLLM) -> dict[str, tuple[str, str | None]]:
     ok, why = check_rewrite(rewrite, question, previous, topic)
     out["rule"] = (rule.text, rule.rule or "no rule applied")
     out["llm_checked"] = (rewrite, f"accepted: {why}") if ok else (rule.text, f"rejected: {why}")
+    out["llm_checked_only"] = (rewrite, "accepted") if ok else (question, f"rejected: {why}")
     out["llm"] = (rewrite or question, error)
     return out
 

@@ -108,6 +108,14 @@ def test_the_llm_is_asked_only_when_no_rule_applies_and_its_checked_rewrite_is_u
     assert question == "What did Marie Curie discover?" and how.startswith("by rule") and llm.calls == []
 
 
+def test_the_llm_rewrite_is_forced_to_start_with_what_is_asked():
+    history = [{"question": "How long do sea turtles live?", "topic": "sea turtles"}]
+    llm = ScriptedLLM(replies=["do sea turtles live long?"])  # a continuation of the forced start
+    question, how = standalone_question("And why?", history, llm)
+    assert question == "Why do sea turtles live long?" and how.startswith("rewritten by the LLM")
+    assert llm.calls and "Follow-up: And why?" in llm.calls[0][1][-1]["content"]
+
+
 def test_an_llm_error_still_gives_a_question():
     history = [{"question": "Who was Marie Curie?", "topic": "Marie Curie"}]
     question, how = standalone_question("Where?", history, ScriptedLLM(replies=[RuntimeError("boom")]))

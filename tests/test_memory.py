@@ -62,7 +62,7 @@ def test_follow_up_is_rewritten_with_the_earlier_topic(tmp_path):
 def test_unusable_llm_rewrite_falls_back_to_the_topic(tmp_path):
     # "And why?" matches no rule, so the LLM is asked; its rewrite changes the question word
     # (the search route's answers are read from the passage: the only LLM reply is the rewrite)
-    llm = ScriptedLLM(replies=["How long do sea turtles live?"],  # asks 'how long', not 'why': rejected
+    llm = ScriptedLLM(replies=["What do sea turtles eat?"],  # asks 'what', not 'why': rejected
                       labels=["search", "search"])
     agent = make_agent(tmp_path, llm)
     thread = agent.new_thread_id()
@@ -70,7 +70,7 @@ def test_unusable_llm_rewrite_falls_back_to_the_topic(tmp_path):
     second = agent.ask(text="And why?", thread_id=thread)
     assert second.standalone_question == "Why (about sea turtles)?"  # the topic as the user worded it
     decide = next(e for e in read_trace(second.trace_path.rsplit("/", 1)[0]) if e.step == "decide")
-    assert "rejected: it asks 'how long' where the follow-up asks 'why'" in decide.data["standalone_how"]
+    assert "rejected: it asks 'what' where the follow-up asks 'why'" in decide.data["standalone_how"]
 
 
 def test_a_failed_turn_does_not_show_the_previous_answer(tmp_path):
