@@ -75,10 +75,17 @@ def content_stems(text: str) -> set[str]:
     return set(get_tokenizer().stem_words(content_words(text)))
 
 
+def _letters(text: str) -> list[str]:
+    """Single capital letters and digits that content words leave out ("I" of "World War I", "5"), sorted."""
+    return sorted(m.group(0) for m in re.finditer(r"(?<![\w'])[B-Z0-9](?![\w'])", text))
+
+
 def same_intent(rewrite: str, expected: str) -> bool:
-    """Exact intent: the same question word and the same set of content stems (articles, "'s",
-    word order, case and punctuation may differ; no content word may be added, dropped or changed)."""
-    return question_word(rewrite) == question_word(expected) and content_stems(rewrite) == content_stems(expected)
+    """Exact intent: the same question word, the same set of content stems and the same single
+    capital letters and digits (articles, "'s", word order, case and punctuation may differ; no
+    content word may be added, dropped or changed)."""
+    return (question_word(rewrite) == question_word(expected) and content_stems(rewrite) == content_stems(expected)
+            and _letters(rewrite) == _letters(expected))
 
 
 # -- when a question needs the conversation -------------------------------------------------------------

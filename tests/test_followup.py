@@ -131,6 +131,8 @@ def test_question_word_and_same_intent():
     assert not same_intent("Who painted the Mona Lisa?", "When was the Mona Lisa painted?")
     assert not same_intent("Who discovered Marie Curie?", "What did Marie Curie discover?")
     assert not same_intent("When did Leonardo paint the Mona Lisa?", "When was the Mona Lisa painted?")
+    assert not same_intent("When did World War II I start?", "When did World War II start?")
+    assert same_intent("How do I get to Peru?", "How do I get to Peru")
 
 
 def test_topic_of_turn_is_the_title_as_the_question_worded_it():
