@@ -352,6 +352,9 @@ def _as_asked(title: str, question: str) -> str:
     "Incandescent light bulb" asked as "the light bulb" -> "light bulb"), so a rewritten
     follow-up reads naturally; the title (without a disambiguation) when the question does not use it."""
     title = _clean_title(title)
+    whole = re.search(rf"(?<![\w'-]){re.escape(title)}(?![\w'-])", question, re.IGNORECASE)
+    if whole:  # the whole title, as worded ("World War I": its "I" is no content word)
+        return whole.group(0)
     wanted = stems(title)
     words = re.findall(r"[\w'-]+", question)
     hits = [i for i, w in enumerate(words) if stems(w) & wanted]
