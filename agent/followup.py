@@ -200,8 +200,37 @@ def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
     return text[: m.start()] + new + text[m.end():], f"'{m.group(0)}'"
 
 
-def substitute(question: str, previous: str, topic: str) -> Substitution:
-    """The follow-up with the earlier topic put in, by rule (see the module's docstring)."""
+_PERSONAL = frozenset({"he", "him", "his", "she", "her", "hers"})
+_NAME_LINK = frozenset("da de del della di van von der la le of and bin al".split())
+
+
+def _answer_name(answer: str) -> str | None:
+    """The person a short answer names ("Leonardo da Vinci. [1]" -> "Leonardo da Vinci"), or None
+    when the answer is no short name."""
+    text = re.sub(r"\s*\[\d+\]", "", answer or "").strip()
+    text = next(iter(split_sentences(text)), "").strip().rstrip(".!")
+    words = text.split()
+    if not 1 <= len(words) <= 5 or words[0] in ("I", "It", "The", "A", "An", "No"):
+        return None
+    if not all(w[:1].isupper() or w.lower() in _NAME_LINK for w in words) or not words[-1][:1].isupper():
+        return None
+    return text
+
+
+def _answer_person(rest: str, previous: str, answer: str) -> str | None:
+    """The previous answer's person when "he"/"she"/"his" must mean them: the previous question
+    asked who *did* something ("Who painted the Mona Lisa?"), not who someone is ("Who was Marie Curie?")."""
+    refs = _references(rest)
+    if not refs or refs[0].group(0).lower() not in _PERSONAL:
+        return None
+    if not re.match(r"\s*who\s+(?!is\b|was\b|are\b|were\b|'s\b)\w+", _LEADING.sub("", previous), re.IGNORECASE):
+        return None
+    return _answer_name(answer)
+
+
+def substitute(question: str, previous: str, topic: str, answer: str = "") -> Substitution:
+    """The follow-up with the earlier topic put in, by rule (see the module's docstring). ``answer``:
+    the previous answer; its person stands for "he"/"she" after a "Who did ...?" question."""
     asked = question.strip()
     rest = _LEADING.sub("", asked).strip()
     phrase = _topic_phrase(topic, previous)
@@ -244,6 +273,11 @@ def substitute(question: str, previous: str, topic: str) -> Substitution:
             verb = _PARTICIPLES.get(passive.group(1).lower(), passive.group(1))
             return Substitution(_finish(f"{ask} was {passive.group(2)} {verb}", asked),
                                 f"'{ask}' asked of the previous question")
+    person = _answer_person(rest, prev, answer)
+    if person:
+        replaced = _replace_reference(rest, person)
+        return Substitution(_finish(replaced[0], asked),
+                            f"{replaced[1]} replaced by '{person}', the previous answer to '{prev}'")
     replaced = _replace_reference(rest, phrase)
     if replaced:
         return Substitution(_finish(replaced[0], asked), f"{replaced[1]} replaced by '{phrase}'")
@@ -297,13 +331,16 @@ def llm_rewrite(question: str, previous: str, llm: Any) -> tuple[str, str | None
     return next(iter(split_sentences(first_line)), "").strip(), None
 
 
-def check_rewrite(rewrite: str, question: str, previous: str, topic: str) -> tuple[bool, str]:
-    """Is the LLM's ``rewrite`` the follow-up ``question`` with the topic put in, and nothing else
-    changed? (ok, why not)."""
+def check_rewrite(rewrite: str, question: str, previous: str, topic: str, answer: str = "") -> tuple[bool, str]:
+    """Is the LLM's ``rewrite`` the follow-up ``question`` with the topic (or the previous answer's
+    person, see :func:`substitute`) put in, and nothing else changed? (ok, why not)."""
     if not rewrite:
         return False, "it gave no rewrite"
     about = _ABOUT.match(question)
     rest = about.group(1) if about else _LEADING.sub("", question)
+    person = _answer_person(rest, previous, answer)
+    if person:
+        topic = person
     asked_word = question_word(rest) or question_word(previous)
     if question_word(rewrite) != asked_word:
         got = f"asks '{question_word(rewrite)}'" if question_word(rewrite) else "is no question"
@@ -335,11 +372,11 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     last = history[-1]
     previous = last.get("question", "")
     topic = last.get("topic") or previous
-    rule = substitute(question, previous, topic)
+    rule = substitute(question, previous, topic, last.get("answer") or "")
     if rule.clean:
         return rule.text, f"by rule, without the LLM: {rule.rule}"
     rewrite, error = llm_rewrite(question, previous, llm)
-    ok, why = check_rewrite(rewrite, question, previous, topic)
+    ok, why = check_rewrite(rewrite, question, previous, topic, last.get("answer") or "")
     if ok:
         return rewrite, f"rewritten by the LLM with the earlier topic '{_clean_title(topic)}' (no rule applied; {why})"
     why = error or f"the LLM's rewrite '{rewrite}' was rejected: {why}" if rewrite else error or "the LLM gave no rewrite"

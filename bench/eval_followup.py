@@ -3,10 +3,11 @@
     .venv/bin/python bench/eval_followup.py [--split dev|report|all] [--json] [--llm SPEC]
 
 Data: ``bench/data/followups.jsonl``, hand-written two-turn conversations, one per line:
-``{id, split, type, first, route, source, topic, followup, expected}``. ``route`` and ``source``
+``{id, split, type, first, route, source, topic, [answer,] followup, expected}``. ``route`` and ``source``
 (the first turn's route and the title of its first Wikipedia source) give the history entry's topic
 the way the agent computes it (:func:`agent.followup.topic_of_turn`); ``topic`` is what the
-follow-up refers to, for reading only. ``type`` is one of pronoun, possessive, ellipsis, what_about,
+follow-up refers to, for reading only; ``answer`` (a few rows) is the first turn's answer as the
+history keeps it, for a "he" that means the person the first answer named. ``type`` is one of pronoun, possessive, ellipsis, what_about,
 switch (a full new question that must be left as asked). ``split``: ``dev`` was used for tuning,
 ``report`` was written before any tuning and never tuned on.
 
@@ -78,7 +79,7 @@ def load_rows(split: str) -> list[dict]:
 def history_of(row: dict) -> list[dict]:
     """The history entry the agent keeps after the first turn (agent/nodes.py)."""
     state = {"question": row["first"], "route": row["route"], "sources": [{"title": row["source"]}] if row.get("source") else []}
-    return [{"question": row["first"], "route": row["route"], "topic": topic_of_turn(state)}]
+    return [{"question": row["first"], "route": row["route"], "answer": row.get("answer", ""), "topic": topic_of_turn(state)}]
 
 
 def run_systems(row: dict, llm: OnceLLM) -> dict[str, tuple[str, str | None]]:
@@ -87,9 +88,9 @@ def run_systems(row: dict, llm: OnceLLM) -> dict[str, tuple[str, str | None]]:
     out = {"agent": standalone_question(question, history, llm)}
     if not needs_context(question):
         return out | {name: (question, None) for name in SYSTEMS if name != "agent"}
-    rule = substitute(question, previous, topic)
+    rule = substitute(question, previous, topic, history[0]["answer"])
     rewrite, error = llm_rewrite(question, previous, llm)
-    ok, why = check_rewrite(rewrite, question, previous, topic)
+    ok, why = check_rewrite(rewrite, question, previous, topic, history[0]["answer"])
     out["rule"] = (rule.text, rule.rule or "no rule applied")
     out["llm_checked"] = (rewrite, f"accepted: {why}") if ok else (rule.text, f"rejected: {why}")
     out["llm_checked_only"] = (rewrite, "accepted") if ok else (question, f"rejected: {why}")

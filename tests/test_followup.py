@@ -51,6 +51,21 @@ def test_spoken_lower_case_stays_lower_case_without_a_question_mark():
     assert substitute("when did he die", "who was albert einstein", "albert einstein").text == "when did albert einstein die"
 
 
+def test_he_after_who_did_means_the_person_the_answer_named():
+    mona = ("Who painted the Mona Lisa?", "Mona Lisa")
+    rule = substitute("When was he born?", *mona, answer="Leonardo da Vinci. [1]")
+    assert rule.text == "When was Leonardo da Vinci born?" and "the previous answer" in rule.rule
+    assert substitute("When was it painted?", *mona, answer="Leonardo da Vinci. [1]").text == "When was the Mona Lisa painted?"
+    # "Who was X?": X is the person; an answer that is no short name is not used
+    assert substitute("When was she born?", "Who was Marie Curie?", "Marie Curie",
+                      answer="Marie Curie was a Polish physicist.").text == "When was Marie Curie born?"
+    assert substitute("When was he born?", *mona, answer="I did not find the answer.").text == "When was the Mona Lisa born?"
+    ok, why = check_rewrite("When was Leonardo da Vinci born?", "When was he born?", *mona, answer="Leonardo da Vinci.")
+    assert ok, why
+    history = [{"question": mona[0], "topic": mona[1], "answer": "Leonardo da Vinci. [1]"}]
+    assert standalone_question("Where was he born?", history, ScriptedLLM())[0] == "Where was Leonardo da Vinci born?"
+
+
 def test_no_rule_appends_the_topic_and_says_so():
     rule = substitute("And why?", "How long do sea turtles live?", "sea turtles")
     assert not rule.clean and rule.text == "Why (about sea turtles)?"
@@ -161,6 +176,9 @@ def test_real_starter_model_keeps_what_was_asked():
     for previous, topic, followup, expected in cases:
         question, how = standalone_question(followup, [{"question": previous, "topic": topic}], llm)
         assert same_intent(question, expected), (followup, question, how)
+    history = [{"question": "Who painted the Mona Lisa?", "topic": "Mona Lisa", "answer": "Leonardo da Vinci. [1]"}]
+    question, how = standalone_question("When was he born?", history, llm)
+    assert question == "When was Leonardo da Vinci born?", how
     # where no rule applies the real model is asked, and whatever it says, the question word stays
     question, how = standalone_question("Where?", [{"question": "Who was Marie Curie?", "topic": "Marie Curie"}], llm)
     assert question_word(question) == "where" and "marie curie" in question.lower(), how
