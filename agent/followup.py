@@ -201,6 +201,10 @@ def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
 
 
 _PERSONAL = frozenset({"he", "him", "his", "she", "her", "hers"})
+#: Nouns for people: "And her husband?" asks "who", not "what".
+_PERSON_NOUNS = frozenset("husband wife son daughter sons daughters children child father mother parents brother "
+                          "sister brothers sisters spouse partner teacher teachers student students successor "
+                          "predecessor friend friends boss coach author founder founders owner owners".split())
 _NAME_LINK = frozenset("da de del della di van von der la le of and bin al".split())
 
 
@@ -228,9 +232,10 @@ def _answer_person(rest: str, previous: str, answer: str) -> str | None:
     return _answer_name(answer)
 
 
-def substitute(question: str, previous: str, topic: str, answer: str = "") -> Substitution:
+def substitute(question: str, previous: str, topic: str, answer: str = "", answered: str = "") -> Substitution:
     """The follow-up with the earlier topic put in, by rule (see the module's docstring). ``answer``:
-    the previous answer; its person stands for "he"/"she" after a "Who did ...?" question."""
+    the answer to ``answered`` (default: the previous question); its person stands for "he"/"she"
+    when that question asked who did something."""
     asked = question.strip()
     rest = _LEADING.sub("", asked).strip()
     phrase = _topic_phrase(topic, previous)
@@ -257,7 +262,8 @@ def substitute(question: str, previous: str, topic: str, answer: str = "") -> Su
                             f"the previous question narrowed by '{rest.rstrip('?.! ')}'")
     if words and words[0] in _POSSESSIVE | {"her"} and not question_word(rest):
         # "And his wife?": the previous question's "Who was" about the topic's wife
-        head = _previous_head(prev) or ("Who is" if question_word(prev) == "who" else "What is")
+        noun = (_words(rest) + [""])[1]
+        head = _previous_head(prev) or ("Who is" if question_word(prev) == "who" or noun in _PERSON_NOUNS else "What is")
         replaced = _replace_reference(rest, phrase)
         if replaced:
             return Substitution(_finish(f"{head} {replaced[0].rstrip('?.! ')}", asked),
@@ -273,11 +279,11 @@ def substitute(question: str, previous: str, topic: str, answer: str = "") -> Su
             verb = _PARTICIPLES.get(passive.group(1).lower(), passive.group(1))
             return Substitution(_finish(f"{ask} was {passive.group(2)} {verb}", asked),
                                 f"'{ask}' asked of the previous question")
-    person = _answer_person(rest, prev, answer)
+    person = _answer_person(rest, answered or prev, answer)
     if person:
         replaced = _replace_reference(rest, person)
         return Substitution(_finish(replaced[0], asked),
-                            f"{replaced[1]} replaced by '{person}', the previous answer to '{prev}'")
+                            f"{replaced[1]} replaced by '{person}', the answer to '{answered or prev}'")
     replaced = _replace_reference(rest, phrase)
     if replaced:
         return Substitution(_finish(replaced[0], asked), f"{replaced[1]} replaced by '{phrase}'")
@@ -331,14 +337,15 @@ def llm_rewrite(question: str, previous: str, llm: Any) -> tuple[str, str | None
     return next(iter(split_sentences(first_line)), "").strip(), None
 
 
-def check_rewrite(rewrite: str, question: str, previous: str, topic: str, answer: str = "") -> tuple[bool, str]:
+def check_rewrite(rewrite: str, question: str, previous: str, topic: str, answer: str = "",
+                  answered: str = "") -> tuple[bool, str]:
     """Is the LLM's ``rewrite`` the follow-up ``question`` with the topic (or the previous answer's
     person, see :func:`substitute`) put in, and nothing else changed? (ok, why not)."""
     if not rewrite:
         return False, "it gave no rewrite"
     about = _ABOUT.match(question)
     rest = about.group(1) if about else _LEADING.sub("", question)
-    person = _answer_person(rest, previous, answer)
+    person = _answer_person(rest, answered or previous, answer)
     if person:
         topic = person
     asked_word = question_word(rest) or question_word(previous)
@@ -365,6 +372,22 @@ def check_rewrite(rewrite: str, question: str, previous: str, topic: str, answer
     return True, "it keeps the question word and the follow-up's words and names the topic"
 
 
+def _who_did_turn(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest turn that asked who did something ("Who painted the Mona Lisa?"), looking back only
+    through turns about the same topic as the last ("When was it painted?"), and not past a turn
+    that asked who someone is; None when there is none."""
+    topic = _clean_title(history[-1].get("topic") or "").lower()
+    for turn in reversed(history):
+        if _clean_title(turn.get("topic") or "").lower() != topic:
+            return None
+        question = _LEADING.sub("", turn.get("question", ""))
+        if re.match(r"\s*who\s+(?:is|was|are|were)\b", question, re.IGNORECASE):
+            return None
+        if re.match(r"\s*who\s+\w+", question, re.IGNORECASE):
+            return turn
+    return None
+
+
 def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) -> tuple[str, str | None]:
     """(standalone question, how it was made); ``how`` is None when no rewrite was needed."""
     if not history or not needs_context(question):
@@ -372,11 +395,13 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     last = history[-1]
     previous = last.get("question", "")
     topic = last.get("topic") or previous
-    rule = substitute(question, previous, topic, last.get("answer") or "")
+    answered = _who_did_turn(history)
+    answer, asked_who = (answered.get("answer") or "", answered.get("question", "")) if answered else ("", "")
+    rule = substitute(question, previous, topic, answer, asked_who)
     if rule.clean:
         return rule.text, f"by rule, without the LLM: {rule.rule}"
     rewrite, error = llm_rewrite(question, previous, llm)
-    ok, why = check_rewrite(rewrite, question, previous, topic, last.get("answer") or "")
+    ok, why = check_rewrite(rewrite, question, previous, topic, answer, asked_who)
     if ok:
         return rewrite, f"rewritten by the LLM with the earlier topic '{_clean_title(topic)}' (no rule applied; {why})"
     why = error or f"the LLM's rewrite '{rewrite}' was rejected: {why}" if rewrite else error or "the LLM gave no rewrite"

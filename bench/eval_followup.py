@@ -88,7 +88,7 @@ def run_systems(row: dict, llm: OnceLLM) -> dict[str, tuple[str, str | None]]:
     out = {"agent": standalone_question(question, history, llm)}
     if not needs_context(question):
         return out | {name: (question, None) for name in SYSTEMS if name != "agent"}
-    rule = substitute(question, previous, topic, history[0]["answer"])
+    rule = substitute(question, previous, topic, history[0]["answer"])  # one earlier turn: the answer is its
     rewrite, error = llm_rewrite(question, previous, llm)
     ok, why = check_rewrite(rewrite, question, previous, topic, history[0]["answer"])
     out["rule"] = (rule.text, rule.rule or "no rule applied")

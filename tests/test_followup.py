@@ -54,7 +54,7 @@ def test_spoken_lower_case_stays_lower_case_without_a_question_mark():
 def test_he_after_who_did_means_the_person_the_answer_named():
     mona = ("Who painted the Mona Lisa?", "Mona Lisa")
     rule = substitute("When was he born?", *mona, answer="Leonardo da Vinci. [1]")
-    assert rule.text == "When was Leonardo da Vinci born?" and "the previous answer" in rule.rule
+    assert rule.text == "When was Leonardo da Vinci born?" and "the answer to 'Who painted" in rule.rule
     assert substitute("When was it painted?", *mona, answer="Leonardo da Vinci. [1]").text == "When was the Mona Lisa painted?"
     # "Who was X?": X is the person; an answer that is no short name is not used
     assert substitute("When was she born?", "Who was Marie Curie?", "Marie Curie",
@@ -64,6 +64,20 @@ def test_he_after_who_did_means_the_person_the_answer_named():
     assert ok, why
     history = [{"question": mona[0], "topic": mona[1], "answer": "Leonardo da Vinci. [1]"}]
     assert standalone_question("Where was he born?", history, ScriptedLLM())[0] == "Where was Leonardo da Vinci born?"
+    # two turns later, still about the Mona Lisa: the person is the one the "who" question's answer named
+    history.append({"question": "When was the Mona Lisa painted?", "topic": "Mona Lisa", "answer": "1503. [1]"})
+    assert standalone_question("When was he born?", history, ScriptedLLM())[0] == "When was Leonardo da Vinci born?"
+    # ... but not across a change of topic
+    history.append({"question": "What is the Louvre?", "topic": "Louvre", "answer": "A museum. [1]"})
+    assert standalone_question("Who founded it?", history, ScriptedLLM())[0] == "Who founded the Louvre?"
+    assert standalone_question("When was he born?", history, ScriptedLLM())[0] == "When was the Louvre born?"
+
+
+def test_a_persons_relative_is_asked_with_who():
+    history = [{"question": "Who was Marie Curie?", "topic": "Marie Curie"},
+               {"question": "What did Marie Curie discover?", "topic": "Marie Curie"}]
+    assert standalone_question("And her husband?", history, ScriptedLLM())[0] == "Who is Marie Curie's husband?"
+    assert standalone_question("And her discoveries?", history, ScriptedLLM())[0] == "What is Marie Curie's discoveries?"
 
 
 def test_no_rule_appends_the_topic_and_says_so():
