@@ -89,11 +89,31 @@ def same_intent(rewrite: str, expected: str) -> bool:
 
 
 # -- when a question needs the conversation -------------------------------------------------------------
+def _demonstrative_points_back(text: str, m: re.Match) -> bool:
+    """"that"/"this" pointing back ("Who built that?", "What does this mean?", "about that"), not
+    joining a clause ("the man that built it", "Is it true that ...")."""
+    before = _words(text[: m.start()])
+    if not before:
+        return True
+    word = before[-1]
+    return (word in _AUXILIARIES or word in _PREPOSITIONS or word in _WH or word in ("about", "of", "to")
+            or word.endswith("ed") or word in _PARTICIPLES or word in _PARTICIPLES.values()
+            or word in ("make", "made", "see", "saw", "mean", "say", "said", "call", "called", "build", "paint"))
+
+
 def _references(text: str) -> list[re.Match]:
-    """The pronouns of ``text`` that point back (not the "there" of "is there ...")."""
+    """The pronouns of ``text`` that point back (not the "there" of "is there ...", not a "that"
+    joining a clause)."""
     expletive = [m.span() for m in _EXPLETIVE_THERE.finditer(text)]
-    return [m for m in _PRONOUNS.finditer(text)
-            if not (m.group(0).lower() == "there" and any(a <= m.start() < b for a, b in expletive))]
+    found = []
+    for m in _PRONOUNS.finditer(text):
+        word = m.group(0).lower()
+        if word == "there" and any(a <= m.start() < b for a, b in expletive):
+            continue
+        if word in ("this", "that", "these", "those") and not _demonstrative_points_back(text, m):
+            continue
+        found.append(m)
+    return found
 
 
 def _is_full_question(text: str) -> bool:
@@ -191,7 +211,8 @@ def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
     elif word == "there":
         new = ("to " if before and before[-1] in _MOTION else "in ") + topic
     elif word in ("this", "that", "these", "those") and next_word and next_word not in _AUXILIARIES \
-            and not next_word.endswith("ed") and re.match(r"\s+[a-z]", after):
+            and not next_word.endswith("ed") and re.match(r"\s+[a-z]", after) \
+            and not (before and before[-1] in ("do", "does", "did", "will", "can", "could", "would", "should")):
         # "that painting" -> the topic stands for the whole noun phrase
         end = m.end() + re.match(r"\s+[a-z]+", after).end()
         return text[: m.start()] + topic + text[end:], f"'{m.group(0)} {next_word}'"

@@ -23,6 +23,8 @@ from tests.fakes import ScriptedLLM
     ("What is Peru?", "Peru", "How many people live there?", "How many people live in Peru?"),
     ("What is Peru?", "Peru", "How do I get there?", "How do I get to Peru?"),
     ("Tell me about the Starry Night", "The Starry Night", "Who painted that painting?", "Who painted the Starry Night?"),
+    ("Tell me about the Starry Night", "The Starry Night", "Who painted that?", "Who painted the Starry Night?"),
+    ("What is entropy?", "entropy", "What does that mean?", "What does entropy mean?"),
     # ellipsis
     ("What do polar bears eat?", "polar bears", "And in winter?", "What do polar bears eat in winter?"),
     ("When was the Statue of Liberty built?", "Statue of Liberty", "How tall?", "How tall is the Statue of Liberty?"),
@@ -88,6 +90,7 @@ def test_no_rule_appends_the_topic_and_says_so():
 @pytest.mark.parametrize("question", [
     "Who was Marie Curie?", "Is there life on Mars?", "Are there volcanoes on Venus?", "And who wrote Anna Karenina?",
     "what is the speed of light", "How many moons does Jupiter have?", "Who was Napoleon and where was he born?",
+    "Who was the man that built the Taj Mahal?",
 ])
 def test_a_full_new_question_is_left_as_asked(question):
     assert not needs_context(question)
