@@ -7,13 +7,16 @@ Two ways make the standalone question, and the trace says which was used and why
   grammatically ("When was it painted?" -> "When was the Mona Lisa painted?", "What is its
   capital?" -> "What is Canada's capital?"); "What about X?" asks the previous question again
   with X in the topic's place; ellipsis ("And in winter?", "How tall?", "And his wife?") is
-  completed from the previous question. When a rule applies, its result is used as it is: it
-  keeps every word the user said, and ``bench/eval_followup.py`` measured it well above the
-  starter LLM's checked rewrites.
-* **The LLM** rewrites only what no rule resolves, and its rewrite is used only if
-  :func:`check_rewrite` accepts it: the same question word ("When ..." stays "When ..."), every
-  content word of the follow-up kept (the asked property), the topic named, and no other content
-  word added. Otherwise the question gets the topic appended, and the trace says so.
+  completed from the previous question. After "Who painted the Mona Lisa?", "he" is the person
+  the short answer named ("When was he born?" -> "When was Leonardo da Vinci born?"). When a rule
+  applies, its result is used as it is: it keeps every word the user said, and
+  ``bench/eval_followup.py`` measured it at 100 % exact intent on both of its splits, where the
+  starter LLM's checked rewrites alone reach 58-64 %, at 0.6-1.1 s a call.
+* **The LLM** rewrites only what no rule resolves. Its reply is forced to start as the follow-up
+  does ("When was ..."), and the rewrite is used only if :func:`check_rewrite` accepts it: the
+  same question word, every content word of the follow-up kept (the asked property), the topic
+  named, and no other content word added. Otherwise the question gets the topic appended
+  ("Why (about sea turtles)?"), and the trace says so.
 
 A follow-up that is a full question of its own ("And who wrote Anna Karenina?", "Is there life on
 Mars?") is left as asked.
@@ -34,8 +37,8 @@ _LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay|well)\b[,\s]*", re.IGN
 _ABOUT = re.compile(r"^\s*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 _POSSESSIVE = {"their", "theirs", "its", "his", "hers"}
 #: "there" that introduces something new ("Is there life on Mars?"), not a place said before.
-_EXPLETIVE_THERE = re.compile(r"\b(?:is|are|was|were|will|be|been)\s+there\b|\bthere\s+(?:is|are|was|were|will|has|have|had)\b",
-                              re.IGNORECASE)
+_EXPLETIVE_THERE = re.compile(
+    r"\b(?:is|are|was|were|will|be|been)\s+there\b|\bthere\s+(?:is|are|was|were|will|has|have|had)\b", re.IGNORECASE)
 _AUXILIARIES = ("is are was were do does did has have had can could will would should may might shall must am be been"
                 .split())
 _WH = ("what", "who", "whom", "whose", "when", "where", "why", "which", "how")
@@ -425,7 +428,12 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     ok, why = check_rewrite(rewrite, question, previous, topic, answer, asked_who)
     if ok:
         return rewrite, f"rewritten by the LLM with the earlier topic '{_clean_title(topic)}' (no rule applied; {why})"
-    why = error or f"the LLM's rewrite '{rewrite}' was rejected: {why}" if rewrite else error or "the LLM gave no rewrite"
+    if error:
+        why = f"the LLM failed ({error})"
+    elif rewrite:
+        why = f"the LLM's rewrite '{rewrite}' was rejected: {why}"
+    else:
+        why = "the LLM gave no rewrite"
     return rule.text, f"no rule applied and {why}; the earlier topic '{_clean_title(topic)}' was added"
 
 

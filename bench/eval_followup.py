@@ -7,9 +7,10 @@ Data: ``bench/data/followups.jsonl``, hand-written two-turn conversations, one p
 (the first turn's route and the title of its first Wikipedia source) give the history entry's topic
 the way the agent computes it (:func:`agent.followup.topic_of_turn`); ``topic`` is what the
 follow-up refers to, for reading only; ``answer`` (a few rows) is the first turn's answer as the
-history keeps it, for a "he" that means the person the first answer named. ``type`` is one of pronoun, possessive, ellipsis, what_about,
-switch (a full new question that must be left as asked). ``split``: ``dev`` was used for tuning,
-``report`` was written before any tuning and never tuned on.
+history keeps it, for a "he" that means the person the first answer named. ``type`` is one of
+pronoun, possessive, ellipsis, what_about, switch (a full new question that must be left as
+asked). ``split``: ``dev`` was used for tuning; ``report`` was written before any tuning, and only
+one fix followed its first run (see README, Quality: the "World War I" topic).
 
 A rewrite has the **exact intent** when it has the expected question's question word ("when",
 "how tall", "who"; a yes/no question's auxiliary) and exactly its set of content stems (see
@@ -78,8 +79,10 @@ def load_rows(split: str) -> list[dict]:
 
 def history_of(row: dict) -> list[dict]:
     """The history entry the agent keeps after the first turn (agent/nodes.py)."""
-    state = {"question": row["first"], "route": row["route"], "sources": [{"title": row["source"]}] if row.get("source") else []}
-    return [{"question": row["first"], "route": row["route"], "answer": row.get("answer", ""), "topic": topic_of_turn(state)}]
+    sources = [{"title": row["source"]}] if row.get("source") else []
+    state = {"question": row["first"], "route": row["route"], "sources": sources}
+    return [{"question": row["first"], "route": row["route"], "answer": row.get("answer", ""),
+             "topic": topic_of_turn(state)}]
 
 
 def run_systems(row: dict, llm: OnceLLM) -> dict[str, tuple[str, str | None]]:
@@ -114,7 +117,8 @@ def score(rows: list[dict], outputs: list[dict], name: str) -> dict:
 def print_table(results: dict, rows: list[dict]) -> None:
     counts = {t: sum(r["type"] == t for r in rows) for t in TYPES}
     types = [t for t in TYPES if counts[t]]
-    print(f"{'exact intent %':<32}" + "".join(f"{t + ' (' + str(counts[t]) + ')':>17}" for t in types) + f"{'all (' + str(len(rows)) + ')':>12}")
+    heads = "".join(f"{f'{t} ({counts[t]})':>17}" for t in types)
+    print(f"{'exact intent %':<32}{heads}{f'all ({len(rows)})':>12}")
     for name in SYSTEMS:
         m = results[name]
         print(f"{LABELS[name]:<32}" + "".join(f"{m['per_type'][t]['exact_intent']:>17}" for t in types)
@@ -164,7 +168,8 @@ def main() -> None:
     print(f"{len(rows)} conversations ({args.split} split of {DATA.relative_to(REPO)}); LLM: {model.name} "
           f"(load {load_s:.1f} s, {llm.calls} rewrites, {summary['llm_ms_per_call']} ms each)")
     print_table(results, rows)
-    print(f"agent: rule used for {rule_used}, LLM asked for {sum(1 for o in outputs if (o['agent'][1] or '').startswith(('rewritten', 'no rule')))}")
+    asked = sum(1 for o in outputs if (o["agent"][1] or "").startswith(("rewritten", "no rule")))
+    print(f"agent: rule used for {rule_used}, LLM asked for {asked}")
     print(f"checks: {checks['llm_rewrites_accepted']} LLM rewrites accepted, {checks['accepted_exact']} of them exact")
     for w in wrong:
         print(f"  wrong {w['id']} [{w['type']}] {w['followup']!r} -> {w['got']!r} (expected {w['expected']!r}; {w['how']})")
