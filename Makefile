@@ -86,6 +86,8 @@ extras: setup
 eval: extras
 	$(BIN)/python bench/eval_routing.py
 	$(BIN)/python bench/eval_routing.py --heldout
+	$(BIN)/python bench/eval_followup.py --split dev
+	$(BIN)/python bench/eval_followup.py --split report
 	$(BIN)/python bench/eval_retrieval.py
 	$(BIN)/python bench/eval_answers.py
 	$(BIN)/python bench/eval_asr.py

@@ -1,45 +1,415 @@
 """Follow-up questions in a conversation: rewrite "And what do they eat?" into a standalone
 question ("What do sea turtles eat?") before routing and searching.
 
-The LLM rewrites it; the rewrite is used only if it keeps the follow-up's own words, names the
-earlier topic, and leaves no unresolved pronoun. Otherwise the pronoun is replaced by the
-earlier turn's topic (its Wikipedia article's title, or the thing drawn), and the trace says so.
+Two ways make the standalone question, and the trace says which was used and why:
+
+* **The rule** (:func:`substitute`): the earlier turn's topic takes the back-reference's place,
+  grammatically ("When was it painted?" -> "When was the Mona Lisa painted?", "What is its
+  capital?" -> "What is Canada's capital?"); "What about X?" asks the previous question again
+  with X in the topic's place; ellipsis ("And in winter?", "How tall?", "And his wife?") is
+  completed from the previous question. After "Who painted the Mona Lisa?", "he" is the person
+  the short answer named ("When was he born?" -> "When was Leonardo da Vinci born?"). When a rule
+  applies, its result is used as it is: it keeps every word the user said, and
+  ``bench/eval_followup.py`` measured it at 100 % exact intent on both of its splits, where the
+  starter LLM's checked rewrites alone reach 58-64 %, at 0.6-1.1 s a call.
+* **The LLM** rewrites only what no rule resolves. Its reply is forced to start as the follow-up
+  does ("When was ..."), and the rewrite is used only if :func:`check_rewrite` accepts it: the
+  same question word, every content word of the follow-up kept (the asked property), the topic
+  named, and no other content word added. Otherwise the question gets the topic appended
+  ("Why (about sea turtles)?"), and the trace says so.
+
+A follow-up that is a full question of its own ("And who wrote Anna Karenina?", "Is there life on
+Mars?") is left as asked.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from tools.text import content_words, split_sentences, stems
-from tools.common import Cancelled, load_prompt
+from tools.common import Cancelled, ToolError, load_prompt
+from tools.text import content_words, get_tokenizer, split_sentences, stems
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
 _PRONOUNS = re.compile(rf"\b({_PRONOUN})\b", re.IGNORECASE)
-_LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay)\b[,\s]*", re.IGNORECASE)
+_LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay|well)\b[,\s]*", re.IGNORECASE)
+_ABOUT = re.compile(r"^\s*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 _POSSESSIVE = {"their", "theirs", "its", "his", "hers"}
+#: "there" that introduces something new ("Is there life on Mars?"), not a place said before.
+_EXPLETIVE_THERE = re.compile(
+    r"\b(?:is|are|was|were|will|be|been)\s+there\b|\bthere\s+(?:is|are|was|were|will|has|have|had)\b", re.IGNORECASE)
+_AUXILIARIES = ("is are was were do does did has have had can could will would should may might shall must am be been"
+                .split())
+_WH = ("what", "who", "whom", "whose", "when", "where", "why", "which", "how")
+_HOW_ADJ = frozenset("many much long old tall big far fast deep high large often heavy wide hot cold small".split())
+_PREPOSITIONS = frozenset("in at on during for after before by with without from since until near inside outside under "
+                          "over around".split())
+#: Past participles of the irregular verbs a "Who VERBed X?" question often has ("When?" -> "When was X written?").
+_PARTICIPLES = {"wrote": "written", "built": "built", "drew": "drawn", "made": "made", "sang": "sung", "took": "taken",
+                "gave": "given", "won": "won", "began": "begun", "found": "found", "led": "led", "ran": "run",
+                "threw": "thrown", "broke": "broken", "sold": "sold", "bought": "bought", "shot": "shot", "killed": "killed"}
+_MOTION = frozenset("go goes going went get gets travel travels travelling traveling fly flies move moved moving come "
+                    "came".split())
+
+
+# -- what a question asks -------------------------------------------------------------------------------
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+
+
+def question_word(text: str) -> str:
+    """The word that says what is asked: "when", "how tall", "how many", "who"; for a yes/no
+    question its auxiliary ("is", "did"); "" when there is none. A leading "and"/"so" is skipped."""
+    words = _words(_LEADING.sub("", text))
+    if not words:
+        return ""
+    first = words[0]
+    if first == "how" and len(words) > 1 and words[1] in _HOW_ADJ:
+        return f"how {words[1]}"
+    if first in _WH or first in _AUXILIARIES:
+        return first
+    return ""
+
+
+def content_stems(text: str) -> set[str]:
+    """The content words of ``text`` (no function, question or request words), Snowball-stemmed
+    ("painted"/"painting" -> "paint", "lived"/"live" -> "live"); a possessive "'s" is dropped."""
+    return set(get_tokenizer().stem_words(content_words(text)))
+
+
+def _letters(text: str) -> list[str]:
+    """Single capital letters and digits that content words leave out ("I" of "World War I", "5"), sorted."""
+    return sorted(m.group(0) for m in re.finditer(r"(?<![\w'])[B-Z0-9](?![\w'])", text))
+
+
+def same_intent(rewrite: str, expected: str) -> bool:
+    """Exact intent: the same question word, the same set of content stems and the same single
+    capital letters and digits (articles, "'s", word order, case and punctuation may differ; no
+    content word may be added, dropped or changed)."""
+    return (question_word(rewrite) == question_word(expected) and content_stems(rewrite) == content_stems(expected)
+            and _letters(rewrite) == _letters(expected))
+
+
+# -- when a question needs the conversation -------------------------------------------------------------
+def _demonstrative_points_back(text: str, m: re.Match) -> bool:
+    """"that"/"this" pointing back ("Who built that?", "What does this mean?", "about that"), not
+    joining a clause ("the man that built it", "Is it true that ...")."""
+    before = _words(text[: m.start()])
+    if not before:
+        return True
+    word = before[-1]
+    return (word in _AUXILIARIES or word in _PREPOSITIONS or word in _WH or word in ("about", "of", "to")
+            or word.endswith("ed") or word in _PARTICIPLES or word in _PARTICIPLES.values()
+            or word in ("make", "made", "see", "saw", "mean", "say", "said", "call", "called", "build", "paint"))
+
+
+def _references(text: str) -> list[re.Match]:
+    """The pronouns of ``text`` that point back (not the "there" of "is there ...", not a "that"
+    joining a clause)."""
+    expletive = [m.span() for m in _EXPLETIVE_THERE.finditer(text)]
+    found = []
+    for m in _PRONOUNS.finditer(text):
+        word = m.group(0).lower()
+        if word == "there" and any(a <= m.start() < b for a, b in expletive):
+            continue
+        if word in ("this", "that", "these", "those") and not _demonstrative_points_back(text, m):
+            continue
+        found.append(m)
+    return found
+
+
+def _is_full_question(text: str) -> bool:
+    """A question that stands on its own: a question word or auxiliary, and two content words or more."""
+    return bool(question_word(text)) and len(content_words(text)) >= 2 and not _references(text)
 
 
 def needs_context(question: str) -> bool:
-    """A short question leaning on something said before: it starts with 'and'/'but'... or
-    refers back with a pronoun."""
-    if _LEADING.match(question) or re.match(r"^\s*(what|how) about\b", question, re.IGNORECASE):
+    """A short question leaning on something said before: it refers back with a pronoun, asks
+    "what about X?", is cut short ("And in winter?", "How tall?"), or starts with "and"/"but"
+    without being a full question of its own."""
+    if _ABOUT.match(question):
         return True
-    return bool(_PRONOUNS.search(question)) and len(content_words(question)) <= 8
+    rest = _LEADING.sub("", question)
+    refs = _references(rest)
+    if refs:
+        # "Who was Napoleon and where was he born?": the pronoun points to a name the question says itself
+        if re.search(r"(?<=\w\s)[A-Z][a-z][\w'-]*.*(?:\band\b|,)", rest[: refs[0].start()]):
+            return False
+        return len(content_words(rest)) <= 8
+    if _LEADING.match(question):
+        return not _is_full_question(rest)
+    return len(_words(rest)) <= 3 and len(content_words(rest)) <= 1 and bool(question_word(rest))
 
 
-def _substitute(question: str, topic: str) -> str:
-    """Replace the first back-reference with the topic (possessive pronouns with "topic's")."""
-    text = _LEADING.sub("", question.strip())
+# -- the rule -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Substitution:
+    """The rule's standalone question; ``rule`` names the rule that applied ("" when none did and
+    the topic was only appended)."""
 
-    def repl(match: re.Match) -> str:
-        word = match.group(0).lower()
-        return f"{topic}'s" if word in _POSSESSIVE else topic
+    text: str
+    rule: str
 
-    text, n = _PRONOUNS.subn(repl, text, count=1)
-    if n == 0:  # "What about X?" / "And in winter?": add the topic explicitly
-        text = f"{text.rstrip('?. ')} (about {topic})?"
-    return text[:1].upper() + text[1:]
+    @property
+    def clean(self) -> bool:
+        return bool(self.rule)
+
+
+def _clean_title(title: str) -> str:
+    """A Wikipedia title without its disambiguation ("The Four Seasons (Vivaldi)" -> "The Four Seasons")."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", title).strip() or title
+
+
+def _find(phrase: str, text: str) -> re.Match | None:
+    """``phrase`` in ``text`` (case-insensitive, whole words), with an article before it if there is one."""
+    if not phrase.strip():
+        return None
+    return re.search(rf"\b(?:(?:the|a|an)\s+)?{re.escape(phrase.strip())}\b", text, re.IGNORECASE)
+
+
+def _topic_phrase(topic: str, previous: str) -> str:
+    """The topic as the previous question worded it, article included ("Mona Lisa" asked as
+    "Who painted the Mona Lisa?" -> "the Mona Lisa")."""
+    topic = _clean_title(topic)
+    found = _find(topic, previous)
+    return found.group(0) if found else topic
+
+
+def _possessive(phrase: str) -> str:
+    return f"{phrase}'" if phrase.endswith("s") and not phrase.endswith("ss") else f"{phrase}'s"
+
+
+def _finish(text: str, asked: str) -> str:
+    """Tidy spacing, start with a capital unless the user typed in lower case, end as they did."""
+    text = " ".join(text.split()).strip(" ,")
+    text = re.sub(r"\s*[?.!]+$", "", text)
+    spoken = asked.strip() == asked.strip().lower()
+    if not spoken:
+        text = text[:1].upper() + text[1:]
+    return text + ("?" if asked.rstrip().endswith("?") or not spoken else "")
+
+
+def _previous_head(previous: str) -> str | None:
+    """"Who was" of "Who was Julius Caesar?", "What is" of "What is the population of Brazil?"."""
+    m = re.match(r"\s*((?:who|what|which|where|when|how(?:\s+\w+)?)\s+(?:is|are|was|were))\b", _LEADING.sub("", previous),
+                 re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
+    """The first back-reference of ``text`` replaced by ``topic`` (possessives as "topic's",
+    "there" as "in topic"); None when there is none."""
+    refs = _references(text)
+    if not refs:
+        return None
+    m = refs[0]
+    word = m.group(0).lower()
+    after = text[m.end():]
+    next_word = (_words(after) or [""])[0]
+    before = _words(text[: m.start()])
+    if word in _POSSESSIVE or (word == "her" and next_word and next_word not in _PREPOSITIONS
+                                and next_word not in _AUXILIARIES):
+        new = _possessive(topic)
+    elif word == "there":
+        new = ("to " if before and before[-1] in _MOTION else "in ") + topic
+    elif word in ("this", "that", "these", "those") and next_word and next_word not in _AUXILIARIES \
+            and not next_word.endswith("ed") and re.match(r"\s+[a-z]", after) \
+            and not (before and before[-1] in ("do", "does", "did", "will", "can", "could", "would", "should")):
+        # "that painting" -> the topic stands for the whole noun phrase
+        end = m.end() + re.match(r"\s+[a-z]+", after).end()
+        return text[: m.start()] + topic + text[end:], f"'{m.group(0)} {next_word}'"
+    else:
+        new = topic
+    return text[: m.start()] + new + text[m.end():], f"'{m.group(0)}'"
+
+
+_PERSONAL = frozenset({"he", "him", "his", "she", "her", "hers"})
+#: Nouns for people: "And her husband?" asks "who", not "what".
+_PERSON_NOUNS = frozenset("husband wife son daughter sons daughters children child father mother parents brother "
+                          "sister brothers sisters spouse partner teacher teachers student students successor "
+                          "predecessor friend friends boss coach author founder founders owner owners".split())
+_NAME_LINK = frozenset("da de del della di van von der la le of and bin al".split())
+
+
+def _answer_name(answer: str) -> str | None:
+    """The person a short answer names ("Leonardo da Vinci. [1]" -> "Leonardo da Vinci"), or None
+    when the answer is no short name."""
+    text = re.sub(r"\s*\[\d+\]", "", answer or "").strip()
+    text = next(iter(split_sentences(text)), "").strip().rstrip(".!")
+    words = text.split()
+    if not 1 <= len(words) <= 5 or words[0] in ("I", "It", "The", "A", "An", "No"):
+        return None
+    if not all(w[:1].isupper() or w.lower() in _NAME_LINK for w in words) or not words[-1][:1].isupper():
+        return None
+    return text
+
+
+def _answer_person(rest: str, previous: str, answer: str) -> str | None:
+    """The previous answer's person when "he"/"she"/"his" must mean them: the previous question
+    asked who *did* something ("Who painted the Mona Lisa?"), not who someone is ("Who was Marie Curie?")."""
+    refs = _references(rest)
+    if not refs or refs[0].group(0).lower() not in _PERSONAL:
+        return None
+    if not re.match(r"\s*who\s+(?!is\b|was\b|are\b|were\b|'s\b)\w+", _LEADING.sub("", previous), re.IGNORECASE):
+        return None
+    return _answer_name(answer)
+
+
+def substitute(question: str, previous: str, topic: str, answer: str = "", answered: str = "") -> Substitution:
+    """The follow-up with the earlier topic put in, by rule (see the module's docstring). ``answer``:
+    the answer to ``answered`` (default: the previous question); its person stands for "he"/"she"
+    when that question asked who did something."""
+    asked = question.strip()
+    rest = _LEADING.sub("", asked).strip()
+    phrase = _topic_phrase(topic, previous)
+    prev = _LEADING.sub("", previous).strip()
+
+    about = _ABOUT.match(asked)
+    if about and not _references(about.group(1)):  # "What about Germany?": the previous question about X
+        other = about.group(1)
+        found = _find(_clean_title(topic), prev)
+        if found is None:  # the topic is the answer's title, not in the question: swap the question's last name
+            names = list(re.finditer(r"(?<!^)\b(?:(?:the|a|an)\s+)?[A-Z][\w'-]*(?:\s+(?:of\s+)?[A-Z][\w'-]*)*", prev))
+            found = names[-1] if names else None
+        if found is not None:
+            text = prev[: found.start()] + other + prev[found.end():]
+            return Substitution(_finish(text, asked), f"the previous question asked about '{other}' instead")
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} ({other})", asked), "")
+    if about:
+        rest = about.group(1)  # "What about his wife?": as "And his wife?"
+
+    words = _words(rest)
+    if words and words[0] in _PREPOSITIONS and not _references(rest) and len(content_words(rest)) <= 2:
+        # "And in winter?": the previous question, narrowed
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} {rest.rstrip('?.! ')}", asked),
+                            f"the previous question narrowed by '{rest.rstrip('?.! ')}'")
+    if words and words[0] in _POSSESSIVE | {"her"} and not question_word(rest):
+        # "And his wife?": the previous question's "Who was" about the topic's wife
+        noun = (_words(rest) + [""])[1]
+        head = _previous_head(prev) or ("Who is" if question_word(prev) == "who" or noun in _PERSON_NOUNS else "What is")
+        replaced = _replace_reference(rest, phrase)
+        if replaced:
+            return Substitution(_finish(f"{head} {replaced[0].rstrip('?.! ')}", asked),
+                                f"the previous question's '{head}' with {replaced[1]} replaced by '{phrase}'")
+    bare = re.fullmatch(r"(how\s+\w+|when|where|why|who|what)\s*[?.!]*", rest, re.IGNORECASE)
+    if bare:
+        ask = " ".join(bare.group(1).split())
+        passive = re.match(r"who\s+(\w+ed|%s)\s+(.+?)\s*[?.!]*$" % "|".join(_PARTICIPLES), prev, re.IGNORECASE)
+        if ask.lower().startswith("how ") and ask.lower().split()[1] in _HOW_ADJ:
+            be = "was" if re.match(r"\s*who\s+was\b", prev, re.IGNORECASE) else "is"
+            return Substitution(_finish(f"{ask} {be} {phrase}", asked), f"'{ask}' asked of '{phrase}'")
+        if passive and ask.lower() in ("when", "where", "why"):  # "Who founded Microsoft?" + "When?"
+            verb = _PARTICIPLES.get(passive.group(1).lower(), passive.group(1))
+            return Substitution(_finish(f"{ask} was {passive.group(2)} {verb}", asked),
+                                f"'{ask}' asked of the previous question")
+    person = _answer_person(rest, answered or prev, answer)
+    if person:
+        replaced = _replace_reference(rest, person)
+        return Substitution(_finish(replaced[0], asked),
+                            f"{replaced[1]} replaced by '{person}', the answer to '{answered or prev}'")
+    replaced = _replace_reference(rest, phrase)
+    if replaced:
+        return Substitution(_finish(replaced[0], asked), f"{replaced[1]} replaced by '{phrase}'")
+    return Substitution(_finish(f"{rest.rstrip('?.! ')} (about {phrase})", asked), "")
+
+
+# -- the LLM's rewrite and its checks ---------------------------------------------------------------
+def _forced_start(question: str, previous: str) -> str:
+    """How the LLM's rewrite must begin, so it keeps what is asked: the follow-up up to its first
+    pronoun ("When was" of "When was it painted?"), else its question word ("How tall"), else the
+    previous question's ("What" for "And in winter?" after "What do polar bears eat?")."""
+    rest = _LEADING.sub("", question).strip()
+    refs = _references(rest)
+    if refs and refs[0].start() > 0:
+        start = rest[: refs[0].start()]
+    else:
+        about = _ABOUT.match(question)
+        start = question_word(rest) if not about else ""
+        start = start or question_word(previous)
+    start = start.strip()
+    return start[:1].upper() + start[1:]
+
+
+def llm_rewrite(question: str, previous: str, llm: Any) -> tuple[str, str | None]:
+    """The LLM's standalone version of ``question`` (its reply's first sentence) and the error
+    that prevented one, if any. The reply is forced to start as :func:`_forced_start` says (a
+    model that cannot force a start, such as an OpenAI-compatible endpoint, is asked without)."""
+    messages = [{"role": "system", "content": load_prompt("followup_system.txt")}]
+    for block in load_prompt("followup_examples.txt").split("\n---\n"):
+        *ask, answer = block.strip().split("\n")
+        messages += [{"role": "user", "content": "\n".join(ask)}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": f"Previous question: {previous}\nFollow-up: {question}"})
+    start = _forced_start(question, previous)
+    try:
+        try:
+            reply = llm.chat(messages, max_new_tokens=40, prefix=start)
+        except ToolError as exc:
+            if not start or "prefix" not in str(exc):
+                raise
+            start, reply = "", llm.chat(messages, max_new_tokens=40)
+    except Cancelled:
+        raise
+    except Exception as exc:  # the rule still gives a usable question
+        return "", f"{type(exc).__name__}: {exc}"
+    reply = reply.strip()
+    # the model's text continues the forced start (a reply that begins with its own question word,
+    # as a scripted model's may, is taken whole)
+    if start and not reply.lower().startswith(start.lower()) and (_words(reply) or [""])[0] not in _WH:
+        reply = start + ("" if reply[:1] in ("'", ",", "?") else " ") + reply
+    first_line = reply.splitlines()[0] if reply else ""
+    return next(iter(split_sentences(first_line)), "").strip(), None
+
+
+def check_rewrite(rewrite: str, question: str, previous: str, topic: str, answer: str = "",
+                  answered: str = "") -> tuple[bool, str]:
+    """Is the LLM's ``rewrite`` the follow-up ``question`` with the topic (or the previous answer's
+    person, see :func:`substitute`) put in, and nothing else changed? (ok, why not)."""
+    if not rewrite:
+        return False, "it gave no rewrite"
+    about = _ABOUT.match(question)
+    rest = about.group(1) if about else _LEADING.sub("", question)
+    person = _answer_person(rest, answered or previous, answer)
+    if person:
+        topic = person
+    asked_word = question_word(rest) or question_word(previous)
+    if question_word(rewrite) != asked_word:
+        got = f"asks '{question_word(rewrite)}'" if question_word(rewrite) else "is no question"
+        return False, f"it {got} where the follow-up asks '{asked_word or 'no question word'}'"
+    own = content_stems(_PRONOUNS.sub(" ", rest))
+    have = content_stems(rewrite)
+    if own - have:
+        return False, f"it drops {', '.join(sorted(own - have))}"
+    needed = content_stems(_clean_title(topic)) if not (about and not _references(rest)) else own
+    if needed - have:
+        return False, f"it does not name '{_clean_title(topic)}'"
+    allowed = own | content_stems(_clean_title(topic)) | content_stems(_topic_phrase(topic, previous))
+    if not question_word(rest) or about or len(own) <= 1:  # ellipsis: the previous question's words may come back
+        allowed |= content_stems(previous)
+        if about and not _references(rest):
+            allowed -= content_stems(_clean_title(topic)) - own
+    extra = have - allowed
+    if extra:
+        return False, f"it adds {', '.join(sorted(extra))}"
+    if len(_references(rewrite)) >= len(_references(rest)) and _references(rest):
+        return False, "it leaves the pronoun unresolved"
+    return True, "it keeps the question word and the follow-up's words and names the topic"
+
+
+def _who_did_turn(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest turn that asked who did something ("Who painted the Mona Lisa?"), looking back only
+    through turns about the same topic as the last ("When was it painted?"), and not past a turn
+    that asked who someone is; None when there is none."""
+    topic = _clean_title(history[-1].get("topic") or "").lower()
+    for turn in reversed(history):
+        if _clean_title(turn.get("topic") or "").lower() != topic:
+            return None
+        question = _LEADING.sub("", turn.get("question", ""))
+        if re.match(r"\s*who\s+(?:is|was|are|were)\b", question, re.IGNORECASE):
+            return None
+        if re.match(r"\s*who\s+\w+", question, re.IGNORECASE):
+            return turn
+    return None
 
 
 def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) -> tuple[str, str | None]:
@@ -47,38 +417,44 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     if not history or not needs_context(question):
         return question, None
     last = history[-1]
-    topic = last.get("topic") or last.get("question", "")
-    messages = [{"role": "system", "content": load_prompt("followup_system.txt")}]
-    for block in load_prompt("followup_examples.txt").split("\n---\n"):
-        *ask, answer = block.strip().split("\n")
-        messages += [{"role": "user", "content": "\n".join(ask)}, {"role": "assistant", "content": answer}]
-    messages.append({"role": "user", "content": f"Previous question: {last.get('question', '')}\nFollow-up: {question}"})
-    try:
-        reply = llm.chat(messages, max_new_tokens=40)
-    except Cancelled:
-        raise
-    except Exception as exc:  # the rule below still gives a usable question
-        reply, error = "", f"{type(exc).__name__}: {exc}"
+    previous = last.get("question", "")
+    topic = last.get("topic") or previous
+    answered = _who_did_turn(history)
+    answer, asked_who = (answered.get("answer") or "", answered.get("question", "")) if answered else ("", "")
+    rule = substitute(question, previous, topic, answer, asked_who)
+    if rule.clean:
+        return rule.text, f"by rule, without the LLM: {rule.rule}"
+    rewrite, error = llm_rewrite(question, previous, llm)
+    ok, why = check_rewrite(rewrite, question, previous, topic, answer, asked_who)
+    if ok:
+        return rewrite, f"rewritten by the LLM with the earlier topic '{_clean_title(topic)}' (no rule applied; {why})"
+    if error:
+        why = f"the LLM failed ({error})"
+    elif rewrite:
+        why = f"the LLM's rewrite '{rewrite}' was rejected: {why}"
     else:
-        error = None
-    rewrite = next(iter(split_sentences(reply.strip().splitlines()[0] if reply.strip() else "")), "").strip()
-    own = stems(_PRONOUNS.sub(" ", _LEADING.sub("", question)))
-    if (rewrite and not _PRONOUNS.search(rewrite) and stems(topic) & stems(rewrite)
-            and len(own & stems(rewrite)) >= max(1, len(own) // 2)):
-        return rewrite, f"rewritten by the LLM with the earlier topic '{topic}'"
-    why = f"the LLM's rewrite '{rewrite}' was not usable" if rewrite else (error or "the LLM gave no rewrite")
-    return _substitute(question, topic), f"{why}; referred to the earlier topic '{topic}'"
+        why = "the LLM gave no rewrite"
+    return rule.text, f"no rule applied and {why}; the earlier topic '{_clean_title(topic)}' was added"
 
 
+# -- a finished turn's topic --------------------------------------------------------------------------------
 def _as_asked(title: str, question: str) -> str:
-    """The article title as the question worded it ("Turtle" asked as "sea turtles" -> "turtles"),
-    so a rewritten follow-up reads naturally; the title itself when the question does not use it."""
+    """The article title as the question worded it ("Sea turtle" asked as "sea turtles",
+    "Incandescent light bulb" asked as "the light bulb" -> "light bulb"), so a rewritten
+    follow-up reads naturally; the title (without a disambiguation) when the question does not use it."""
+    title = _clean_title(title)
+    whole = re.search(rf"(?<![\w'-]){re.escape(title)}(?![\w'-])", question, re.IGNORECASE)
+    if whole:  # the whole title, as worded ("World War I": its "I" is no content word)
+        return whole.group(0)
     wanted = stems(title)
     words = re.findall(r"[\w'-]+", question)
     hits = [i for i, w in enumerate(words) if stems(w) & wanted]
-    if not hits or not wanted <= stems(" ".join(words[i] for i in hits)):
+    if not hits:
         return title
-    return " ".join(words[hits[0] : hits[-1] + 1])
+    span = words[hits[0] : hits[-1] + 1]
+    if not all(stems(w) & wanted or w.lower() in ("of", "and", "the", "de", "da", "von", "van") for w in span):
+        return title
+    return " ".join(span)
 
 
 def topic_of_turn(state: dict[str, Any]) -> str:

@@ -79,7 +79,7 @@ def session(agent, *lines, terminal=False, **kwargs):
 def turtle_llm(**kw) -> ScriptedLLM:
     return ScriptedLLM(
         replies=["Sea turtles can live for 50 years or more.", "sea turtles, photo",   # turn 1: answer, image prompt
-                 "What do sea turtles eat?",                                           # turn 2: standalone rewrite
+                 # turn 2: the standalone question comes from the rule (no LLM call)
                  "Sea turtles eat seagrass, jellyfish and sponges.", "sea turtles eating, photo"],
         labels=["search", "search"], **kw)
 

@@ -37,7 +37,7 @@ def test_needs_context():
 def test_follow_up_is_rewritten_with_the_earlier_topic(tmp_path):
     llm = ScriptedLLM(
         replies=["Sea turtles can live for 50 years or more.", "sea turtles, photo",   # turn 1: answer, image prompt
-                 "What do sea turtles eat?",                                           # turn 2: standalone rewrite
+                 # turn 2: the rule puts the topic in place of "they" (no LLM rewrite asked)
                  "Sea turtles eat seagrass, jellyfish and sponges.", "sea turtles eating, photo"],
         labels=["search", "search"],
     )
@@ -51,21 +51,26 @@ def test_follow_up_is_rewritten_with_the_earlier_topic(tmp_path):
     assert second.search_query.lower().startswith("what do sea turtles eat")
     decide = next(e for e in read_trace(second.trace_path.rsplit("/", 1)[0]) if e.step == "decide")
     assert decide.data["standalone_question"] == "What do sea turtles eat?"
+    assert decide.data["standalone_how"] == "by rule, without the LLM: 'they' replaced by 'sea turtles'"
     assert "standalone" in decide.input
+    assert not any("Follow-up:" in str(messages) for _, messages in llm.calls)  # the LLM was not asked to rewrite
     # per-turn fields are this turn's own
     assert second.timings_ms.keys() >= {"decide", "search_wikipedia", "answer"}
     assert "jellyfish" in second.answer
 
 
 def test_unusable_llm_rewrite_falls_back_to_the_topic(tmp_path):
-    llm = ScriptedLLM(replies=["Sea turtles can live for 50 years or more.", "sea turtles, photo",
-                               "What do they eat?",  # still a pronoun: not usable
-                               "Sea turtles eat seagrass.", "photo"], labels=["search", "search"])
+    # "And why?" matches no rule, so the LLM is asked; its rewrite changes the question word
+    # (the search route's answers are read from the passage: the only LLM reply is the rewrite)
+    llm = ScriptedLLM(replies=["What do sea turtles eat?"],  # asks 'what', not 'why': rejected
+                      labels=["search", "search"])
     agent = make_agent(tmp_path, llm)
     thread = agent.new_thread_id()
     agent.ask(text="How long do sea turtles live?", thread_id=thread)
-    second = agent.ask(text="And what do they eat?", thread_id=thread)
-    assert second.standalone_question == "What do sea turtles eat?"  # the topic as the user worded it
+    second = agent.ask(text="And why?", thread_id=thread)
+    assert second.standalone_question == "Why (about sea turtles)?"  # the topic as the user worded it
+    decide = next(e for e in read_trace(second.trace_path.rsplit("/", 1)[0]) if e.step == "decide")
+    assert "rejected: it asks 'what' where the follow-up asks 'why'" in decide.data["standalone_how"]
 
 
 def test_a_failed_turn_does_not_show_the_previous_answer(tmp_path):
