@@ -1,14 +1,15 @@
 """Fit the short-answer scorer's weights (``tools.short_answer.WEIGHTS``) on the dev split.
 
-    .venv/bin/python bench/fit_short_answer.py [--n 300] [--cv]
+    .venv/bin/python bench/fit_short_answer.py [--n 1500] [--cv] [--write]
 
 The dev split is ``bench/eval_answers.py --split dev``'s: ``--n`` PopQA and ``--n`` SQuAD questions,
 none of them in the report split. For each question the top 3 passages are retrieved (offline
 corpora of ``eval_answers.py``; cached in ``$ASKDRAW_HOME/bench/short_answer_dev.json``), candidates
 are extracted and featurised as the answer step does, and the weights of a softmax over each
 question's candidates are fitted (gradient descent, small L2) so that candidates holding a gold
-answer score highest. ``--cv`` first reports 2-fold cross-validated accuracy of the top candidate.
-Prints the weights as a Python dict to paste into ``tools/short_answer.py``.
+answer score highest. ``--cv`` first reports 2-fold cross-validated accuracy of the top candidate
+(the fit on one half scored on the other), beside the dense features alone. ``--write`` saves the
+weights to ``tools/short_answer_weights.json`` (read by ``tools.short_answer``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def build(rows: list[dict]) -> list[tuple[dict, list]]:
     for r in rows:
         passages = [(p["title"], p["text"]) for p in r["passages"]]
         cands = sa.candidates(r["question"], sa.rank_sentences(r["question"], passages)[:sa.MAX_SENTENCES], nlp)
-        sa.featurise(r["question"], cands)
+        sa.featurise(r["question"], cands, nlp)
         out.append((r, cands))
     return out
 
@@ -69,7 +70,7 @@ def fit(items: list[tuple[dict, list]], keys: list[str], l2: float = 0.001, iter
         y = np.array([1.0 if contains_gold((c.phrase or c.text) if label == "phrase" else c.text, r["golds"]) else 0.0
                       for c in cands])
         if y.sum():
-            groups.append((np.array([[c.features[k] for k in keys] for c in cands]), y))
+            groups.append((np.array([[c.features.get(k, 0.0) for k in keys] for c in cands]), y))
     x = np.vstack([g for g, _ in groups])
     y = np.concatenate([t for _, t in groups])
     idx = np.concatenate([[i] * len(g) for i, (g, _) in enumerate(groups)])
@@ -92,33 +93,47 @@ def accuracy(items: list[tuple[dict, list]], weights: dict[str, float]) -> float
     for r, cands in items:
         cands = sa.admissible(r["question"], cands)
         if cands:
-            best = max(cands, key=lambda c: sa.score(c.features, weights))
+            for c in cands:
+                c.score = sa.score(c.features, weights)
+            best = sa.narrowest(max(cands, key=lambda c: c.score), cands)
             hits += contains_gold(best.phrase or best.text, r["golds"])
     return hits / len(items) if items else 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--n", type=int, default=1500, help="dev questions per dataset (PopQA has 1,199)")
+    parser.add_argument("--l2", type=float, default=0.003)
+    parser.add_argument("--write", action="store_true", help=f"save the weights to {sa.WEIGHTS_FILE.name}")
     parser.add_argument("--seed", type=int, default=13, help="the report split's seed (its questions are left out)")
     parser.add_argument("--cv", action="store_true", help="report 2-fold cross-validated accuracy first")
     parser.add_argument("--label", choices=("phrase", "span"), default="phrase",
                         help="a candidate is right when its phrase (default) or its span alone holds a gold answer")
     args = parser.parse_args()
     sets = {name: build(rows) for name, rows in dev_passages(args.n, args.seed).items()}
-    keys = sorted(next(c.features for items in sets.values() for _, cands in items for c in cands))
+    keys = sorted({k for items in sets.values() for _, cands in items for c in cands for k in c.features})
     keys = [k for k in keys if k != "thing"]  # constant within a question: no effect on a softmax
+    dense = [k for k in keys if "|" not in k]
     if args.cv:
         for name in sets:
             random.Random(0).shuffle(sets[name])
         halves = [{k: v[: len(v) // 2] for k, v in sets.items()}, {k: v[len(v) // 2:] for k, v in sets.items()}]
-        for i in (0, 1):
-            w = fit([x for items in halves[i].values() for x in items], keys, label=args.label)
-            print(f"fold {i}: " + ", ".join(f"{k} {accuracy(v, w):.3f}" for k, v in halves[1 - i].items()))
-    weights = fit([x for items in sets.values() for x in items], keys, label=args.label)
+        for what, use in (("dense features only", dense), ("all features", keys)):
+            for i in (0, 1):
+                w = fit([x for items in halves[i].values() for x in items], use, l2=args.l2, label=args.label)
+                print(f"{what}, fold {i}: " + ", ".join(f"{k} {accuracy(v, w):.3f}" for k, v in halves[1 - i].items()))
+    weights = fit([x for items in sets.values() for x in items], keys, l2=args.l2, label=args.label)
     print("dev (in-sample): " + ", ".join(f"{k} {accuracy(v, weights):.3f}" for k, v in sets.items()))
     print("current WEIGHTS: " + ", ".join(f"{k} {accuracy(v, sa.WEIGHTS):.3f}" for k, v in sets.items()))
-    print(json.dumps(weights))
+    weights = {k: v for k, v in weights.items() if v}
+    if args.write:
+        sizes = {k: len(v) for k, v in sets.items()}
+        sa.WEIGHTS_FILE.write_text(json.dumps({"fitted_by": "bench/fit_short_answer.py --write", "dev_questions": sizes,
+                                               "l2": args.l2, "label": args.label, "weights": weights},
+                                              indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {len(weights)} weights to {sa.WEIGHTS_FILE}")
+    else:
+        print(json.dumps(weights))
 
 
 if __name__ == "__main__":

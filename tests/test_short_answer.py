@@ -18,7 +18,10 @@ from tools.short_answer import (
     THING,
     candidates,
     expected_type,
+    WEIGHTS,
     extract,
+    featurise,
+    question_form,
     rank_sentences,
     spacy_pipeline,
 )
@@ -81,6 +84,36 @@ def test_candidates_are_entities_and_noun_phrases_not_the_questions_own_words():
     assert texts.get("Leonardo da Vinci") == "PERSON"
     assert "Mona Lisa" not in texts  # the question's own subject is not its answer
     assert not {"It", "it"} & set(texts)  # pronouns are not answers
+
+
+@pytest.mark.parametrize(("question", "form"), [
+    ("Who wrote Hamlet?", ("who", "subj")),
+    ("What did Marie Curie discover?", ("what", "obj")),
+    ("When was the Mona Lisa painted?", ("when", "adv")),
+    ("how many people live in paris", ("how many", "subj")),
+    ("Which team won Super Bowl 50?", ("which", "subj")),
+    ("What is the capital of France?", ("what", "attr")),
+])
+def test_question_form_is_its_question_word_and_the_role_it_asks_for(question, form):
+    assert question_form(question, spacy_pipeline()) == form
+    assert question_form(question, None) == (form[0], "")  # without spaCy: the word alone
+
+
+def test_candidates_carry_their_role_and_preposition_and_crossed_features():
+    nlp = spacy_pipeline()
+    question = "Who wrote Hamlet?"
+    sentences = rank_sentences(question, [("Hamlet", "Hamlet is a tragedy written by William Shakespeare "
+                                                      "sometime between 1599 and 1601.")])
+    cands = candidates(question, sentences, nlp)
+    featurise(question, cands, nlp)
+    will = next(c for c in cands if c.text == "William Shakespeare")
+    assert (will.dep, will.prep) == ("pobj", "by")
+    assert {"type|person|PERSON", "wh|who|PERSON", "role|subj|pobj", "prep|who|by"} <= set(will.features)
+    tragedy = next(c for c in cands if c.text == "tragedy")
+    assert (tragedy.dep, tragedy.prep) == ("attr", "")
+    # the fitted weights learned that a "who" question is answered by a PERSON, and an agent's "by"
+    assert WEIGHTS["wh|who|PERSON"] > 0 and WEIGHTS["prep|who|by"] > WEIGHTS.get("prep|who|-", 0.0)
+    assert max(cands, key=lambda c: sum(WEIGHTS.get(k, 0.0) * v for k, v in c.features.items())) is will
 
 
 def test_regex_fallback_without_spacy_finds_names_and_numbers():

@@ -53,7 +53,7 @@ class Answer:
     how: str = ""
     source: int | None = None  # 1-based position of the quoted passage among the sources
     short: str | None = None  # the phrase picked as the short answer
-    confidence: float | None = None  # its score (tools.short_answer.score)
+    confidence: float | None = None  # its share of the softmax over the candidates (tools.short_answer)
 
 
 class AnswerWriter:
@@ -111,7 +111,7 @@ class AnswerWriter:
             titles = list(dict.fromkeys(t for t, _u, _x in fields if t))
             return Answer(text=not_found_text(titles), found=False, title=fields[0][0], url=fields[0][1],
                           how="no sentence of the top passages answers the question"
-                              + (f" (best guess {cands[0].text!r} scored {cands[0].score:.2f})" if cands else ""))
+                              + (f" (best guess {cands[0].text!r})" if cands else ""))
         title, url, _ = fields[short.source]
         text = short_answer_sentence(short.text)
         if on_token is not None:
@@ -119,7 +119,7 @@ class AnswerWriter:
         return Answer(text=text, found=True, title=title, url=url, quote=short.sentence, source=short.source + 1,
                       model_reply="", short=short.text, confidence=round(short.confidence, 3),
                       how=f"short answer ({short.label}, expected {short.expected}) picked from passage "
-                          f"{short.source + 1}, score {short.confidence:.2f}"
+                          f"{short.source + 1}, probability {short.confidence:.2f} among {len(cands)} candidates"
                           + (f"; next: {', '.join(t for t, _ in short.runners_up)}" if short.runners_up else ""))
 
 

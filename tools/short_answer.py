@@ -8,11 +8,14 @@ the search found. So the short answer is *extracted*, never written:
 2. the sentences of the top passages are ranked by how much of the question they share
    (:func:`rank_sentences`), and the best few are parsed by spaCy (``en_core_web_sm``: named
    entities with their types, noun chunks) into candidate spans (:func:`candidates`);
-3. each candidate is scored (:func:`score`) by a logistic model over a few features: its
+3. each candidate is scored (:func:`score`) by a logistic model over a few dense features (its
    sentence's match to the question, its type against the expected one, how near it stands to
-   the question's words, and whether it only repeats the question. The weights
-   (:data:`WEIGHTS`) were fitted on a dev split of PopQA and SQuAD questions disjoint from the
-   report split of ``bench/eval_answers.py`` (``bench/fit_short_answer.py`` refits them).
+   the question's words, whether it only repeats the question) and sparse crosses of the
+   question's form with the candidate's (question word x entity label, the role the question
+   asks for x the span's syntactic role, question word x the preposition before the span). The
+   weights (:data:`WEIGHTS`, ``short_answer_weights.json``) were fitted on a dev split of PopQA
+   and SQuAD questions disjoint from the report split of ``bench/eval_answers.py``
+   (``bench/fit_short_answer.py --write`` refits them).
 
 Because the answer is a span of the sentence quoted under it, the quote supports it word for
 word. Without spaCy's model installed, candidates fall back to capitalised runs and numbers.
@@ -20,10 +23,12 @@ word. Without spaCy's model installed, candidates fall back to capitalised runs 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tools.text import CONTENT_STOPWORDS, content_words, split_sentences, stem, stems
@@ -153,6 +158,9 @@ class Candidate:
     score: float = 0.0
     phrase: str = ""  # the span with its dependents (spaCy subtree), when that is short; else the span
     tree_distance: float | None = None  # dependency-path length to the nearest question word (spaCy only)
+    dep: str = ""  # the span's syntactic role in its sentence (spaCy dependency of its head, grouped)
+    prep: str = ""  # the preposition it is the object of ("in", "by", ...), if any
+    head_asked: bool = False  # does the word it attaches to (its verb or noun) occur in the question?
 
 
 #: Longest phrase (in words) a span is widened to: "bishop" -> "Roman Catholic bishop of the Diocese of Tepic".
@@ -251,6 +259,34 @@ def _tree_distance(doc: Any, start: int, end: int, asked: set[str]) -> float | N
     return float(best) if best is not None else None
 
 
+_DEP_GROUPS = {"nsubj": "subj", "nsubjpass": "subj", "csubj": "subj", "expl": "subj", "dobj": "obj", "dative": "obj",
+               "oprd": "obj", "pobj": "pobj", "attr": "attr", "acomp": "attr", "appos": "appos", "conj": "conj",
+               "compound": "compound", "nmod": "compound", "poss": "poss", "ROOT": "root", "npadvmod": "adv",
+               "advmod": "adv", "nummod": "num", "quantmod": "num"}
+#: Prepositions kept as they are in the ``prep`` cross feature; any other one counts as "other".
+PREPS = ("in", "on", "at", "by", "of", "from", "to", "for", "as", "with", "during", "since", "after", "before",
+         "into", "near", "between", "than", "about", "under", "until", "like")
+
+
+def _syntax(doc: Any, start: int, end: int, asked: set[str]) -> tuple[str, str, bool]:
+    """(role, preposition, head asked) of the span at ``start:end``: its head's grouped
+    dependency label, the preposition it is the object of, and whether the word it attaches to
+    (through a preposition) occurs in the question."""
+    if doc is None:
+        return "", "", False
+    span = doc.char_span(start, end, alignment_mode="expand")
+    if span is None:
+        return "", "", False
+    root = span.root
+    role = _DEP_GROUPS.get(root.dep_, "other")
+    head = root.head
+    prep = ""
+    if root.dep_ == "pobj" and head.dep_ in ("prep", "agent", "dative"):
+        prep = head.lower_ if head.lower_ in PREPS else "other"
+        head = head.head
+    return role, prep, head.i != root.i and stem(head.lower_) in asked
+
+
 def _with_unit(doc: Any, text: str, end: int) -> str:
     """A bare number followed by the noun it counts or measures keeps it: "5,895" -> "5,895 metres"."""
     if doc is None:
@@ -286,8 +322,10 @@ def candidates(question: str, sentences: list[Sentence], nlp: Any | None = None)
             phrase = _phrase(doc, text, at, at + len(text))
             if label == "CARDINAL" and phrase == text:
                 phrase = _with_unit(doc, text, at + len(text))
+            role, prep, head_asked = _syntax(doc, at, at + len(text), asked)
             out.append(Candidate(text, label, sentence, at, at + len(text), phrase=phrase,
-                                 tree_distance=_tree_distance(doc, at, at + len(text), asked)))
+                                 tree_distance=_tree_distance(doc, at, at + len(text), asked),
+                                 dep=role, prep=prep, head_asked=head_asked))
     return out
 
 
@@ -335,9 +373,42 @@ def _before(candidate: Candidate, words: int = 3) -> str:
     return " ".join(candidate.sentence.text[:candidate.start].split()[-words:])
 
 
-def featurise(question: str, cands: list[Candidate]) -> None:
-    """Set each candidate's ``features``."""
+_WH_WORDS = {"what": "what", "which": "which", "who": "who", "whom": "who", "whose": "who", "when": "when",
+             "where": "where", "why": "why", "how": "how"}
+
+
+def question_form(question: str, nlp: Any | None = None) -> tuple[str, str]:
+    """(question word, its role): "what"/"which"/"who"/"when"/"where"/"why"/"how"/"how many"
+    (or "none"), and the grouped syntactic role of the phrase it asks with ("Who wrote X" ->
+    subj, "What did X discover" -> obj, "In what year" -> pobj; "" without spaCy)."""
+    words = re.findall(r"[a-z']+", question.lower())
+    wh = next((_WH_WORDS[w] for w in words if w in _WH_WORDS), "none")
+    if wh == "how" and re.search(r"\bhow (many|much)\b", question.lower()):
+        wh = "how many"
+    if nlp is None or wh == "none":
+        return wh, ""
+    doc = nlp(question)
+    token = next((t for t in doc if t.lower_ in _WH_WORDS), None)
+    if token is None:
+        return wh, ""
+    for _ in range(3):  # "what year" / "how many people": the role is the noun's
+        if token.dep_ in ("det", "advmod", "amod", "npadvmod", "poss") and token.head.i != token.i \
+                and token.head.pos_ in ("NOUN", "PROPN", "ADJ", "ADV"):
+            token = token.head
+        else:
+            break
+    return wh, _DEP_GROUPS.get(token.dep_, "other")
+
+
+def featurise(question: str, cands: list[Candidate], nlp: Any | None = ...) -> None:
+    """Set each candidate's ``features``: a few dense ones (its sentence's match, nearness to
+    the question's words, length...) and sparse crosses of the question's form with the
+    candidate's ("type|person|PERSON": a person is asked for and the span is a PERSON entity;
+    "role|subj|subj": the question asks for a subject and the span is one; "prep|when|in")."""
+    if nlp is ...:
+        nlp = spacy_pipeline()
     wanted = expected_type(question)
+    wh, wh_role = question_form(question, nlp)
     asked = {stem(w) for w in content_words(question) if w not in _WH}
     counts: dict[str, int] = {}
     for c in cands:
@@ -366,24 +437,36 @@ def featurise(question: str, cands: list[Candidate]) -> None:
             "after_copula": 1.0 if _COPULA.search(_before(c) + " ") or _COPULA.search(_before(c)) else 0.0,
             "after_question_word": 1.0 if {stem(w) for w in content_words(_before(c))} & asked else 0.0,
             "tree_near": 1.0 / (1.0 + c.tree_distance) if c.tree_distance is not None else 0.0,
+            "head_asked": 1.0 if c.head_asked else 0.0,
+            f"type|{wanted}|{c.label}": 1.0,
+            f"wh|{wh}|{c.label}": 1.0,
         }
+        if c.dep:
+            c.features[f"role|{wh_role or '-'}|{c.dep}"] = 1.0
+            c.features[f"prep|{wh}|{c.prep or '-'}"] = 1.0
 
 
 #: Weights of :func:`score`: a softmax over each question's candidates, fitted on the dev split
-#: (300 PopQA + 300 SQuAD questions, none of the report split) by ``bench/fit_short_answer.py``.
-WEIGHTS: dict[str, float] = {
-    "after_copula": 1.13, "after_question_word": 0.22, "entity": 0.39, "far": -0.2, "first_sentence": 0.21,
-    "in_question": 0.6, "length": 2.02, "names": 0.11, "near": 0.81, "overlap": 4.65, "repeated": -0.45,
-    "sentence_rank": -0.92, "source": -0.73, "top_sentence": 0.11, "tree_near": 2.75, "type_exact": 1.73,
-    "type_loose": 2.23,
-}
+#: (1,199 PopQA + 1,500 SQuAD questions, none of the report split's) by ``bench/fit_short_answer.py
+#: --write``, which writes them to this file.
+WEIGHTS_FILE = Path(__file__).with_name("short_answer_weights.json")
+WEIGHTS: dict[str, float] = json.loads(WEIGHTS_FILE.read_text(encoding="utf-8"))["weights"]
 
 
 def score(features: dict[str, float], weights: dict[str, float] | None = None) -> float:
-    """The probability (logistic) that a candidate with these features is the answer."""
+    """A candidate's score: the weighted sum of its features (higher: more likely the answer).
+    Over one question's candidates, their softmax is the probability the weights were fitted
+    to give the right one (:func:`probabilities`)."""
     w = WEIGHTS if weights is None else weights
-    z = w.get("bias", 0.0) + sum(w.get(k, 0.0) * v for k, v in features.items())
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+    return w.get("bias", 0.0) + sum(w.get(k, 0.0) * v for k, v in features.items())
+
+
+def probabilities(scores: list[float]) -> list[float]:
+    """The softmax of one question's candidate scores."""
+    top = max(scores)
+    e = [math.exp(s - top) for s in scores]
+    total = sum(e)
+    return [x / total for x in e]
 
 
 # -- the whole step --------------------------------------------------------------------------
@@ -397,6 +480,23 @@ def admissible(question: str, cands: list[Candidate]) -> list[Candidate]:
     return fitting or cands
 
 
+def narrowest(best: Candidate, cands: list[Candidate]) -> Candidate:
+    """The answer said as narrowly as the question asks: a chosen noun phrase that holds a named
+    entity of exactly the expected type ("the Italian artist Leonardo da Vinci" for "Who
+    painted ...?") gives way to that entity ("Leonardo da Vinci")."""
+    if best.label != "NP" or not best.features:
+        return best
+    said = best.phrase or best.text
+    inside = [c for c in cands if c is not best and c.sentence is best.sentence and c.label != "NP"
+              and c.features.get("type_exact") and re.search(rf"(?<!\w){re.escape(c.text)}(?!\w)", said)]
+    if not inside:
+        return best
+    pick = max(inside, key=lambda c: c.score)
+    if pick.phrase and pick.phrase not in said:
+        pick.phrase = pick.text  # its widened phrase reaches outside the chosen one: keep the entity
+    return pick
+
+
 @dataclass
 class ShortAnswer:
     text: str  # the answer: the span widened to its phrase (see :data:`PHRASE_WORDS`)
@@ -405,7 +505,7 @@ class ShortAnswer:
     title: str
     label: str
     expected: str
-    confidence: float
+    confidence: float  # its share of the softmax over the question's candidates
     span: str = ""  # the span alone
     runners_up: list[tuple[str, float]] = field(default_factory=list)
 
@@ -424,12 +524,14 @@ def extract(question: str, passages: list[tuple[str, str]], *, max_sentences: in
     cands = candidates(question, ranked, nlp)
     if not cands:
         return None, []
-    featurise(question, cands)
+    featurise(question, cands, nlp)
     cands = admissible(question, cands)
     for c in cands:
         c.score = score(c.features, weights)
     cands.sort(key=lambda c: -c.score)
-    best = cands[0]
-    runners = [(c.text, round(c.score, 3)) for c in cands[1:4]]
+    shares = dict(zip(map(id, cands), probabilities([c.score for c in cands])))
+    best = narrowest(cands[0], cands)
+    runners = [(c.text, round(shares[id(c)], 3)) for c in cands if c is not best and c is not cands[0]][:3]
+    confidence = max(shares[id(best)], shares[id(cands[0])])
     return ShortAnswer(best.phrase or best.text, best.sentence.text, best.sentence.source, best.sentence.title,
-                       best.label, expected_type(question), best.score, runners_up=runners, span=best.text), cands
+                       best.label, expected_type(question), confidence, runners_up=runners, span=best.text), cands
