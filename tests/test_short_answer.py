@@ -19,6 +19,7 @@ from tools.short_answer import (
     candidates,
     expected_type,
     WEIGHTS,
+    _clean,
     extract,
     featurise,
     question_form,
@@ -114,6 +115,15 @@ def test_candidates_carry_their_role_and_preposition_and_crossed_features():
     # the fitted weights learned that a "who" question is answered by a PERSON, and an agent's "by"
     assert WEIGHTS["wh|who|PERSON"] > 0 and WEIGHTS["prep|who|by"] > WEIGHTS.get("prep|who|-", 0.0)
     assert max(cands, key=lambda c: sum(WEIGHTS.get(k, 0.0) * v for k, v in c.features.items())) is will
+
+
+def test_a_bracket_closed_in_the_answer_is_kept_and_an_unclosed_one_cut():
+    nile = ("At 7,088 kilometers (4,404 mi) long, it is the longest river in the world, although the volume "
+            "of water it carries is much smaller than other major rivers such as the Amazon or the Congo.")
+    short, _ = extract("How long is the Nile?", [("Nile", nile)])
+    assert short is not None and short.text == "7,088 kilometers (4,404 mi)"
+    assert _clean("7,088 kilometers (4,404 mi") == "7,088 kilometers"
+    assert _clean("(the Nile)") == "Nile" and _clean("the Louvre (Paris)).") == "Louvre (Paris)"
 
 
 def test_regex_fallback_without_spacy_finds_names_and_numbers():

@@ -207,12 +207,28 @@ _PRONOUNS = {"it", "he", "she", "they", "them", "him", "her", "his", "its", "the
              "whom", "what", "we", "us", "i", "you", "one", "these", "those", "there", "itself", "himself", "herself"}
 
 
+_EDGE_NO_PARENS = _EDGE.replace("(", "").replace(")", "")
+
+
 def _clean(span: str) -> str:
-    span = span.strip(_EDGE)
-    span = _DET.sub("", span)
-    if span.count("(") != span.count(")"):
-        span = span.replace("(", "").replace(")", "").strip(_EDGE)
-    return span
+    """The span without edge punctuation and a leading article; a bracket is kept when it is
+    closed inside the span ("7,088 kilometers (4,404 mi)"), and an unclosed one is cut off."""
+    for _ in range(3):
+        span = span.strip(_EDGE_NO_PARENS)
+        if span.startswith("(") and span.count("(") > span.count(")"):
+            span = span[1:]
+        elif span.endswith(")") and span.count(")") > span.count("("):
+            span = span[:-1]
+        elif span[:1] + span[-1:] == "()" and "(" not in span[1:-1] and ")" not in span[1:-1]:
+            span = span[1:-1]  # "(the Nile)"
+        else:
+            break
+    if span.count("(") > span.count(")"):
+        span = span[: span.rindex("(")]
+    elif span.count(")") > span.count("("):
+        span = span[span.index(")") + 1:]
+    span = _DET.sub("", span.strip(_EDGE_NO_PARENS))
+    return span.strip(_EDGE_NO_PARENS)
 
 
 def _spacy_spans(doc: Any) -> list[tuple[str, int, int]]:
