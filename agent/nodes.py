@@ -90,10 +90,11 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     router = ctx.toolbox.router
     rec.model = router.llm.name
     rec.input = summarise(asked)
+    fresh = not getattr(router.llm, "loaded", True)
     ensure_loaded(router.llm, rec, "llm", ctx, "LLM")
     rec.model = router.llm.name  # an endpoint learns its model's name on loading
     if not state.get("force_route"):
-        _warm_up(router, rec, ctx)
+        _warm_up(router, rec, ctx, calibrate=fresh)
     history = state.get("history") or []
     if history:
         ctx.progress(type="status", step="decide", text="rewriting the follow-up")
@@ -131,10 +132,11 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     return Command(goto=goto, update=update)
 
 
-def _warm_up(router: Any, rec: StepRecord, ctx: Context) -> None:
-    """The route classifier's embedding model, loaded (and timed as loading) before the decision;
-    a failure here is left for ``router.decide`` to meet again and report. (The LLM's one-time
-    label calibration still runs inside the decision, in the order the router scores.)"""
+def _warm_up(router: Any, rec: StepRecord, ctx: Context, *, calibrate: bool) -> None:
+    """The route decision's one-time setup, timed as loading: the classifier's embedding model, and
+    (``calibrate``: the LLM was just loaded) the LLM's label calibration, its scores on content-free
+    inputs (~5 s with the starter model; ``Agent.preload`` does the same). A failure here is left
+    for ``router.decide`` to meet again and report."""
     if getattr(router, "_classifier", None) is not None:
         try:
             embedder = router.classifier.embedder
@@ -142,6 +144,13 @@ def _warm_up(router: Any, rec: StepRecord, ctx: Context) -> None:
             embedder = None
         if embedder is not None and not getattr(embedder, "loaded", True):
             timed_load(router.load_classifier, rec, "route_classifier", ctx, "route classifier")
+    if (calibrate and getattr(router, "calibrate", False) and getattr(router, "_bias", True) is None
+            and getattr(router, "method", None) in ("logits", "logprobs")):
+        try:  # the LLM's label bias, measured once per model: setup, not this decision's work
+            timed_load(router.bias, rec, "route_calibration", ctx, "route calibration",
+                       text="calibrating the route decision (first use of the LLM)")
+        except Exception:  # noqa: BLE001 - decide() meets it again and falls back, saying why
+            pass
 
 
 def keyword_query(text: str) -> str:

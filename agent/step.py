@@ -128,10 +128,11 @@ def ensure_loaded(tool: Any, record: StepRecord, key: str, ctx: Context | None =
 
 
 def timed_load(load: Callable[[], Any], record: StepRecord, key: str, ctx: Context | None = None,
-               what: str | None = None) -> Any:
-    """Run ``load()`` (a one-time model load), its time recorded as ``data.load_<key>_ms``."""
+               what: str | None = None, *, text: str | None = None) -> Any:
+    """Run ``load()`` (a model's one-time load or setup), its time recorded as
+    ``data.load_<key>_ms``; with ``ctx``, a status says so (``text``, else "loading the <what>")."""
     if ctx is not None:
-        ctx.progress(type="status", step=None, text=f"loading the {what or key}")
+        ctx.progress(type="status", step=None, text=text or f"loading the {what or key}")
     start = time.perf_counter()
     try:
         return load()

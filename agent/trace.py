@@ -41,7 +41,7 @@ class TraceEvent(StepRecord):
     step: str
     at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
     ms: float = 0.0  # the step's own time, without model loading
-    load_ms: float | None = None  # model loading during the step (the first use of a model)
+    load_ms: float | None = None  # models loading (or calibrating) on their first use during the step
 
 
 def summarise(value: Any, limit: int = 240) -> str | None:
@@ -154,7 +154,7 @@ def format_event(event: TraceEvent) -> str:
         head += f" ({event.model})"
     lines = [head]
     if event.load_ms:
-        lines.append(f"           load: {event.load_ms / 1000:.2f}s (model loading, not counted above)")
+        lines.append(f"           load: {event.load_ms / 1000:.2f}s (models loading on first use, not counted above)")
     if event.decision:
         lines.append(f"           decision: {event.decision}" + (f" - {event.reason}" if event.reason else ""))
     elif event.reason:

@@ -178,6 +178,26 @@ def test_model_loading_is_timed_apart_from_the_decision_and_named_while_it_runs(
     assert not any(e.kind == "progress" and e.progress.get("text") == "loading the LLM" for e in again)
 
 
+def test_a_freshly_loaded_llm_is_calibrated_as_part_of_its_load(tmp_path):
+    from agent.router import _calibration_inputs
+
+    # Calibration scores the content-free inputs first (as loading), then the question is decided.
+    calibration = ["search"] * len(_calibration_inputs())
+    llm = SlowLoadingLLM(replies=["Leaves fall."], labels=[*calibration, "answer"], seconds=0.2)
+    agent = make_agent(tmp_path, llm)
+    events = list(agent.stream(text="Write a line about autumn.", progress=True, image=False))
+    result = events[-1].result
+    assert result.route == "answer", result.route_reason
+    statuses = [e.progress["text"] for e in events if e.kind == "progress" and e.progress["type"] == "status"]
+    assert statuses.index("loading the LLM") < statuses.index("calibrating the route decision (first use of the LLM)") \
+        < statuses.index("deciding the route")
+    decide = next(e for e in read_trace(Path(result.trace_path).parent) if e.step == "decide")
+    assert decide.data["load_llm_ms"] >= 200 and "load_route_calibration_ms" in decide.data
+    assert decide.load_ms == round(decide.data["load_llm_ms"] + decide.data["load_route_calibration_ms"]
+                                   + decide.data.get("load_route_classifier_ms", 0), 1)
+    assert result.timings_ms["load"] == decide.load_ms
+
+
 def test_a_follow_up_says_it_is_being_rewritten(tmp_path):
     llm = ScriptedLLM(replies=["Sea turtles eat seagrass.", "Sea turtles live long."] + ["x"] * 5,
                       labels=["answer"] * 10)
