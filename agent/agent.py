@@ -240,8 +240,9 @@ class Agent:
                cancel: threading.Event | None = None, route: str | None = None,
                image: bool | None = None) -> Iterator[StepEvent]:
         """Run one question, yielding a ``StepEvent`` per finished step (and, with
-        ``progress=True``, answer tokens and image steps as they happen); the last event carries
-        the :class:`Result`. The run's trace and result are written even when it fails.
+        ``progress=True``, status lines, answer tokens and image steps as they happen, and a
+        ``replace`` event when the streamed tokens are not the answer: see :class:`StepEvent`);
+        the last event carries the :class:`Result`. The run's trace and result are written even when it fails.
 
         ``thread_id``: the turn belongs to that conversation (kept in SQLite), so follow-ups
         ("and what do they eat?") are understood in context. ``cancel``: set it to stop the turn
