@@ -72,7 +72,18 @@ class Result(BaseModel):
 
 class StepEvent(BaseModel):
     """One item of :meth:`Agent.stream`: a finished step (``kind='step'``), fine-grained progress
-    (``kind='progress'``: answer tokens, image steps, status lines), or the final result."""
+    (``kind='progress'``: answer tokens, image steps, status lines), or the final result.
+
+    Progress events are dicts with a ``type``: ``{"type": "status", "text": ...}`` (what the turn
+    is doing now: "loading the LLM", "rewriting the follow-up", ...), ``{"type": "token", "text":
+    ...}`` (a piece of the answer as it is generated), ``{"type": "image_step", ...}``,
+    ``{"type": "notice", ...}`` and ``{"type": "replace", "text": ...}``.
+
+    The token contract: the ``token`` texts of a turn, joined, either are ``result.answer``
+    (leading and trailing whitespace aside), or are followed by one ``{"type": "replace",
+    "text": result.answer or ""}`` just before the result event. Streamed text is a draft: the
+    answer may be cut (a looping or long direct reply), get its citation, or become a refusal
+    or an error; a front end replaces the shown draft with the replace event's text."""
 
     kind: Literal["step", "progress", "result"]
     step: TraceEvent | None = None
@@ -93,12 +104,15 @@ class _Turn:
     values: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
     events: queue.Queue = field(default_factory=queue.Queue)
+    streamed: list[str] = field(default_factory=list)  # the answer's token texts, as sent
 
     def on_progress(self, event: dict[str, Any]) -> None:
         # A cancelled turn stops mid-answer: raising from the token callback ends generation.
         # (Other progress comes after a step's work is done: it must not fail that step.)
         if event.get("type") == "token" and self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled")
+        if event.get("type") == "token":
+            self.streamed.append(str(event.get("text", "")))
         if event.get("type") == "notice" and event.get("text") and event["text"] not in self.notices:
             self.notices.append(str(event["text"]))  # e.g. the trace could not be written: once per run
             if event.get("kind") == "unsaved":
@@ -226,8 +240,9 @@ class Agent:
                cancel: threading.Event | None = None, route: str | None = None,
                image: bool | None = None) -> Iterator[StepEvent]:
         """Run one question, yielding a ``StepEvent`` per finished step (and, with
-        ``progress=True``, answer tokens and image steps as they happen); the last event carries
-        the :class:`Result`. The run's trace and result are written even when it fails.
+        ``progress=True``, status lines, answer tokens and image steps as they happen, and a
+        ``replace`` event when the streamed tokens are not the answer: see :class:`StepEvent`);
+        the last event carries the :class:`Result`. The run's trace and result are written even when it fails.
 
         ``thread_id``: the turn belongs to that conversation (kept in SQLite), so follow-ups
         ("and what do they eat?") are understood in context. ``cancel``: set it to stop the turn
@@ -254,6 +269,10 @@ class Agent:
             result.thread_id = thread_id
             if result.answer and not result.error:  # only turns the thread's history remembers
                 self.memory.record_turn(thread_id, result)
+        draft = "".join(turn.streamed)
+        if progress and draft and draft.strip() != (result.answer or "").strip():
+            # What was streamed is not the answer: every front end shows the answer instead.
+            yield StepEvent(kind="progress", progress={"type": "replace", "text": result.answer or ""})
         yield StepEvent(kind="result", result=result)
 
     def _work(self, turn: _Turn, text: str | None, audio: Any, inputs: dict[str, Any], thread_id: str | None) -> None:

@@ -79,7 +79,8 @@ def ask(
     if question is not None and not question.strip() and audio is None:
         _fail("empty question: type a question or give an audio file", 2)
     agent = _agent_or_fail(overrides)
-    result = _run(agent, question, audio, trace=trace, spinner=err.is_terminal and not (trace or quiet))
+    result = _run(agent, question, audio, trace=trace, spinner=err.is_terminal and not (trace or quiet),
+                  stream_answer=out.is_terminal and not (json_out or quiet))
     if json_out:
         sys.stdout.write(printable_json(result.model_dump_json(indent=2)) + "\n")
     elif quiet:
@@ -112,14 +113,21 @@ def _draws(settings) -> bool:
     return bool(settings.image_model or settings.image_endpoint)
 
 
-def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinner: bool):
+def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinner: bool,
+         stream_answer: bool = False):
     """One question, with a status line (``spinner``) or each step on stderr (``trace``).
     Ctrl-C cancels the run (its trace and result are still written); a second one quits at once.
     With no image model, the status never says "drawing"; a step without a picture is shown
-    without its long why: the one-line note after the result says it."""
+    without its long why: the one-line note after the result says it. ``stream_answer`` (stdout
+    is a terminal): the answer's tokens are shown on stdout as they come, as ``chat`` does, and
+    a draft that the final answer replaces is marked as such."""
+    import time
+
     from agent.trace import format_event
+    from agent.ui.progress import TurnView
 
     draws = _draws(agent.settings)
+    view = TurnView(out, True, time.perf_counter(), draws=draws) if stream_answer else None
 
     result = None
     status = err.status("askdraw: starting (models load on first use)", spinner="dots") if spinner else None
@@ -138,10 +146,20 @@ def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinne
     try:
         for event in agent.stream(text=question, audio=str(audio) if audio else None, progress=True,
                                   cancel=cancel):
-            if event.kind == "progress" and status and event.progress.get("text") and event.progress.get("type") != "token":
+            kind = event.progress.get("type") if event.kind == "progress" else None
+            if view is not None and kind in ("token", "replace"):
+                if status and kind == "token" and not view.streaming:
+                    status.stop()  # the spinner's line and the streamed text share the terminal
+                view.progress(event.progress)
+            elif event.kind == "progress" and status and event.progress.get("text") and kind != "token":
                 if draws or event.progress.get("step") != "generate_image":
+                    if view is not None and view.streaming:
+                        view.close()
+                        status.start()
                     status.update(Text(f"askdraw: {printable(event.progress['text'], oneline=True)}"))
             elif event.kind == "step" and trace:
+                if view is not None:
+                    view.close()  # end the streamed line first
                 step = event.step
                 if step.step == "generate_image" and step.data.get("generated") is False:
                     step = step.model_copy(update={"reason": None})
@@ -149,6 +167,8 @@ def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinne
             elif event.kind == "result":
                 result = event.result
     finally:
+        if view is not None:
+            view.close()
         if status:
             status.stop()
         if previous is not None:

@@ -129,7 +129,8 @@ class Context:
     )
     on_progress: Callable[[dict[str, Any]], None] | None = field(
         default=None,
-        metadata={"description": "Called with fine-grained progress: answer tokens, image steps."},
+        metadata={"description": "Called with fine-grained progress: answer tokens, status lines (what is "
+                           "loading or running now), image steps."},
     )
 
     @property

@@ -17,7 +17,7 @@ from agent.context import Context
 from agent.followup import standalone_question, topic_of_turn
 from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, no_image_notice
-from agent.step import StepError, StepRecord, check_cancelled, context_of, ensure_loaded, step
+from agent.step import StepError, StepRecord, check_cancelled, context_of, ensure_loaded, step, timed_load
 from agent.trace import summarise
 from tools.answer import GROUNDED_PASSAGES, Answer, AnswerWriter, citation, with_citation
 from tools.arithmetic import compute
@@ -71,7 +71,7 @@ def transcribe(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
 
     samples = load_audio(state["audio_path"])  # bad audio fails here, before the model loads
     ctx.progress(type="status", step="transcribe", text="transcribing")
-    ensure_loaded(asr, rec, "asr")
+    ensure_loaded(asr, rec, "asr", ctx, "speech model")
     text = asr.transcribe(samples).strip()
     rec.output = summarise(text)
     if not text:
@@ -90,10 +90,17 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     router = ctx.toolbox.router
     rec.model = router.llm.name
     rec.input = summarise(asked)
-    ensure_loaded(router.llm, rec, "llm")
+    fresh = not getattr(router.llm, "loaded", True)
+    ensure_loaded(router.llm, rec, "llm", ctx, "LLM")
     rec.model = router.llm.name  # an endpoint learns its model's name on loading
+    if not state.get("force_route"):
+        _warm_up(router, rec, ctx, calibrate=fresh)
     history = state.get("history") or []
+    if history:
+        ctx.progress(type="status", step="decide", text="rewriting the follow-up")
     question, how = standalone_question(asked, history[-3:], router.llm)
+    if not state.get("force_route"):
+        ctx.progress(type="status", step="decide", text="deciding the route")
     forced = state.get("force_route")
     if forced:
         decision = RouteDecision(route=forced, reason=f"the route was forced by the caller (route={forced}); "
@@ -125,6 +132,27 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     return Command(goto=goto, update=update)
 
 
+def _warm_up(router: Any, rec: StepRecord, ctx: Context, *, calibrate: bool) -> None:
+    """The route decision's one-time setup, timed as loading: the classifier's embedding model, and
+    (``calibrate``: the LLM was just loaded) the LLM's label calibration, its scores on content-free
+    inputs (~5 s with the starter model; ``Agent.preload`` does the same). A failure here is left
+    for ``router.decide`` to meet again and report."""
+    if getattr(router, "_classifier", None) is not None:
+        try:
+            embedder = router.classifier.embedder
+        except Exception:  # noqa: BLE001 - decide() says why the classifier is missing
+            embedder = None
+        if embedder is not None and not getattr(embedder, "loaded", True):
+            timed_load(router.load_classifier, rec, "route_classifier", ctx, "route classifier")
+    if (calibrate and getattr(router, "calibrate", False) and getattr(router, "_bias", True) is None
+            and getattr(router, "method", None) in ("logits", "logprobs")):
+        try:  # the LLM's label bias, measured once per model: setup, not this decision's work
+            timed_load(router.bias, rec, "route_calibration", ctx, "route calibration",
+                       text="calibrating the route decision (first use of the LLM)")
+        except Exception:  # noqa: BLE001 - decide() meets it again and falls back, saying why
+            pass
+
+
 def keyword_query(text: str) -> str:
     """A looser query for a second search: content words only, names first."""
     words = content_words(text)
@@ -144,7 +172,7 @@ def search_wikipedia(state: State, ctx: Context, rec: StepRecord) -> Command[Lit
     try:
         wiki = ctx.toolbox.wiki
         rec.model = wiki.name
-        ensure_loaded(wiki, rec, "wiki")
+        ensure_loaded(wiki, rec, "wiki", ctx, "Wikipedia index")
         passages = wiki.search(query, k=settings.search_k)
     except ToolError as exc:
         rec.error = str(exc)
@@ -181,6 +209,7 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     if state.get("route") == "search" and passages:
         read = passages[:GROUNDED_PASSAGES]
         rec.input = summarise(f"{question} | passages: " + "; ".join(p["title"] for p in read))
+        _load_parser(rec, ctx)
         result = writer.grounded(question, passages, on_token=on_token)
         text = with_citation(result)
         found: bool | None = result.found
@@ -200,6 +229,14 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     ]
     return {"answer": text, "answer_body": result.text, "citation": citation(result), "answer_found": found,
             "sources": sources}
+
+
+def _load_parser(rec: StepRecord, ctx: Context) -> None:
+    """spaCy's pipeline for the short answer, loaded (and timed as loading) on its first use."""
+    import tools.short_answer as short_answer
+
+    if short_answer._NLP is None and not short_answer._NLP_MISSING:
+        timed_load(short_answer.spacy_pipeline, rec, "short_answer", ctx, "short-answer parser")
 
 
 def _direct(question: str, writer: AnswerWriter, rec: StepRecord, on_token: Any) -> Answer:

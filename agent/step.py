@@ -27,11 +27,19 @@ class StepError(RuntimeError):
 TRACE_NOT_WRITTEN = "the trace could not be written"
 
 
-def _event(record: StepRecord, run_id: str, name: str, ms: float, failure: BaseException | None) -> TraceEvent:
+def _event(record: StepRecord, run_id: str, name: str, ms: float, load_ms: float,
+           failure: BaseException | None) -> TraceEvent:
     fields = record.model_dump()
     if failure is not None:
         fields["error"] = error_message(failure)
-    return TraceEvent(run_id=run_id, step=name, ms=ms, **fields)
+    return TraceEvent(run_id=run_id, step=name, ms=ms, load_ms=load_ms or None, **fields)
+
+
+def load_ms_of(record: StepRecord) -> float:
+    """How long the step spent loading models (the ``load_<key>_ms`` that :func:`ensure_loaded`
+    recorded), so that it is reported as loading, not as the step's own work."""
+    return round(sum(v for k, v in record.data.items()
+                     if k.startswith("load_") and k.endswith("_ms") and isinstance(v, (int, float))), 1)
 
 
 Node = Callable[[State, Context, StepRecord], "dict[str, Any] | Command"]
@@ -63,11 +71,12 @@ def step(name: str, tool: str | None = None) -> Callable[[Node], Callable]:
                     out = fn(state, ctx, record)
             except BaseException as exc:  # recorded in the trace, then re-raised to stop the run
                 failure = exc
-            ms = round((time.perf_counter() - start) * 1000, 1)
-            _publish(ctx, state["run_dir"], _event(record, state["run_id"], name, ms, failure))
+            load_ms = min(load_ms_of(record), round((time.perf_counter() - start) * 1000, 1))
+            ms = round((time.perf_counter() - start) * 1000 - load_ms, 1)  # the step's own work
+            _publish(ctx, state["run_dir"], _event(record, state["run_id"], name, ms, load_ms, failure))
             if failure is not None:
                 raise failure
-            return _timed(out, name, ms)
+            return _timed(out, name, ms, load_ms)
 
         # Not functools.wraps: LangGraph reads the signature to pass `runtime`, and __wrapped__
         # would show it fn's own (state, ctx, record) instead.
@@ -77,11 +86,13 @@ def step(name: str, tool: str | None = None) -> Callable[[Node], Callable]:
     return decorate
 
 
-def _timed(out: Any, name: str, ms: float) -> Any:
-    """The node's update plus its timing (summed by the ``timings_ms`` reducer)."""
+def _timed(out: Any, name: str, ms: float, load_ms: float = 0.0) -> Any:
+    """The node's update plus its timing (summed by the ``timings_ms`` reducer): model loading
+    as ``load``, apart from the step's own time."""
+    timings = {"load": load_ms, name: ms} if load_ms else {name: ms}
     if isinstance(out, Command):
-        return Command(goto=out.goto, update={**(out.update or {}), "timings_ms": {name: ms}})
-    return {**(out or {}), "timings_ms": {name: ms}}
+        return Command(goto=out.goto, update={**(out.update or {}), "timings_ms": timings})
+    return {**(out or {}), "timings_ms": timings}
 
 
 def _publish(ctx: Context, run_dir: str, event: TraceEvent) -> None:
@@ -106,11 +117,24 @@ def error_message(exc: BaseException) -> str:
     return exception_line(exc, own=(ToolError, StepError, ValueError))
 
 
-def ensure_loaded(tool: Any, record: StepRecord, key: str) -> None:
+def ensure_loaded(tool: Any, record: StepRecord, key: str, ctx: Context | None = None, what: str | None = None) -> None:
     """Load a model now if it is not loaded yet, and record how long that took in the trace
-    (``data.load_<key>_ms``), so a cold step's time is not mistaken for its work."""
+    (``data.load_<key>_ms``), so a cold step's time is reported as loading (the ``load`` timing,
+    the event's ``load_ms``), not as its work. With ``ctx``, a status "loading the <what>" says
+    so while it loads."""
     if not isinstance(tool, Loadable) or tool.loaded:
         return
+    timed_load(lambda: tool.load(), record, key, ctx, what)
+
+
+def timed_load(load: Callable[[], Any], record: StepRecord, key: str, ctx: Context | None = None,
+               what: str | None = None, *, text: str | None = None) -> Any:
+    """Run ``load()`` (a model's one-time load or setup), its time recorded as
+    ``data.load_<key>_ms``; with ``ctx``, a status says so (``text``, else "loading the <what>")."""
+    if ctx is not None:
+        ctx.progress(type="status", step=None, text=text or f"loading the {what or key}")
     start = time.perf_counter()
-    tool.load()
-    record.data[f"load_{key}_ms"] = round((time.perf_counter() - start) * 1000, 1)
+    try:
+        return load()
+    finally:
+        record.data[f"load_{key}_ms"] = round(record.data.get(f"load_{key}_ms", 0) + (time.perf_counter() - start) * 1000, 1)

@@ -40,7 +40,8 @@ class TraceEvent(StepRecord):
     run_id: str
     step: str
     at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
-    ms: float = 0.0
+    ms: float = 0.0  # the step's own time, without model loading
+    load_ms: float | None = None  # models loading (or calibrating) on their first use during the step
 
 
 def summarise(value: Any, limit: int = 240) -> str | None:
@@ -152,6 +153,8 @@ def format_event(event: TraceEvent) -> str:
     if event.model:
         head += f" ({event.model})"
     lines = [head]
+    if event.load_ms:
+        lines.append(f"           load: {event.load_ms / 1000:.2f}s (models loading on first use, not counted above)")
     if event.decision:
         lines.append(f"           decision: {event.decision}" + (f" - {event.reason}" if event.reason else ""))
     elif event.reason:
@@ -174,8 +177,11 @@ def format_timeline(trace: list[TraceEvent] | TraceLog) -> str:
     events = [e for e in entries if isinstance(e, TraceEvent)]
     skipped = len(entries) - len(events)
     if events:
-        total = sum(e.ms for e in events)
+        total = sum(e.ms + (e.load_ms or 0) for e in events)
         head = f"run {events[0].run_id}  started {events[0].at}  {len(events)} steps  {total / 1000:.2f}s"
+        loading = sum(e.load_ms or 0 for e in events)
+        if loading:
+            head += f" (load {loading / 1000:.2f}s)"
     elif log:
         head = f"run {log.run_dir.name}  (no readable steps)" if skipped else f"run {log.run_dir.name}  (empty trace)"
     else:

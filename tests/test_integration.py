@@ -72,7 +72,7 @@ def test_spoken_question_is_transcribed_then_routed(agent):
     assert "ask not what your country can do for you" in _words(r.transcript), r.transcript
     assert r.question == r.transcript
     assert r.route in ("search", "answer", "draw")
-    assert list(r.timings_ms)[:2] == ["transcribe", "decide"]
+    assert [k for k in r.timings_ms if k != "load"][:2] == ["transcribe", "decide"]  # "load": Whisper, first use
     assert r.timings_ms["transcribe"] > 0
     assert r.answer and r.answer.strip()
     first = read_trace(Path(r.trace_path).parent)[0]

@@ -22,6 +22,7 @@ from tools.common import signals_to_main_thread
 NEWS_STYLES = {"error": "yellow", "answer": "dim"}  # how a step's news is shown (others: plain)
 INDENT = " " * 9  # streamed answer text sits under the step text, right of the time column
 _CHUNKS = re.compile(r"\s+|\S+")
+DRAFT_REPLACED = "(draft replaced by the checked answer, below)"
 
 
 class TurnView:
@@ -110,6 +111,10 @@ class TurnView:
                 self.column += len(chunk)
         self.console.file.flush()
 
+    def replaced(self) -> None:
+        """The streamed text was a draft that the final answer replaces (shown after the turn)."""
+        self.note(DRAFT_REPLACED, "yellow")
+
     def _write_word(self) -> None:
         """Write the held-back word, on a new line when it would cross the terminal's edge."""
         word, self.word = self.word, ""
@@ -139,6 +144,8 @@ class TurnView:
             return  # no image model: the step only writes a labelled card; nothing is drawn
         if kind == "token":
             self.token(str(p.get("text", "")))
+        elif kind == "replace":  # the streamed draft is not the answer: say so (the answer follows)
+            self.replaced()
         elif kind == "image_step":
             self.image_step(int(p.get("done", 0)), int(p.get("total", 0)),
                             str(p.get("text") or f"drawing, step {p.get('done')}/{p.get('total')}"))
