@@ -558,6 +558,13 @@ def test_real_chat_session_in_a_terminal(tmp_path):
         out = turn(f"/file {wav}", "transcribing", "heard:", r"answer \(search\)")
         assert "loading models" not in out and "Mona Lisa" in out
 
+        # follow-ups keep their question word and what they ask (issue 17's two reproductions)
+        out = turn("When was it painted?", r"answer \(")
+        assert re.search(r"Understood +When was the Mona Lisa painted\?", out), out
+        turn("Who was Marie Curie?", r"answer \(")
+        out = turn("What did she discover?", r"answer \(")
+        assert re.search(r"Understood +What did Marie Curie discover\?", out), out
+
         turn("How long do sea turtles live?", r"answer \(")
         out = turn("And what do they eat?", r"answer \(")
         assert len(last_runs) == 1
@@ -603,7 +610,7 @@ def test_real_chat_session_in_a_terminal(tmp_path):
     # `askdraw history` lists the conversation; `chat --resume` resumes it
     proc = askdraw(tmp_path, "history")
     assert proc.returncode == 0 and thread in proc.stdout and "Who painted the Mona Lisa?" in proc.stdout
-    assert re.search(rf"{thread}\s+\S+ \S+\s+4\s", proc.stdout), proc.stdout  # 4 answered turns: the cancelled one is not remembered
+    assert re.search(rf"{thread}\s+\S+ \S+\s+7\s", proc.stdout), proc.stdout  # 7 answered turns: the cancelled one is not remembered
     proc = askdraw(tmp_path, "chat", "--resume", "nope")
     assert proc.returncode == 2 and "no conversation 'nope'" in proc.stderr
 
