@@ -81,9 +81,11 @@ class StepEvent(BaseModel):
 
     The token contract: the ``token`` texts of a turn, joined, either are ``result.answer``
     (leading and trailing whitespace aside), or are followed by one ``{"type": "replace",
-    "text": result.answer or ""}`` just before the result event. Streamed text is a draft: the
-    answer may be cut (a looping or long direct reply), get its citation, or become a refusal
-    or an error; a front end replaces the shown draft with the replace event's text."""
+    "text": result.answer or "", "kept": bool}`` just before the result event. Streamed text is a
+    draft: the answer may be cut (a looping or long direct reply), get its citation, or become a
+    refusal or an error; a front end replaces the shown draft with the replace event's text.
+    ``kept`` is true when the answer begins with the whole draft (the search route's short answer,
+    then its citation): nothing streamed was thrown away, so no "draft replaced" note is due."""
 
     kind: Literal["step", "progress", "result"]
     step: TraceEvent | None = None
@@ -272,7 +274,8 @@ class Agent:
         draft = "".join(turn.streamed)
         if progress and draft and draft.strip() != (result.answer or "").strip():
             # What was streamed is not the answer: every front end shows the answer instead.
-            yield StepEvent(kind="progress", progress={"type": "replace", "text": result.answer or ""})
+            kept = (result.answer or "").strip().startswith(draft.strip())
+            yield StepEvent(kind="progress", progress={"type": "replace", "text": result.answer or "", "kept": kept})
         yield StepEvent(kind="result", result=result)
 
     def _work(self, turn: _Turn, text: str | None, audio: Any, inputs: dict[str, Any], thread_id: str | None) -> None:

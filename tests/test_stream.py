@@ -127,6 +127,9 @@ def test_every_token_stream_ends_in_the_answer_or_a_replace_event(tmp_path, case
         assert result.answer == "One. Two. Three." and streamed.startswith(result.answer)
     if case == "search, cited":
         assert streamed.strip() and result.answer.startswith(streamed.strip()) and result.answer != streamed.strip()
+        assert replace["kept"] is True  # nothing streamed was thrown away: the citation was added
+    elif replace is not None:
+        assert replace["kept"] is False
     if case == "failed mid-answer":
         assert result.error and result.answer is None and replace["text"] == ""
 
@@ -149,6 +152,18 @@ def test_the_chat_view_marks_a_replaced_draft(tmp_path):
     # The draft was shown as it came (cut where the fourth sentence began) ...
     assert "One. Two. Three. F" in text
     assert text.index("Three. F") < text.index(DRAFT_REPLACED)  # ... then marked as replaced
+
+
+def test_the_chat_view_does_not_call_a_kept_draft_replaced(tmp_path):
+    """The search route streams its short answer and then adds the citation: the draft is kept."""
+    buffer = io.StringIO()
+    view = TurnView(Console(file=buffer, width=100), False, time.perf_counter())
+    agent = make_agent(tmp_path, ScriptedLLM(labels=["search"]), FakeWiki([MONA_LISA]))
+    for event in agent.stream(text="Who painted the Mona Lisa?", progress=True, image=False):
+        if event.kind != "result":
+            view.show(event)
+    view.close()
+    assert "Leonardo da Vinci" in buffer.getvalue() and DRAFT_REPLACED not in buffer.getvalue()
 
 
 # -- honest timings ----------------------------------------------------------------------------
