@@ -22,6 +22,7 @@ from tools.short_answer import (
     _clean,
     extract,
     featurise,
+    is_definition,
     question_form,
     rank_sentences,
     spacy_pipeline,
@@ -124,6 +125,34 @@ def test_a_bracket_closed_in_the_answer_is_kept_and_an_unclosed_one_cut():
     assert short is not None and short.text == "7,088 kilometers (4,404 mi)"
     assert _clean("7,088 kilometers (4,404 mi") == "7,088 kilometers"
     assert _clean("(the Nile)") == "Nile" and _clean("the Louvre (Paris)).") == "Louvre (Paris)"
+
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("Who was Marie Curie?", True), ("who was albert einstein", True), ("What is the Mona Lisa?", True),
+    ("what is radioactivity", True), ("Who painted the Mona Lisa?", False), ("What is the capital of France?", False),
+    ("Who was the first president of the United States?", False), ("What is the tallest mountain?", False),
+    ("what is your name", False),
+])
+def test_a_definition_question_is_told_apart(question, expected):
+    assert is_definition(question) is expected
+
+
+def test_who_was_x_is_answered_by_the_description_the_article_opens_with():
+    curie = ("Maria Salomea Skłodowska Curie, better known as Marie Curie was a Polish and naturalised-French "
+             "physicist and chemist. She shared the 1903 Nobel Prize in Physics with her husband, Pierre Curie, "
+             '"for their joint researches on the radioactivity phenomena discovered by Professor Henri Becquerel".')
+    short, _ = extract("Who was Marie Curie?", [("Marie Curie", curie)])
+    assert short is not None and short.text == "Polish and naturalised-French physicist and chemist"
+    assert short.expected == "definition" and short.sentence.startswith("Maria Salomea")
+    short, _ = extract("Who shared the 1903 Nobel Prize in Physics with Marie Curie?", [("Marie Curie", curie)])
+    assert short is not None and short.expected == "person" and short.label == "PERSON"  # a name is still a name
+
+
+def test_a_when_question_is_answered_by_a_date_or_not_at_all():
+    short, _ = extract("When was the Mona Lisa painted?", [(MONA["title"], MONA["text"])])
+    assert short is not None and short.text == "1797"  # the only date in the passage (not "half")
+    short, _ = extract("When was the Mona Lisa painted?", [(MONA["title"], MONA["text"].split(" It has hung")[0])])
+    assert short is None  # "half-length" holds no date: not found rather than a wrong answer
 
 
 def test_regex_fallback_without_spacy_finds_names_and_numbers():

@@ -488,12 +488,49 @@ def probabilities(scores: list[float]) -> list[float]:
 # -- the whole step --------------------------------------------------------------------------
 
 def admissible(question: str, cands: list[Candidate]) -> list[Candidate]:
-    """A question asking for a number or a date is answered by one when any candidate is one
-    (loose type fit); other questions keep every candidate (types of names are too unsure)."""
-    if expected_type(question) not in (NUMBER, DATE):
+    """A question asking for a number is answered by one when any candidate is one (loose type
+    fit). A question asking when is answered by a date or by a number written in digits ("half"
+    or "two" is no date), or not at all: the reply then says it was not found. Other questions
+    keep every candidate (types of names are too unsure)."""
+    wanted = expected_type(question)
+    if wanted == DATE:
+        return [c for c in cands if c.features.get("type_loose") and (c.label in ("DATE", "TIME")
+                                                                      or re.search(r"\d", c.text))]
+    if wanted != NUMBER:
         return cands
     fitting = [c for c in cands if c.features.get("type_loose")]
     return fitting or cands
+
+
+_DEF_Q = re.compile(r"^\s*(who|what)(?:\s+(?:is|was|are|were)|'s)\s+(.+?)[\s?.!]*$", re.IGNORECASE)
+_NOT_A_NAME = {"the", "a", "an", "your", "my", "his", "her", "their", "our", "its", "this", "that", "these", "those",
+               "of", "in", "for", "to", "on", "at", "by", "from", "with", "about", "after", "before", "first", "last",
+               "most", "least", "best", "worst", "next", "current", "called", "known", "it", "he", "she", "they",
+               "there", "one", "going", "doing"}
+
+
+def is_definition(question: str) -> bool:
+    """Does the question ask what something is or who someone was, by its name alone ("Who was
+    Marie Curie?", "what is radioactivity", "What is the Mona Lisa?")? Then the answer is the
+    description its article opens with, not a name in it. "Who was the first president?" or
+    "What is the capital of France?" ask for a thing that has a name: not definitions."""
+    m = _DEF_Q.match(question)
+    if not m:
+        return False
+    words = re.findall(r"[\w'’-]+", m.group(2).lower())
+    if m.group(1).lower() == "what" and words[:1] in (["the"], ["a"], ["an"]):
+        words = words[1:]  # "what is the Mona Lisa": the article is part of the name
+    return 0 < len(words) <= 5 and not any(w in _NOT_A_NAME or w.endswith("est") for w in words)
+
+
+def definition(cands: list[Candidate]) -> Candidate | None:
+    """The description the best passage opens with: the first complement of "is"/"was" in its
+    first sentence ("Marie Curie was *a Polish and naturalised-French physicist and chemist*")."""
+    opening = [c for c in cands if c.sentence.position == 0 and c.dep == "attr" and c.label == "NP"]
+    if not opening:
+        return None
+    first = min(c.sentence.source for c in opening)
+    return min((c for c in opening if c.sentence.source == first), key=lambda c: c.start)
 
 
 def narrowest(best: Candidate, cands: list[Candidate]) -> Candidate:
@@ -542,12 +579,16 @@ def extract(question: str, passages: list[tuple[str, str]], *, max_sentences: in
         return None, []
     featurise(question, cands, nlp)
     cands = admissible(question, cands)
+    if not cands:  # asked when, and no date in the best sentences
+        return None, []
     for c in cands:
         c.score = score(c.features, weights)
     cands.sort(key=lambda c: -c.score)
     shares = dict(zip(map(id, cands), probabilities([c.score for c in cands])))
-    best = narrowest(cands[0], cands)
+    described = definition(cands) if is_definition(question) else None
+    best = described or narrowest(cands[0], cands)
     runners = [(c.text, round(shares[id(c)], 3)) for c in cands if c is not best and c is not cands[0]][:3]
-    confidence = max(shares[id(best)], shares[id(cands[0])])
+    confidence = shares[id(best)] if described else max(shares[id(best)], shares[id(cands[0])])
     return ShortAnswer(best.phrase or best.text, best.sentence.text, best.sentence.source, best.sentence.title,
-                       best.label, expected_type(question), confidence, runners_up=runners, span=best.text), cands
+                       best.label, "definition" if described else expected_type(question), confidence,
+                       runners_up=runners, span=best.text), cands
