@@ -1,0 +1,200 @@
+"""The web app's turns (issue 17): Stop, New conversation during a turn, a reload that keeps the
+conversation, the *Understood* line of a rewritten follow-up, and no discarded draft left in the
+chat. Unit tests here use scripted models and scripted event streams; the browser tests run the
+real page (Gradio, in this process) in a headless Chromium on an agent whose scripted LLM writes
+slowly (a word every ``DELAY`` s), so Stop can be clicked mid-turn.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.agent import Result, StepEvent
+from agent.ui.web import REPLACED, WEB_THREAD, RunningTurns, Turn, restored, run_turn, web_thread_id
+
+try:
+    from tests.fakes import ScriptedLLM
+    from tests.test_graph import make_agent
+except ImportError:  # tests/ is on sys.path itself
+    from fakes import ScriptedLLM
+    from test_graph import make_agent
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENS = Path(os.environ.get("ASKDRAW_WEB_SCREENS", "/tmp/s26/screens"))
+DELAY = 0.12  # seconds per word of the slow LLM
+STORY = " ".join(f"word{i}" for i in range(60)) + " THE-END."  # 61 words: about 7 s
+ANSWERS = [  # (words in the question, the reply): the first that the question contains
+    ("story", STORY),
+    ("painted it", "Leonardo da Vinci painted it."),
+    ("painted", "It was painted between 1503 and 1519."),
+    ("Mona Lisa", "The Mona Lisa is a portrait by Leonardo da Vinci."),
+    ("capital of France", "Paris is the capital of France."),
+]
+
+
+class SlowLLM(ScriptedLLM):
+    """A scripted LLM that answers by the question asked, streaming a word every ``delay`` s."""
+
+    def __init__(self, delay: float = DELAY) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def chat(self, messages, *, max_new_tokens=None, on_token=None, prefix="", stop=None) -> str:
+        self.calls.append(("chat", list(messages)))
+        asked = messages[-1]["content"]
+        reply = next((text for key, text in ANSWERS if key.lower() in asked.lower()), "I do not know.")
+        for word in reply.split(" "):
+            time.sleep(self.delay)
+            if on_token:
+                on_token(word + " ")
+        return reply
+
+
+def slow_agent(tmp_path, delay: float = DELAY):
+    return make_agent(tmp_path, SlowLLM(delay), route="answer", memory_path=tmp_path / "conversations.sqlite")
+
+
+def token(text: str) -> StepEvent:
+    return StepEvent(kind="progress", progress={"type": "token", "text": text})
+
+
+def result(answer: str, **fields) -> StepEvent:
+    return StepEvent(kind="result", result=Result(run_id="r1", question="Who wrote Hamlet?", answer=answer,
+                                                  route="search", **fields))
+
+
+def bot(turn: Turn) -> str:
+    return turn.history[-1]["content"]
+
+
+# -- the draft and its replacement --------------------------------------------------------------------------
+def test_a_replace_event_puts_the_final_answer_in_place_of_the_draft():
+    turn = Turn([], "Who wrote Hamlet?", None)
+    for event in (token("Actor: "), token("James Earl Jones "), token("(1987)")):
+        turn.apply(event)
+    assert bot(turn) == "Actor: James Earl Jones (1987)"
+    final = 'William Shakespeare wrote it.\n\nSource: Wikipedia, "Hamlet"'
+    turn.apply(StepEvent(kind="progress", progress={"type": "replace", "text": final}))
+    assert bot(turn) == f"{final}\n\n{REPLACED}", "replaced in place, visibly, before the result"
+    turn.apply(result(final))
+    chat = turn.history
+    assert len(chat) == 2 and chat[-1] == {"role": "assistant", "content": f"{final}\n\n{REPLACED}"}
+    assert "James Earl Jones" not in str(chat)
+
+
+def test_at_the_result_the_chat_shows_the_results_answer_even_without_a_replace_event():
+    turn = Turn([], "Who wrote Hamlet?", None)
+    for event in (token("Author: "), token("Christopher Marlowe")):
+        turn.apply(event)
+    turn.apply(result("William Shakespeare wrote it."))
+    assert bot(turn) == f"William Shakespeare wrote it.\n\n{REPLACED}"
+    assert "Marlowe" not in str(turn.history)
+
+
+def test_a_draft_that_the_answer_continues_is_no_replacement():
+    turn = Turn([], "Who wrote Hamlet?", None)
+    for word in ("William ", "Shakespeare ", "wrote ", "it. "):
+        turn.apply(token(word))
+    final = 'William Shakespeare wrote it.\n\nSource: Wikipedia, "Hamlet": "a tragedy by William Shakespeare"'
+    turn.apply(result(final))
+    assert bot(turn) == final  # the citation line is added below the streamed text: no marker
+
+
+def test_run_turn_applies_a_scripted_stream_with_a_replace_event(tmp_path):
+    class Scripted:
+        settings = None
+
+        def new_thread_id(self):
+            return "20261127-000000-abcdef"
+
+        def stream(self, **kwargs):
+            yield token("radium ")
+            yield token("and polonium")
+            yield StepEvent(kind="progress", progress={"type": "replace", "text": "She discovered radium."})
+            yield result("She discovered radium.")
+
+    outputs, shown = [], []
+    for out in run_turn(Scripted(), "What did she discover?", None, [], None):  # as the page gets them
+        outputs.append(out)
+        shown.append(out[0][-1]["content"])
+    assert "radium and polonium" in shown, "the draft streamed"
+    assert shown[-1] == f"She discovered radium.\n\n{REPLACED}" and "polonium" not in str(outputs[-1][0])
+    assert WEB_THREAD.match(outputs[-1][7])
+
+
+# -- Understood -----------------------------------------------------------------------------------------
+def test_a_rewritten_follow_up_shows_what_it_was_understood_as(tmp_path):
+    agent = slow_agent(tmp_path, delay=0)
+    first = list(run_turn(agent, "Tell me about the Mona Lisa.", None, [], None))[-1]
+    assert "Understood" not in first[0][-1]["content"]
+    shown = [out[0][-1]["content"] for out in run_turn(agent, "When was it painted?", None, first[0], first[7])]
+    assert shown[-1] == "*Understood: When was the Mona Lisa painted?*\n\nIt was painted between 1503 and 1519."
+    # shown as soon as the decision is made, before the answer streams
+    early = [c for c in shown if "1503" not in c]
+    assert any(c.startswith("*Understood: When was the Mona Lisa painted?*") for c in early)
+
+
+# -- Stop ----------------------------------------------------------------------------------------------
+def test_stop_cancels_the_running_turn_mid_answer(tmp_path):
+    agent = slow_agent(tmp_path, delay=0.05)
+    running = RunningTurns()
+    thread = web_thread_id(agent)
+    outputs = []
+
+    def stop_when_streaming():
+        for out in run_turn(agent, "Tell me a story.", None, [], thread, running):
+            outputs.append(out)
+            if "word3" in out[0][-1]["content"] and not running.stop(thread):
+                raise AssertionError("the turn was not registered as running")
+
+    start = time.monotonic()
+    stop_when_streaming()
+    took = time.monotonic() - start
+    last = outputs[-1]
+    assert last[0][-1]["content"].endswith("*(cancelled)*") and "THE-END" not in last[0][-1]["content"]
+    assert last[4].startswith("**Stopped**") and "Cancelled" in last[6]
+    assert took < 61 * 0.05, f"stopped after {took:.2f}s: the whole answer takes {61 * 0.05:.2f}s"
+    assert not running.stop(thread), "a finished turn is no longer running"
+    assert not agent.memory.history(thread), "a cancelled turn is not remembered"
+
+
+def test_a_turn_left_by_its_page_is_finished_in_the_background_and_the_next_turn_waits(tmp_path):
+    agent = slow_agent(tmp_path, delay=0.05)
+    running = RunningTurns()
+    old = run_turn(agent, "Tell me a story.", None, [], web_thread_id(agent), running)
+    for out in old:
+        if "word2" in out[0][-1]["content"]:
+            break
+    old.close()  # what Gradio does when the page stops listening (New conversation, a closed tab)
+    assert not running.wait_stopped(0), "the stopped turn is still finishing its step"
+    outputs = list(run_turn(agent, "What is the capital of France?", None, [], web_thread_id(agent), running))
+    assert running.wait_stopped(0)
+    assert outputs[-1][0][-1]["content"] == "Paris is the capital of France."
+
+
+# -- restoring a conversation -----------------------------------------------------------------------------
+def test_restored_brings_back_the_turns_with_their_understood_lines(tmp_path):
+    agent = slow_agent(tmp_path, delay=0)
+    first = list(run_turn(agent, "Tell me about the Mona Lisa.", None, [], None))[-1]
+    second = list(run_turn(agent, "When was it painted?", None, first[0], first[7]))[-1]
+    chat, route, sources, image, status, trace, notices, thread = restored(agent, first[7])
+    assert thread == first[7]
+    assert chat == second[0], "the same messages as the page showed"
+    assert "Resumed" in status and "2 turns" in status
+    assert "`answer`" in route and "decide" in trace
+
+
+def test_restored_starts_afresh_for_an_unknown_or_foreign_thread(tmp_path):
+    agent = slow_agent(tmp_path, delay=0)
+    chat_thread = str(agent.new_thread_id())  # a terminal chat's id: never opened by URL
+    agent.ask(text="Tell me about the Mona Lisa.", thread_id=chat_thread)
+    for wanted in (None, "", chat_thread, "../etc/passwd", web_thread_id(agent)):
+        chat, *_, thread = restored(agent, wanted)
+        assert chat == [] and WEB_THREAD.match(thread)
+        assert thread == wanted or wanted is None or not WEB_THREAD.match(wanted or "")
