@@ -31,7 +31,7 @@ DELAY = 0.12  # seconds per word of the slow LLM
 STORY = " ".join(f"word{i}" for i in range(60)) + " THE-END."  # 61 words: about 7 s
 ANSWERS = [  # (words in the question, the reply): the first that the question contains
     ("story", STORY),
-    ("painted it", "Leonardo da Vinci painted it."),
+    ("Who painted", "Leonardo da Vinci painted it."),
     ("painted", "It was painted between 1503 and 1519."),
     ("Mona Lisa", "The Mona Lisa is a portrait by Leonardo da Vinci."),
     ("capital of France", "Paris is the capital of France."),
@@ -198,3 +198,160 @@ def test_restored_starts_afresh_for_an_unknown_or_foreign_thread(tmp_path):
         chat, *_, thread = restored(agent, wanted)
         assert chat == [] and WEB_THREAD.match(thread)
         assert thread == wanted or wanted is None or not WEB_THREAD.match(wanted or "")
+
+
+# -- the page in a real browser ---------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A headless Chromium on ``askdraw serve``'s page (in this process) over a slow scripted LLM."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    from agent.ui.server import serve
+
+    agent = slow_agent(tmp_path_factory.mktemp("web_turns"))
+    urls: list[str] = []
+    demo = serve(port=_free_port(), agent=agent, preload=False, block=False, on_ready=urls.append)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-background-networking",
+                                              "--disable-dev-shm-usage"])
+            try:
+                tab = browser.new_page(viewport={"width": 1280, "height": 900})
+                tab.goto(urls[0], wait_until="domcontentloaded")
+                tab.locator("#question textarea").wait_for(timeout=30_000)
+                yield tab
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+
+
+def _ask(tab, question: str) -> None:
+    tab.locator("#question textarea").fill(question)
+    tab.locator("#ask").click()
+
+
+def _done(tab) -> None:
+    """Wait for the turn to end (and the page to empty the question box after it)."""
+    from playwright.sync_api import expect
+
+    expect(tab.locator("#status")).to_contain_text("Done", timeout=30_000)
+    expect(tab.locator("#question textarea")).to_have_value("", timeout=10_000)
+
+
+def _thread_in_url(tab) -> str:
+    from urllib.parse import parse_qs, urlparse
+
+    return parse_qs(urlparse(tab.url).query).get("thread", [""])[0]
+
+
+def _screenshot(tab, name: str) -> None:
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SCREENS / name), full_page=True)
+
+
+@pytest.mark.slow
+def test_browser_stop_cancels_the_turn_mid_answer(page):
+    from playwright.sync_api import expect
+
+    bots = page.locator("#chat [data-testid='bot']")
+    page.wait_for_function("() => window.location.search.includes('thread=')", timeout=10_000)
+    assert WEB_THREAD.match(_thread_in_url(page)), "the tab's conversation is in its URL"
+    _ask(page, "Tell me a story.")
+    expect(bots.last).to_contain_text("word3", timeout=30_000)
+    start = time.monotonic()
+    page.locator("#stop").click()
+    expect(bots.last).to_contain_text("(cancelled)", timeout=5_000)
+    took = time.monotonic() - start
+    expect(page.locator("#status")).to_contain_text("Stopped")
+    expect(page.locator("#notices")).to_contain_text("Cancelled")
+    _screenshot(page, "web_stop_mid_turn.png")
+    time.sleep(61 * DELAY)  # longer than the whole answer would have taken
+    assert "THE-END" not in bots.last.inner_text() and took < 3, f"stopped after {took:.1f}s"
+
+
+@pytest.mark.slow
+def test_browser_new_conversation_during_a_turn_cancels_it(page):
+    from playwright.sync_api import expect
+
+    bots = page.locator("#chat [data-testid='bot']")
+    old_thread = _thread_in_url(page)
+    _ask(page, "Tell me another story.")
+    expect(bots.last).to_contain_text("word3", timeout=30_000)
+    page.locator("#new").click()
+    expect(bots).to_have_count(0, timeout=5_000)
+    expect(page.locator("#status")).to_contain_text("Ready")
+    page.wait_for_function("(old) => !window.location.search.includes(old)", arg=old_thread, timeout=5_000)
+    assert WEB_THREAD.match(_thread_in_url(page))
+    time.sleep(61 * DELAY)  # the old turn would have finished by now: it must not come back
+    expect(bots).to_have_count(0)
+    assert "word" not in page.locator("#chat").inner_text()
+    _ask(page, "What is the capital of France?")  # the new conversation works (after the old turn stopped)
+    expect(bots.last).to_contain_text("Paris is the capital of France.", timeout=30_000)
+    _done(page)
+    expect(bots).to_have_count(1)
+    assert "word" not in page.locator("#chat").inner_text()
+
+
+@pytest.mark.slow
+def test_browser_understood_line_and_a_reload_keeps_the_conversation(page):
+    from playwright.sync_api import expect
+
+    bots = page.locator("#chat [data-testid='bot']")
+    page.locator("#new").click()
+    expect(bots).to_have_count(0, timeout=5_000)
+    _ask(page, "Tell me about the Mona Lisa.")
+    _done(page)
+    _ask(page, "When was it painted?")
+    expect(bots.nth(1)).to_contain_text("Understood: When was the Mona Lisa painted?", timeout=30_000)
+    _done(page)
+    expect(bots.nth(1)).to_contain_text("It was painted between 1503 and 1519.")
+    expect(bots.first).not_to_contain_text("Understood")
+    thread = _thread_in_url(page)
+
+    page.reload(wait_until="domcontentloaded")
+    expect(bots).to_have_count(2, timeout=30_000)
+    assert _thread_in_url(page) == thread
+    users = page.locator("#chat [data-testid='user']")
+    expect(users.nth(0)).to_have_text("Tell me about the Mona Lisa.")
+    expect(users.nth(1)).to_have_text("When was it painted?")
+    expect(bots.nth(0)).to_contain_text("The Mona Lisa is a portrait by Leonardo da Vinci.")
+    expect(bots.nth(1)).to_contain_text("Understood: When was the Mona Lisa painted?")
+    expect(page.locator("#status")).to_contain_text("Resumed")
+    expect(page.locator("#route")).to_contain_text("answer")
+    _screenshot(page, "web_reloaded_conversation.png")
+
+    _ask(page, "Who painted it?")  # the reloaded tab goes on in the same conversation
+    expect(bots.nth(2)).to_contain_text("Understood: Who painted the Mona Lisa?", timeout=30_000)
+    expect(bots.nth(2)).to_contain_text("Leonardo da Vinci painted it.", timeout=30_000)
+    assert _thread_in_url(page) == thread
+
+
+def test_a_turn_left_for_a_new_conversation_sends_nothing_more(tmp_path):
+    agent = slow_agent(tmp_path, delay=0.05)
+    running = RunningTurns()
+    thread = web_thread_id(agent)
+    shown, left = [], []
+    start = time.monotonic()
+    for out in run_turn(agent, "Tell me a story.", None, [], thread, running):
+        assert not left, "no update after leave() returned"
+        shown.append(out[0][-1]["content"])
+        if "word2" in shown[-1] and len(shown) < 100:  # New conversation clicked (Gradio runs it in another thread)
+            leaver = threading.Thread(target=lambda: left.append(running.leave(thread)))
+            leaver.start()
+            time.sleep(0.2)  # leave() now waits for this update to be taken
+            assert not left
+    leaver.join(5)
+    assert left == [True] and time.monotonic() - start < 61 * 0.05
+    assert "THE-END" not in shown[-1] and not shown[-1].endswith("*(cancelled)*")
+    assert running.wait_stopped(10), "the left turn finishes in the background"
+    assert not agent.memory.history(thread)

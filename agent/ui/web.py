@@ -43,35 +43,59 @@ def web_thread_id(agent: Any) -> str:
     return f"{agent.new_thread_id()}-w{secrets.token_hex(12)}"
 
 
+class LiveTurn:
+    """One running turn of the page: its cancel event, and whether the page left it (New
+    conversation): a left turn yields nothing more. ``showing`` is held while it hands the page an
+    update, so :meth:`RunningTurns.leave` returns only after the last one it will ever send."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.showing = threading.Lock()
+        self.left = False
+
+
 class RunningTurns:
-    """The page's running turns by thread id: :meth:`stop` sets a turn's cancel event (Stop, New
-    conversation). A turn whose page stopped listening is finished in the background
-    (:meth:`drain`), and the next turn waits for it (:meth:`wait_stopped`), as the chat waits for a
-    cancelled turn: the models run one turn at a time."""
+    """The page's running turns by thread id: :meth:`stop` cancels one (Stop), :meth:`leave`
+    cancels it and silences it (New conversation). A turn whose page stopped listening is finished
+    in the background (:meth:`drain`), and the next turn waits for it (:meth:`wait_stopped`), as the
+    chat waits for a cancelled turn: the models run one turn at a time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cancels: dict[str, threading.Event] = {}
+        self._turns: dict[str, LiveTurn] = {}
         self._stopping: list[threading.Event] = []
 
-    def start(self, thread_id: str) -> threading.Event:
-        cancel = threading.Event()
+    def start(self, thread_id: str) -> LiveTurn:
+        live = LiveTurn()
         with self._lock:
-            self._cancels[thread_id] = cancel
-        return cancel
+            self._turns[thread_id] = live
+        return live
 
-    def end(self, thread_id: str, cancel: threading.Event) -> None:
+    def end(self, thread_id: str, live: LiveTurn) -> None:
         with self._lock:
-            if self._cancels.get(thread_id) is cancel:
-                del self._cancels[thread_id]
+            if self._turns.get(thread_id) is live:
+                del self._turns[thread_id]
 
     def stop(self, thread_id: str | None) -> bool:
         """Cancel the turn running on ``thread_id``; False when none runs."""
         with self._lock:
-            cancel = self._cancels.get(thread_id or "")
-        if cancel is None:
+            live = self._turns.get(thread_id or "")
+        if live is None:
             return False
-        cancel.set()
+        live.cancel.set()
+        return True
+
+    def leave(self, thread_id: str | None, timeout: float = 5.0) -> bool:
+        """Cancel the turn running on ``thread_id`` and let it send the page nothing more: returns
+        once an update it was sending has gone (waiting at most ``timeout`` s); False when none runs."""
+        with self._lock:
+            live = self._turns.get(thread_id or "")
+        if live is None:
+            return False
+        live.left = True
+        live.cancel.set()
+        if live.showing.acquire(timeout=timeout):
+            live.showing.release()
         return True
 
     def drain(self, events: Iterator[Any]) -> None:
@@ -201,7 +225,7 @@ class Turn:
         self.image = f.image_path if f.image_path and Path(f.image_path).exists() else None
         self.notices = notices_markdown(f)
         self.status = {"failed": "**Failed**", "cancelled": "**Stopped**"}.get(f.outcome, "**Done**") + (
-            f" in {f.total_s:.1f}s" if f.total_s else "")
+            f" in {f.total_s:.1f}s" if f.total_s and f.outcome != "cancelled" else "")
 
     def stopping(self) -> None:
         self.status = STOPPING
@@ -248,7 +272,8 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
         turn.route = NO_ROUTE
         yield turn.outputs(thread_id)
         return
-    cancel = running.start(thread_id) if running is not None else threading.Event()
+    live = running.start(thread_id) if running is not None else LiveTurn()
+    cancel = live.cancel
     events: Iterator[Any] | None = None
     try:
         yield turn.outputs(thread_id)
@@ -261,7 +286,12 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
             turn.apply(event)
             if cancel.is_set() and event.kind != "result":
                 turn.stopping()
-            yield turn.outputs(thread_id)
+            with live.showing:  # held until the page took this update (Gradio asks for the next one then)
+                if live.left:
+                    break
+                yield turn.outputs(thread_id)
+        if live.left and running is not None:  # New conversation: finish the turn unseen
+            running.drain(events)
     except GeneratorExit:  # the page went away, or New conversation: stop the turn
         cancel.set()
         if running is not None and events is not None:
@@ -272,7 +302,7 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
         yield turn.outputs(thread_id)
     finally:
         if running is not None:
-            running.end(thread_id, cancel)
+            running.end(thread_id, live)
 
 
 def restored(agent: Any, thread_id: str | None) -> tuple:
@@ -336,5 +366,5 @@ def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple
     return (answer, f.route or "", f.route_reason or "", image, sources)
 
 
-__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "web_thread_id", "RunningTurns",
+__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "web_thread_id", "RunningTurns", "LiveTurn",
            "Turn", "IDLE", "NO_ROUTE", "REPLACED", "WEB_THREAD"]
