@@ -26,7 +26,7 @@ except ImportError:  # tests/ is on sys.path itself
     from test_graph import make_agent
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENS = Path(os.environ.get("ASKDRAW_WEB_SCREENS", "/tmp/s26/screens"))
+SCREENS = os.environ.get("ASKDRAW_WEB_SCREENS")  # where the browser tests save screenshots (else a temp folder)
 DELAY = 0.12  # seconds per word of the slow LLM
 STORY = " ".join(f"word{i}" for i in range(60)) + " THE-END."  # 61 words: about 7 s
 ANSWERS = [  # (words in the question, the reply): the first that the question contains
@@ -207,6 +207,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Drafting:
+    """The slow agent, except that a question about Hamlet gets a scripted stream: a draft that is
+    thrown away, a ``replace`` event with the final answer, then the result (what ``Agent.stream``
+    sends when the checked answer is not the streamed text)."""
+
+    FINAL = "William Shakespeare wrote Hamlet."
+
+    def __init__(self, agent) -> None:
+        self._agent = agent
+
+    def __getattr__(self, name):
+        return getattr(self._agent, name)
+
+    def stream(self, **kwargs):
+        if "Hamlet" not in (kwargs.get("text") or ""):
+            yield from self._agent.stream(**kwargs)
+            return
+        for word in ("Actor:", "James", "Earl", "Jones", "(1987)"):
+            time.sleep(DELAY)
+            yield token(word + " ")
+        time.sleep(1.0)  # long enough to see the draft
+        yield StepEvent(kind="progress", progress={"type": "replace", "text": self.FINAL})
+        time.sleep(0.5)
+        yield StepEvent(kind="result", result=Result(run_id="r-hamlet", question=kwargs["text"], answer=self.FINAL,
+                                                     route="answer", timings_ms={"answer": 1600.0}))
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     """A headless Chromium on ``askdraw serve``'s page (in this process) over a slow scripted LLM."""
@@ -216,7 +243,7 @@ def page(tmp_path_factory):
 
     from agent.ui.server import serve
 
-    agent = slow_agent(tmp_path_factory.mktemp("web_turns"))
+    agent = Drafting(slow_agent(tmp_path_factory.mktemp("web_turns")))
     urls: list[str] = []
     demo = serve(port=_free_port(), agent=agent, preload=False, block=False, on_ready=urls.append)
     try:
@@ -248,19 +275,37 @@ def _done(tab) -> None:
     expect(tab.locator("#question textarea")).to_have_value("", timeout=10_000)
 
 
+def _new_conversation(tab) -> None:
+    """Click New conversation and wait for the page to come back on another thread."""
+    from playwright.sync_api import expect
+
+    old = _thread_in_url(tab)
+    tab.locator("#new").click()
+    tab.wait_for_function("(old) => window.location.search.includes('thread=') && "
+                          "!window.location.search.includes(old)", arg=old, timeout=10_000)
+    expect(tab.locator("#chat [data-testid='bot']")).to_have_count(0, timeout=5_000)
+
+
 def _thread_in_url(tab) -> str:
     from urllib.parse import parse_qs, urlparse
 
     return parse_qs(urlparse(tab.url).query).get("thread", [""])[0]
 
 
-def _screenshot(tab, name: str) -> None:
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENS / name), full_page=True)
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory) -> Path:
+    folder = Path(SCREENS) if SCREENS else tmp_path_factory.mktemp("screens")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _screenshot(tab, path: Path) -> None:
+    tab.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
 
 
 @pytest.mark.slow
-def test_browser_stop_cancels_the_turn_mid_answer(page):
+def test_browser_stop_cancels_the_turn_mid_answer(page, screens):
     from playwright.sync_api import expect
 
     bots = page.locator("#chat [data-testid='bot']")
@@ -274,7 +319,7 @@ def test_browser_stop_cancels_the_turn_mid_answer(page):
     took = time.monotonic() - start
     expect(page.locator("#status")).to_contain_text("Stopped")
     expect(page.locator("#notices")).to_contain_text("Cancelled")
-    _screenshot(page, "web_stop_mid_turn.png")
+    _screenshot(page, screens / "web_stop_mid_turn.png")
     time.sleep(61 * DELAY)  # longer than the whole answer would have taken
     assert "THE-END" not in bots.last.inner_text() and took < 3, f"stopped after {took:.1f}s"
 
@@ -288,9 +333,10 @@ def test_browser_new_conversation_during_a_turn_cancels_it(page):
     _ask(page, "Tell me another story.")
     expect(bots.last).to_contain_text("word3", timeout=30_000)
     page.locator("#new").click()
+    page.wait_for_function("(old) => window.location.search.includes('thread=') && "
+                           "!window.location.search.includes(old)", arg=old_thread, timeout=10_000)
     expect(bots).to_have_count(0, timeout=5_000)
     expect(page.locator("#status")).to_contain_text("Ready")
-    page.wait_for_function("(old) => !window.location.search.includes(old)", arg=old_thread, timeout=5_000)
     assert WEB_THREAD.match(_thread_in_url(page))
     time.sleep(61 * DELAY)  # the old turn would have finished by now: it must not come back
     expect(bots).to_have_count(0)
@@ -303,12 +349,11 @@ def test_browser_new_conversation_during_a_turn_cancels_it(page):
 
 
 @pytest.mark.slow
-def test_browser_understood_line_and_a_reload_keeps_the_conversation(page):
+def test_browser_understood_line_and_a_reload_keeps_the_conversation(page, screens):
     from playwright.sync_api import expect
 
     bots = page.locator("#chat [data-testid='bot']")
-    page.locator("#new").click()
-    expect(bots).to_have_count(0, timeout=5_000)
+    _new_conversation(page)
     _ask(page, "Tell me about the Mona Lisa.")
     _done(page)
     _ask(page, "When was it painted?")
@@ -328,7 +373,7 @@ def test_browser_understood_line_and_a_reload_keeps_the_conversation(page):
     expect(bots.nth(1)).to_contain_text("Understood: When was the Mona Lisa painted?")
     expect(page.locator("#status")).to_contain_text("Resumed")
     expect(page.locator("#route")).to_contain_text("answer")
-    _screenshot(page, "web_reloaded_conversation.png")
+    _screenshot(page, screens / "web_reloaded_conversation.png")
 
     _ask(page, "Who painted it?")  # the reloaded tab goes on in the same conversation
     expect(bots.nth(2)).to_contain_text("Understood: Who painted the Mona Lisa?", timeout=30_000)
@@ -355,3 +400,18 @@ def test_a_turn_left_for_a_new_conversation_sends_nothing_more(tmp_path):
     assert "THE-END" not in shown[-1] and not shown[-1].endswith("*(cancelled)*")
     assert running.wait_stopped(10), "the left turn finishes in the background"
     assert not agent.memory.history(thread)
+
+
+@pytest.mark.slow
+def test_browser_the_final_answer_replaces_the_draft_in_place(page):
+    from playwright.sync_api import expect
+
+    bots = page.locator("#chat [data-testid='bot']")
+    _new_conversation(page)
+    _ask(page, "Who wrote Hamlet?")
+    expect(bots.last).to_contain_text("James Earl Jones", timeout=30_000)  # the draft streams
+    expect(bots.last).to_contain_text(Drafting.FINAL, timeout=10_000)
+    expect(bots.last).to_contain_text("draft replaced by the checked answer")
+    _done(page)
+    expect(bots).to_have_count(1)
+    assert "James Earl Jones" not in page.locator("#chat").inner_text(), "no discarded draft is left"

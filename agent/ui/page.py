@@ -6,7 +6,7 @@ upload, with the route, the image, the sources, the status and the trace of each
 
 Turns run one at a time (one set of models on the CPU): a second request waits in the queue.
 *Stop* cancels the running turn (as Ctrl-C does in the chat); *New conversation* cancels it and
-starts another thread. The tab's thread id is kept in the URL (``?thread=...``), so a reload brings
+opens the page afresh on a new thread. The tab's thread id is kept in the URL (``?thread=...``), so a reload brings
 the conversation back. Images are handed out as :func:`served_copy` copies in Gradio's cache
 folder, never from a run folder.
 """
@@ -37,6 +37,12 @@ URL_JS = """(thread) => {
     url.searchParams.set("thread", thread);
     window.history.replaceState(null, "", url.toString());
   }
+  return [];
+}"""
+NEW_JS = """() => {
+  const url = new URL(window.location.href);
+  url.searchParams.delete("thread");
+  window.location.assign(url.toString());
   return [];
 }"""
 
@@ -124,14 +130,13 @@ def _wire_turns(agent: Any, ui: SimpleNamespace, gr: Any) -> tuple[Any, list]:
 
     ui.stop.click(stop, [ui.thread], None, api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
-    def new_conversation(thread_id: str | None):
-        running.leave(thread_id)  # the old turn is cancelled and sends the page nothing more
-        return ([], NO_ROUTE, "", None, IDLE, NO_TRACE, "", web_thread_id(agent))
+    def leave(thread_id: str | None):
+        running.leave(thread_id, timeout=1.0)  # the old turn is cancelled and sends the page nothing more
 
-    # Not Gradio's cancels=: a cancelled event may still deliver an update after this one's.
-    # leave() returns once the old turn's last update has gone, so nothing of it lands after the clear.
-    ui.new.click(new_conversation, [ui.thread], outputs, api_visibility="private", concurrency_limit=None,
-                 ).then(_same, [ui.thread], [ui.thread_in_url], api_visibility="private")
+    # New conversation opens the page afresh (no ?thread=: a new id): the old page, and with it every
+    # update of the old turn still on its way, is gone, so nothing of it reaches the new conversation.
+    ui.new.click(leave, [ui.thread], None, api_visibility="private", concurrency_limit=None,
+                 show_progress="hidden").then(None, None, None, js=NEW_JS)
     ui.thread_in_url.change(None, [ui.thread_in_url], None, js=URL_JS)
 
     def restore(request):

@@ -212,7 +212,7 @@ class Turn:
         if f.heard:
             self.history[-2] = {"role": "user", "content": f"*(voice)* {f.heard}"}
         self.understood = f.understood
-        if f.outcome == "answered" and f.answer and self.answer and not _words(f.answer).startswith(_words(self.answer)):
+        if f.outcome == "answered" and f.answer and not _words(f.answer).startswith(_words(self.answer)):
             self.replaced = True  # the streamed draft was thrown away (with or without a replace event)
         if f.outcome == "cancelled":
             self.set_answer(self.answer + " *(cancelled)*" if self.answer else "*(cancelled)*")
@@ -260,7 +260,8 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
              thread_id: str | None, running: RunningTurns | None = None) -> Iterator[tuple]:
     """One turn of the page: yields the outputs (chat, route, sources, image, status, trace,
     notices, thread id) after every event. Never raises. With ``running``, :meth:`RunningTurns.stop`
-    on the thread cancels the turn, and a turn whose page went away is finished in the background."""
+    on the thread cancels the turn, :meth:`RunningTurns.leave` cancels it and ends its updates, and
+    a turn that the page left or went away from is finished in the background."""
     question = (question or "").strip() or None
     audio = audio or None
     thread_id = thread_id or web_thread_id(agent)
@@ -276,30 +277,37 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
     cancel = live.cancel
     events: Iterator[Any] | None = None
     try:
-        yield turn.outputs(thread_id)
+        # Each update is handed out holding live.showing (until the page asks for the next one), and
+        # only while the page has not left the turn: after leave() returns, nothing of it is shown.
+        with live.showing:
+            yield turn.outputs(thread_id)
         if running is not None and not running.wait_stopped(0):
             turn.status = "**Waiting** for the stopped turn to finish its step…"
-            yield turn.outputs(thread_id)
+            with live.showing:
+                if not live.left:
+                    yield turn.outputs(thread_id)
             running.wait_stopped(120)
         events = agent.stream(text=question, audio=audio, progress=True, thread_id=thread_id, cancel=cancel)
         for event in events:
             turn.apply(event)
             if cancel.is_set() and event.kind != "result":
                 turn.stopping()
-            with live.showing:  # held until the page took this update (Gradio asks for the next one then)
+            with live.showing:
                 if live.left:
                     break
                 yield turn.outputs(thread_id)
         if live.left and running is not None:  # New conversation: finish the turn unseen
             running.drain(events)
-    except GeneratorExit:  # the page went away, or New conversation: stop the turn
+    except GeneratorExit:  # the page went away: stop the turn, finish it unseen
         cancel.set()
         if running is not None and events is not None:
             running.drain(events)
         raise
     except Exception as exc:  # a bug, not bad input (the agent reports that in the result)
         turn.fail(exc)
-        yield turn.outputs(thread_id)
+        with live.showing:
+            if not live.left:
+                yield turn.outputs(thread_id)
     finally:
         if running is not None:
             running.end(thread_id, live)
@@ -366,5 +374,5 @@ def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple
     return (answer, f.route or "", f.route_reason or "", image, sources)
 
 
-__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "web_thread_id", "RunningTurns", "LiveTurn",
-           "Turn", "IDLE", "NO_ROUTE", "REPLACED", "WEB_THREAD"]
+__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "web_thread_id", "RunningTurns",
+           "LiveTurn", "Turn", "IDLE", "NO_ROUTE", "REPLACED", "WEB_THREAD"]
