@@ -106,6 +106,25 @@ def test_a_draft_that_the_answer_continues_is_no_replacement():
     assert bot(turn) == final  # the citation line is added below the streamed text: no marker
 
 
+def test_a_replace_event_that_only_adds_the_citation_is_no_visible_replacement():
+    turn = Turn([], "Who wrote Hamlet?", None)
+    for word in ("William ", "Shakespeare ", "wrote ", "it."):
+        turn.apply(token(word))
+    final = 'William Shakespeare wrote it.\n\nSource: Wikipedia, "Hamlet"'
+    turn.apply(StepEvent(kind="progress", progress={"type": "replace", "text": final}))
+    turn.apply(result(final))
+    assert bot(turn) == final
+
+
+def test_a_cancelled_turn_whose_draft_is_replaced_by_nothing_says_cancelled():
+    turn = Turn([], "Who wrote Hamlet?", None)
+    turn.apply(token("Christopher "))
+    turn.apply(StepEvent(kind="progress", progress={"type": "replace", "text": ""}))
+    turn.apply(StepEvent(kind="result", result=Result(run_id="r1", question="Who wrote Hamlet?",
+                                                      error="cancelled")))
+    assert bot(turn) == "*(cancelled)*" and turn.status == "**Stopped**"
+
+
 def test_run_turn_applies_a_scripted_stream_with_a_replace_event(tmp_path):
     class Scripted:
         settings = None
@@ -145,18 +164,20 @@ def test_stop_cancels_the_running_turn_mid_answer(tmp_path):
     agent = slow_agent(tmp_path, delay=0.05)
     running = RunningTurns()
     thread = web_thread_id(agent)
-    outputs = []
+    outputs, shown = [], []
 
     def stop_when_streaming():
         for out in run_turn(agent, "Tell me a story.", None, [], thread, running):
             outputs.append(out)
-            if "word3" in out[0][-1]["content"] and not running.stop(thread):
+            shown.append(out[0][-1]["content"])  # as the page gets it
+            if "word3" in shown[-1] and not running.stop(thread):
                 raise AssertionError("the turn was not registered as running")
 
     start = time.monotonic()
     stop_when_streaming()
     took = time.monotonic() - start
     last = outputs[-1]
+    assert any("word3" in text for text in shown), "it was stopped mid-answer"
     assert last[0][-1]["content"].endswith("*(cancelled)*") and "THE-END" not in last[0][-1]["content"]
     assert last[4].startswith("**Stopped**") and "Cancelled" in last[6]
     assert took < 61 * 0.05, f"stopped after {took:.2f}s: the whole answer takes {61 * 0.05:.2f}s"

@@ -193,8 +193,10 @@ class Turn:
             self.answer += str(event.progress.get("text", ""))
             self.set_answer(self.answer)
         elif kind == "replace":  # the draft was not kept: the final answer takes its place
-            self.answer = str(event.progress.get("text", ""))
-            self.replaced = True
+            text = str(event.progress.get("text") or "")
+            if text and not _words(text).startswith(_words(self.answer)):
+                self.replaced = True  # marked only when the draft was thrown away, not just extended
+            self.answer = text
             self.set_answer(self.answer)
         elif event.kind == "step" and event.step is not None:
             self.live_trace.append(format_event(event.step))
@@ -214,6 +216,7 @@ class Turn:
         self.understood = f.understood
         if f.outcome == "answered" and f.answer and not _words(f.answer).startswith(_words(self.answer)):
             self.replaced = True  # the streamed draft was thrown away (with or without a replace event)
+        self.replaced = self.replaced and f.outcome == "answered"
         if f.outcome == "cancelled":
             self.set_answer(self.answer + " *(cancelled)*" if self.answer else "*(cancelled)*")
         elif f.outcome == "failed":
