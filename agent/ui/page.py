@@ -5,7 +5,10 @@ upload, with the route, the image, the sources, the status and the trace of each
 ``(answer, route, reason, image, sources)``).
 
 Turns run one at a time (one set of models on the CPU): a second request waits in the queue.
-Images are handed out as :func:`served_copy` copies in Gradio's cache folder, never from a run folder.
+*Stop* cancels the running turn (as Ctrl-C does in the chat); *New conversation* cancels it and
+opens the page afresh on a new thread. The tab's thread id is kept in the URL (``?thread=...``), so a reload brings
+the conversation back. Images are handed out as :func:`served_copy` copies in Gradio's cache
+folder, never from a run folder.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from agent.ui.web import IDLE, NO_ROUTE, api_ask, run_turn
+from agent.ui.web import IDLE, NO_ROUTE, RunningTurns, api_ask, restored, run_turn, web_thread_id
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -26,6 +29,22 @@ CSS = """
 #notices:empty { display: none; }
 """
 NO_TRACE = "```text\n(no turn yet)\n```"
+# Keep the tab's conversation in its URL, so a reload (or a bookmark) comes back to it.
+URL_JS = """(thread) => {
+  if (!thread) { return []; }
+  const url = new URL(window.location.href);
+  if (url.searchParams.get("thread") !== thread) {
+    url.searchParams.set("thread", thread);
+    window.history.replaceState(null, "", url.toString());
+  }
+  return [];
+}"""
+NEW_JS = """() => {
+  const url = new URL(window.location.href);
+  url.searchParams.delete("thread");
+  window.location.assign(url.toString());
+  return [];
+}"""
 
 
 def served_copy(path: str | None, cache_dir: str | Path) -> str | None:
@@ -47,7 +66,8 @@ def _layout(gr: Any) -> SimpleNamespace:
     """The page's components (inside the open Blocks)."""
     gr.Markdown("## askdraw\nAsk by typing, recording or uploading audio: the agent searches "
                 "Wikipedia, answers, or draws.")
-    ui = SimpleNamespace(thread=gr.State(None))
+    # The thread id lives on the server (State); a hidden copy in the page puts it into the URL.
+    ui = SimpleNamespace(thread=gr.State(None), thread_in_url=gr.Textbox(visible=False, elem_id="thread-in-url"))
     with gr.Row():
         with gr.Column(scale=3):
             ui.chat = gr.Chatbot(elem_id="chat", label="Conversation", height=420, feedback_options=None)
@@ -58,6 +78,7 @@ def _layout(gr: Any) -> SimpleNamespace:
                                 label="Or ask by voice: record, or upload an audio file")
             with gr.Row():
                 ui.ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                ui.stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 ui.new = gr.Button("New conversation", elem_id="new")
             ui.notices = gr.Markdown("", elem_id="notices")
         with gr.Column(scale=2):
@@ -69,33 +90,62 @@ def _layout(gr: Any) -> SimpleNamespace:
     return ui
 
 
-def _wire_turns(agent: Any, ui: SimpleNamespace) -> None:
-    """Ask (button or Enter) runs a turn; New conversation starts another thread."""
+def _same(value: Any) -> Any:
+    return value
+
+
+def _wire_turns(agent: Any, ui: SimpleNamespace, gr: Any) -> tuple[Any, list]:
+    """Ask (button or Enter) runs a turn; Stop cancels it; New conversation cancels it and starts
+    another thread. Returns the page-load handler (``?thread=ID`` brings that conversation back)
+    and the outputs it fills."""
     outputs = [ui.chat, ui.route, ui.sources, ui.image, ui.status, ui.trace, ui.notices, ui.thread]
+    running = RunningTurns()
+
+    def served(outputs: tuple, copies: dict[str, str | None]) -> tuple:
+        src = outputs[3]
+        if src and src not in copies:
+            copies[src] = served_copy(src, ui.image.GRADIO_CACHE)
+        return (*outputs[:3], copies.get(src) if src else None, outputs[4], outputs[5] or NO_TRACE, *outputs[6:])
 
     def respond(q: str, a: str | None, history: list, thread_id: str | None):
-        turn = run_turn(agent, q, a, history, thread_id)
+        turn = run_turn(agent, q, a, history, thread_id, running)
         copies: dict[str, str | None] = {}
         try:
             for outputs in turn:
-                src = outputs[3]
-                if src and src not in copies:
-                    copies[src] = served_copy(src, ui.image.GRADIO_CACHE)
-                yield (*outputs[:3], copies.get(src) if src else None, *outputs[4:])
+                yield served(outputs, copies)
         finally:
-            turn.close()  # the page went away: run_turn cancels the turn
+            turn.close()  # the page went away (or New conversation): run_turn cancels the turn
 
     def clear_inputs():
         return "", None
 
     for trigger in (ui.ask.click, ui.question.submit):
         trigger(respond, [ui.question, ui.audio, ui.chat, ui.thread], outputs, api_visibility="private",
-                show_progress="hidden").then(clear_inputs, None, [ui.question, ui.audio], api_visibility="private")
+                show_progress="hidden", concurrency_id="turn").then(clear_inputs, None, [ui.question, ui.audio],
+                                                                     api_visibility="private")
 
-    def new_conversation():
-        return ([], NO_ROUTE, "", None, IDLE, NO_TRACE, "", str(agent.new_thread_id()))
+    # Stop and New conversation must not wait in the queue behind the turn they stop.
+    def stop(thread_id: str | None):
+        running.stop(thread_id)  # the turn ends with "(cancelled)" as soon as its step allows
 
-    ui.new.click(new_conversation, None, outputs, api_visibility="private")
+    ui.stop.click(stop, [ui.thread], None, api_visibility="private", concurrency_limit=None, show_progress="hidden")
+
+    def leave(thread_id: str | None):
+        running.leave(thread_id, timeout=1.0)  # the old turn is cancelled and sends the page nothing more
+
+    # New conversation opens the page afresh (no ?thread=: a new id): the old page, and with it every
+    # update of the old turn still on its way, is gone, so nothing of it reaches the new conversation.
+    ui.new.click(leave, [ui.thread], None, api_visibility="private", concurrency_limit=None,
+                 show_progress="hidden").then(None, None, None, js=NEW_JS)
+    ui.thread_in_url.change(None, [ui.thread_in_url], None, js=URL_JS)
+
+    def restore(request):
+        wanted = (request.query_params.get("thread") if request is not None else None) or None
+        return served(restored(agent, wanted), {})
+
+    restore.__annotations__["request"] = gr.Request  # Gradio passes the request by this annotation
+
+    return restore, outputs
 
 
 def _api(gr: Any, agent: Any) -> None:
@@ -127,8 +177,11 @@ def build_app(agent: Any, *, delete_cache: tuple[int, int] | None = (3600, 3600)
     import gradio as gr
 
     with gr.Blocks(title="askdraw", analytics_enabled=False, delete_cache=delete_cache) as demo:
-        _wire_turns(agent, _layout(gr))
+        ui = _layout(gr)
+        restore, outputs = _wire_turns(agent, ui, gr)
         _api(gr, agent)
+        demo.load(restore, None, outputs, api_visibility="private", concurrency_limit=None,
+                  show_progress="hidden").then(_same, [ui.thread], [ui.thread_in_url], api_visibility="private")
     demo.queue(default_concurrency_limit=1)
     return demo
 
