@@ -109,9 +109,14 @@ class AnswerWriter:
             short = None  # never: the span is cut from the sentence; kept as a guard
         if short is None:
             titles = list(dict.fromkeys(t for t, _u, _x in fields if t))
-            return Answer(text=not_found_text(titles), found=False, title=fields[0][0], url=fields[0][1],
-                          how="no sentence of the top passages answers the question"
-                              + (f" (best guess {cands[0].text!r})" if cands else ""))
+            closest = closest_sentence(question, usable)
+            how = "no sentence of the top passages answers the question" + (
+                f" (best guess {cands[0].text!r})" if cands else "")
+            if closest is None:
+                return Answer(text=not_found_text(titles), found=False, title=fields[0][0], url=fields[0][1], how=how)
+            source, sentence = closest
+            return Answer(text=not_found_text(titles), found=False, title=fields[source][0], url=fields[source][1],
+                          quote=sentence, source=source + 1, how=how + "; the sentence closest to it is quoted")
         title, url, _ = fields[short.source]
         text = short_answer_sentence(short.text)
         if on_token is not None:
@@ -208,9 +213,10 @@ def supported(claim: str, evidence: str, max_unsupported: float = 0.2) -> bool:
 
 
 def citation(answer: Answer) -> str | None:
-    """The numbered support line of a grounded answer (``[1] Wikipedia, "Title": "sentence"``), or
-    None when the answer has no source."""
-    if not answer.title or not answer.found:
+    """The numbered support line of a grounded answer (``[1] Wikipedia, "Title": "sentence"``):
+    the sentence that says the short answer, or, when none was found, the sentence closest to
+    the question; None when the answer has no source."""
+    if not answer.title or not (answer.found or answer.quote):
         return None
     cite = f'[{answer.source or 1}] Wikipedia, "{answer.title}"'
     if answer.quote:
@@ -219,6 +225,22 @@ def citation(answer: Answer) -> str | None:
 
 
 def with_citation(answer: Answer) -> str:
-    """The short answer with its source number, then the numbered support line."""
+    """The short answer with its source number, then the numbered support line; a "not found"
+    reply with the closest sentence, labelled as such."""
     cite = citation(answer)
-    return f"{answer.text} [{answer.source or 1}]\n\n{cite}" if cite else answer.text
+    if not cite:
+        return answer.text
+    if not answer.found:
+        return f"{answer.text}\n\nClosest sentence: {cite}"
+    return f"{answer.text} [{answer.source or 1}]\n\n{cite}"
+
+
+def closest_sentence(question: str, passages: Sequence[tuple[str, str]]) -> tuple[int, str] | None:
+    """(0-based passage, sentence) of the sentence of ``passages`` ((title, text)) that shares
+    most with the question, when it shares any of its words; None otherwise."""
+    from tools.short_answer import rank_sentences
+
+    ranked = rank_sentences(question, list(passages))
+    if not ranked or ranked[0].overlap <= 0:
+        return None
+    return ranked[0].source, ranked[0].text
