@@ -594,6 +594,11 @@ def test_real_chat_session_in_a_terminal(tmp_path):
         assert "no input device" in out or "PortAudio" in out
         assert len([ln for ln in out.splitlines() if "/voice:" in ln]) == 1
 
+        # /clear and a bare `clear` start a new conversation (never a question to draw)
+        for line in ("/clear", "clear"):
+            out = turn(line, "new conversation")
+            assert "decided:" not in out
+
         child.sendline("quit")
         child.expect("bye")
         child.expect(pexpect.EOF)
