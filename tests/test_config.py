@@ -24,8 +24,9 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 DOCUMENTED = sorted(set(re.findall(r"\bASKDRAW_[A-Z0-9_]+\b", README)))
 
 # Variables that are not Settings fields: ASKDRAW_HOME is checked by its own test below;
-# ASKDRAW_UPDATE_SCREENSHOT only tells tests/test_web.py to rewrite docs/web_app.png.
-NOT_SETTINGS = {"ASKDRAW_HOME", "ASKDRAW_UPDATE_SCREENSHOT"}
+# ASKDRAW_UPDATE_SCREENSHOT only tells tests/test_web.py to rewrite docs/web_app.png, and
+# ASKDRAW_WEB_SCREENS tests/test_web_turns.py where to keep its screenshots.
+NOT_SETTINGS = {"ASKDRAW_HOME", "ASKDRAW_UPDATE_SCREENSHOT", "ASKDRAW_WEB_SCREENS"}
 
 
 def sample_values(tmp_path: Path) -> dict[str, tuple[str, object]]:
