@@ -228,7 +228,6 @@ def test_offline_rerank_falls_back_to_bm25_when_embedder_fails(corpus: Path, cac
 # ZIM and starter corpora
 
 
-@pytest.mark.skipif(not RAY_ZIM.is_file(), reason=f"{RAY_ZIM} not present")
 def test_term_matcher_finds_the_nearest_corpus_words():
     from tools.wikipedia.offline import TermMatcher, max_edits
 
@@ -285,6 +284,7 @@ def test_index_keeps_corpus_words_for_fuzzy_matching(corpus: Path, cache: Path):
     assert again.search("who painted the mona lissa", k=1)[0].title == "Mona Lisa"
 
 
+@pytest.mark.skipif(not RAY_ZIM.is_file(), reason=f"{RAY_ZIM} not present")
 def test_zim_ray_charles_bm25(tmp_path: Path):
     backend = OfflineWikipedia(RAY_ZIM, rerank=False, cache=tmp_path)
     results = backend.search("When was Ray Charles born?", k=3)
