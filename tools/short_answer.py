@@ -416,36 +416,6 @@ def question_form(question: str, nlp: Any | None = None) -> tuple[str, str]:
     return wh, _DEP_GROUPS.get(token.dep_, "other")
 
 
-_BIG_PLACES = {"country", "nation", "state", "province", "region", "continent", "county", "territory", "republic"}
-_SMALL_PLACES = {"city", "town", "village", "neighborhood", "neighbourhood", "suburb", "borough", "municipality"}
-
-
-def _place_size(question: str) -> str:
-    """Whether the question asks for a larger place ("what country", "which state": ``big``) or a
-    smaller one ("what city": ``small``); ``-`` otherwise."""
-    q = " " + " ".join(re.findall(r"[a-z0-9']+", question.lower())) + " "
-    heads = set(_wh_heads(q))
-    return "big" if heads & _BIG_PLACES else "small" if heads & _SMALL_PLACES else "-"
-
-
-def _place_chains(cands: list[Candidate]) -> dict[int, str]:
-    """Places written as a comma chain ("Tigre, Buenos Aires Province, Argentina"), English
-    naming's smallest-to-largest order: ``head`` for the first of a chain, ``tail`` for the last,
-    ``inner`` between (keyed by the candidate's id)."""
-    out: dict[int, str] = {}
-    by_sentence: dict[int, list[Candidate]] = {}
-    for c in cands:
-        if c.label in ("GPE", "LOC"):
-            by_sentence.setdefault(id(c.sentence), []).append(c)
-    for places in by_sentence.values():
-        places.sort(key=lambda c: c.start)
-        for a, b in zip(places, places[1:]):
-            if a.sentence.text[a.end:b.start].strip() == ",":
-                out[id(a)] = "inner" if out.get(id(a)) in ("tail", "inner") else "head"
-                out[id(b)] = "tail"
-    return out
-
-
 def featurise(question: str, cands: list[Candidate], nlp: Any | None = ...) -> None:
     """Set each candidate's ``features``: a few dense ones (its sentence's match, nearness to
     the question's words, length...) and sparse crosses of the question's form with the
@@ -459,8 +429,6 @@ def featurise(question: str, cands: list[Candidate], nlp: Any | None = ...) -> N
     counts: dict[str, int] = {}
     for c in cands:
         counts[c.text.lower()] = counts.get(c.text.lower(), 0) + 1
-    size = _place_size(question)
-    chained = _place_chains(cands)
     for c in cands:
         exact, loose = _type_fit(c.label, wanted, c.text)
         words = [stem(w) for w in content_words(c.text)]
@@ -489,8 +457,6 @@ def featurise(question: str, cands: list[Candidate], nlp: Any | None = ...) -> N
             f"type|{wanted}|{c.label}": 1.0,
             f"wh|{wh}|{c.label}": 1.0,
         }
-        if id(c) in chained:  # "Paris, France": the city first, the country last
-            c.features[f"chain|{size}|{chained[id(c)]}"] = 1.0
         if c.dep:
             c.features[f"role|{wh_role or '-'}|{c.dep}"] = 1.0
             c.features[f"prep|{wh}|{c.prep or '-'}"] = 1.0
