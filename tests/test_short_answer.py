@@ -153,6 +153,8 @@ def test_a_when_question_is_answered_by_a_date_or_not_at_all():
     assert short is not None and short.text == "1797"  # the only date in the passage (not "half")
     short, _ = extract("When was the Mona Lisa painted?", [(MONA["title"], MONA["text"].split(" It has hung")[0])])
     assert short is None  # "half-length" holds no date: not found rather than a wrong answer
+    louvre = [("Louvre", "It is located on the Right Bank of the Seine in the city's 1st arrondissement.")]
+    assert extract("When was the Louvre built?", louvre)[0] is None  # "1st" is no date either
 
 
 def test_regex_fallback_without_spacy_finds_names_and_numbers():

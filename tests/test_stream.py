@@ -164,6 +164,7 @@ def test_the_chat_view_does_not_call_a_kept_draft_replaced(tmp_path):
             view.show(event)
     view.close()
     assert "Leonardo da Vinci" in buffer.getvalue() and DRAFT_REPLACED not in buffer.getvalue()
+    assert "[1] Wikipedia" not in buffer.getvalue() and "note:" not in buffer.getvalue()  # shown after the turn
 
 
 # -- honest timings ----------------------------------------------------------------------------

@@ -493,9 +493,9 @@ def admissible(question: str, cands: list[Candidate]) -> list[Candidate]:
     or "two" is no date), or not at all: the reply then says it was not found. Other questions
     keep every candidate (types of names are too unsure)."""
     wanted = expected_type(question)
-    if wanted == DATE:
-        return [c for c in cands if c.features.get("type_loose") and (c.label in ("DATE", "TIME")
-                                                                      or re.search(r"\d", c.text))]
+    if wanted == DATE:  # a date, a bare number ("1503"), or a phrase holding a year ("the 1503 commission")
+        return [c for c in cands if c.features.get("type_loose") and (
+            c.label in ("DATE", "TIME") or re.fullmatch(r"[\d,.]+", c.text) or re.search(r"\b\d{3,4}\b", c.text))]
     if wanted != NUMBER:
         return cands
     fitting = [c for c in cands if c.features.get("type_loose")]

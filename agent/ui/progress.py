@@ -144,8 +144,9 @@ class TurnView:
             return  # no image model: the step only writes a labelled card; nothing is drawn
         if kind == "token":
             self.token(str(p.get("text", "")))
-        elif kind == "replace" and not p.get("kept"):  # the streamed draft is not the answer: say so
-            self.replaced()
+        elif kind == "replace":  # the streamed draft is not the answer: say so (a kept one needs nothing)
+            if not p.get("kept"):
+                self.replaced()
         elif kind == "image_step":
             self.image_step(int(p.get("done", 0)), int(p.get("total", 0)),
                             str(p.get("text") or f"drawing, step {p.get('done')}/{p.get('total')}"))
