@@ -70,8 +70,8 @@ def transcribe(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     from tools.audio import SAMPLE_RATE, load_audio
 
     samples = load_audio(state["audio_path"])  # bad audio fails here, before the model loads
+    ensure_loaded(asr, rec, "asr", ctx, "speech model")  # "loading the speech model" while it loads
     ctx.progress(type="status", step="transcribe", text="transcribing")
-    ensure_loaded(asr, rec, "asr", ctx, "speech model")
     text = asr.transcribe(samples).strip()
     rec.output = summarise(text)
     if not text:
