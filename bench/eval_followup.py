@@ -69,7 +69,13 @@ class OnceLLM:
         return self.replies[key]
 
 
+#: 48 conversations written blind, by someone who saw neither the rule nor the other set (``--split blind``).
+BLIND = DATA.with_name("followups_blind.jsonl")
+
+
 def load_rows(split: str) -> list[dict]:
+    if split == "blind":
+        return [json.loads(line) for line in BLIND.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
     bad = [r for r in rows if r.get("type") not in TYPES or r.get("split") not in ("dev", "report")]
     if bad:
@@ -127,7 +133,7 @@ def print_table(results: dict, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "report", "all"), default="report")
+    parser.add_argument("--split", choices=("dev", "report", "all", "blind"), default="report")
     parser.add_argument("--llm", default=None, help="LLM spec (default: the starter LLM)")
     parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
     args = parser.parse_args()
