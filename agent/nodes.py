@@ -235,7 +235,7 @@ def _load_parser(rec: StepRecord, ctx: Context) -> None:
     """spaCy's pipeline for the short answer, loaded (and timed as loading) on its first use."""
     import tools.short_answer as short_answer
 
-    if short_answer._NLP is None and not short_answer._NLP_MISSING:
+    if not short_answer.spacy_pipeline_tried():
         timed_load(short_answer.spacy_pipeline, rec, "short_answer", ctx, "short-answer parser")
 
 

@@ -184,6 +184,11 @@ _NLP_LOCK = threading.Lock()
 _NLP_MISSING = False
 
 
+def spacy_pipeline_tried() -> bool:
+    """Has :func:`spacy_pipeline` been loaded (or found missing) already? Then calling it costs nothing."""
+    return _NLP is not None or _NLP_MISSING
+
+
 def spacy_pipeline() -> Any | None:
     """spaCy's small English pipeline (tagger, parser, NER), loaded once; None when spaCy or the
     model package is not installed (the regex fallback is used then)."""
