@@ -313,12 +313,19 @@ def generate_image(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any
     out_path = Path(state["run_dir"]) / "image.png"
     ctx.progress(type="status", step="generate_image", text="drawing")
 
+    said: list[str] = []  # how long it will take (a slow model on this CPU), once the first step is timed
+
     def progress(done: int, total: int) -> None:
         ctx.progress(type="image_step", step="generate_image", done=done, total=total,
-                     text=f"drawing, step {done}/{total}")
+                     text=f"drawing, step {done}/{total}" + (f" ({said[-1]})" if said else ""))
+
+    def status(text: str) -> None:
+        said.append(text)
+        rec.data.setdefault("image_status", []).append(text)
+        ctx.progress(type="status", step="generate_image", text=f"drawing: {text}")
 
     try:
-        result = image.generate(prompt, out_path, seed=seed, progress=progress)
+        result = image.generate(prompt, out_path, seed=seed, progress=progress, status=status)
     except OSError as exc:  # the picture (or its card) cannot be written: the answer still stands
         why = f"No image was saved: {out_path} could not be written ({exc.strerror or exc})"
         rec.error, rec.output = why, "no image saved"

@@ -59,7 +59,7 @@ class FakeImage:
         self.model = self.name = model
         self.prompts: list[str] = []
 
-    def generate(self, prompt, out_path, *, seed=0, progress=None):
+    def generate(self, prompt, out_path, *, seed=0, progress=None, status=None):
         from PIL import Image
 
         from tools.base import ImageResult

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,103 @@ def test_default_steps():
     assert ImageGenerator("some/sd-model").steps == diffusion.DEFAULT_STEPS
     with pytest.raises(ValueError):
         ImageGenerator(None, width=100)
+
+
+# -- slow drawing: the estimate after step one, and cancelling between steps ------------------------
+def test_estimate_is_said_after_the_first_step(tiny_model, tmp_path):
+    """steps x the first step's measured seconds, said once, after step 1 and before step 2."""
+    gen = ImageGenerator(str(tiny_model), steps=4, width=SIZE, height=SIZE, estimate_after_s=0.0)
+    events: list[tuple] = []
+    res = gen.generate("a red bicycle", tmp_path / "a.png", seed=1,
+                       progress=lambda i, n: events.append(("step", i, n)), status=lambda t: events.append(("status", t)))
+    assert res.generated is True
+    said = [e for e in events if e[0] == "status"]
+    assert len(said) == 1 and events.index(said[0]) == 1, events  # right after ("step", 1, 4)
+    assert events[0] == ("step", 1, 4) and events[2] == ("step", 2, 4)
+    assert re.fullmatch(r"about \d+ s: 4 steps x \d+\.\d s", said[0][1]), said
+
+
+def test_a_fast_model_says_no_estimate_and_a_gpu_sized_one_says_so_first(tiny_model, tmp_path):
+    quick = ImageGenerator(str(tiny_model), steps=3, width=SIZE, height=SIZE)  # default: only when > 10 s left
+    said: list[str] = []
+    assert quick.generate("a boat", tmp_path / "q.png", status=said.append).generated and said == []
+
+    big = ImageGenerator(str(tiny_model), steps=3, width=SIZE, height=SIZE)
+    big.load()
+    assert 0 < big.parameters < diffusion.GPU_SIZE_PARAMETERS and not big.gpu_sized
+    big.parameters = 3_500_000_000  # as SDXL: the size, not the speed, says "GPU"
+    events: list[tuple] = []
+    big.generate("a boat", tmp_path / "b.png", progress=lambda i, n: events.append(("step", i)),
+                 status=lambda t: events.append(("status", t)))
+    assert events[0][0] == "status" and "3.5 B parameters" in events[0][1] and "GPU" in events[0][1]
+    assert events[1] == ("step", 1) and events[2][0] == "status" and events[2][1].startswith("about ")
+
+
+def test_cancel_stops_between_steps(tiny_model, tmp_path):
+    import threading
+
+    from tools.common import Cancelled, cancellable
+
+    gen = ImageGenerator(str(tiny_model), steps=5, width=SIZE, height=SIZE)
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        steps.append(done)
+        if done == 2:
+            cancel.set()  # as Ctrl-C or the web app's Stop would, mid-drawing
+
+    out = tmp_path / "c.png"
+    with cancellable(cancel), pytest.raises(Cancelled):
+        gen.generate("a castle", out, progress=progress)
+    assert steps == [1, 2] and not out.exists()  # no card either: a cancelled turn is not a failed picture
+    again = gen.generate("a castle", out, progress=None)  # the pipeline is fine afterwards
+    assert again.generated is True
+
+
+def test_the_image_step_reports_the_estimate_and_is_cancelled_mid_drawing(tiny_model, tmp_path):
+    """Through the graph node: the estimate reaches the progress stream and the trace; the turn's
+    cancel event stops the drawing between steps and the step records 'cancelled'."""
+    import threading
+
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME
+    from langgraph.runtime import Runtime
+
+    from agent.context import Context, Toolbox
+    from agent.graph import build_graph
+    from agent.settings import Settings
+    from agent.trace import read_trace
+    from tools.common import Cancelled
+
+    gen = ImageGenerator(str(tiny_model), steps=4, width=SIZE, height=SIZE, estimate_after_s=0.0)
+    cancel = threading.Event()
+    seen: list[dict] = []
+
+    def on_progress(event: dict) -> None:
+        seen.append(event)
+        if event.get("type") == "image_step" and event["done"] == 2:
+            cancel.set()
+
+    ctx = Context(tools=Toolbox(Settings(out_dir=tmp_path), image=gen), cancel=cancel, on_progress=on_progress)
+    state = {"image_prompt": "a castle", "run_id": "r1", "run_dir": str(tmp_path / "r1"), "seed": 0}
+    with pytest.raises(Cancelled):
+        build_graph().nodes["generate_image"].invoke(state, {"configurable": {CONFIG_KEY_RUNTIME: Runtime(context=ctx)}})
+    steps = [e["done"] for e in seen if e.get("type") == "image_step"]
+    assert steps == [1, 2]
+    estimate = [e["text"] for e in seen if e.get("type") == "status" and e["text"].startswith("drawing: about ")]
+    assert len(estimate) == 1
+    assert [e["text"] for e in seen if e.get("type") == "image_step"][1].endswith(f"({estimate[0][len('drawing: '):]})")
+    (event,) = read_trace(tmp_path / "r1")
+    assert event.step == "generate_image" and event.error == "cancelled"
+    assert event.data["image_status"] == [estimate[0][len("drawing: "):]]
+    assert not (tmp_path / "r1" / "image.png").exists()
+
+
+@pytest.mark.parametrize("seconds, said", [(4.2, "4 s"), (89, "89 s"), (360, "6 min"), (4800, "1 h 20 min"), (7200, "2 h")])
+def test_durations_read_as_a_person_says_them(seconds, said):
+    assert diffusion.duration(seconds) == said
+
+
+def test_estimate_text():
+    assert diffusion.estimate_text(30, 12.0) == "about 6 min: 30 steps x 12 s"
+    assert diffusion.estimate_text(20, 2.46) == "about 49 s: 20 steps x 2.5 s"

@@ -74,7 +74,8 @@ class ImageGenerator(Loadable, Protocol):
     model: str | None
 
     def generate(self, prompt: str, out_path: str | Path, *, seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None) -> ImageResult: ...
+                 progress: Callable[[int, int], None] | None = None,
+                 status: Callable[[str], None] | None = None) -> ImageResult: ...
 
 
 class Passage(BaseModel):

@@ -12,6 +12,13 @@ stand-in is never passed off as a picture; every PNG carries ``askdraw:generated
 
 Default steps: 2 (with guidance 0) for few-step models whose name says so (turbo, LCM,
 lightning, hyper, schnell, flash), else 20 with the pipeline's own guidance default.
+
+Slow drawing is announced and can be stopped: a pipeline of GPU size (:data:`GPU_SIZE_PARAMETERS`,
+e.g. SDXL or FLUX) on this CPU says so before it starts, and after the first denoising step every
+pipeline whose remaining steps would take longer than ``estimate_after_s`` reports the estimate
+(``status("about 6 min: 30 steps x 12 s")``: steps x the measured seconds of the first step). A
+cancelled turn (Ctrl-C, the web app's Stop: :func:`tools.common.cancellable`) stops between steps
+with :class:`tools.common.Cancelled`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 
 from tools.base import ImageResult, NoImageKind
 from tools.card import card_result, save_png
-from tools.common import ToolError, load_once
+from tools.common import Cancelled, ToolError, current_cancel_event, load_once
 from tools.endpoint import Endpoint
 from tools.model_files import local_folder
 from tools.text import exception_line
@@ -36,6 +43,12 @@ DEFAULT_HUB_MODEL = "stabilityai/sd-turbo"  # a suggestion for users with hub ac
 FEW_STEP_MARKERS = ("turbo", "lcm", "lightning", "hyper", "schnell", "flash")
 FEW_STEP_DEFAULT_STEPS = 2
 DEFAULT_STEPS = 20
+
+# A pipeline with at least this many parameters (all its torch modules) is sized for a GPU: SD 1.5 and
+# SD 2.1 / sd-turbo have about 1.1-1.3 B, SDXL about 3.5 B, SD3 medium about 7 B (with its T5), FLUX about 17 B.
+GPU_SIZE_PARAMETERS = 2_000_000_000
+# Say how long the drawing will take when its remaining steps will take longer than this (seconds).
+ESTIMATE_AFTER_S = 10.0
 
 HOW_TO_ADD = (
     "To draw pictures, pass --image-model PATH_OR_HUB_ID (or set ASKDRAW_IMAGE_MODEL): a local "
@@ -68,6 +81,35 @@ def _is_few_step(model: str | None) -> bool:
     return bool(model) and any(m in model.lower() for m in FEW_STEP_MARKERS)
 
 
+def duration(seconds: float) -> str:
+    """``8 s``, ``3 min``, ``1 h 20 min``: how long, rounded as a person would say it."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def estimate_text(steps: int, seconds_per_step: float) -> str:
+    """The estimate a user reads: ``about 6 min: 30 steps x 12 s``."""
+    per = f"{seconds_per_step:.1f} s" if seconds_per_step < 10 else f"{round(seconds_per_step)} s"
+    return f"about {duration(steps * seconds_per_step)}: {steps} steps x {per}"
+
+
+def parameter_count(pipe: Any) -> int:
+    """Parameters of a pipeline's torch modules (UNet / transformer, text encoders, VAE)."""
+    total = 0
+    for component in getattr(pipe, "components", {}).values():
+        parameters = getattr(component, "parameters", None)
+        if callable(parameters):
+            try:
+                total += sum(p.numel() for p in parameters())
+            except TypeError:  # not a torch module after all
+                continue
+    return total
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     return exception_line(exc, limit, own=(ToolError,))
 
@@ -84,6 +126,7 @@ class ImageGenerator:
         height: int = 512,
         guidance_scale: float | None = None,
         allow_download: bool = False,
+        estimate_after_s: float = ESTIMATE_AFTER_S,
     ) -> None:
         model = (model or "").strip() or None
         for label, value in (("width", width), ("height", height)):
@@ -99,6 +142,8 @@ class ImageGenerator:
         self.height = height
         self.guidance_scale = guidance_scale if guidance_scale is not None else (0.0 if few else None)
         self.allow_download = allow_download
+        self.estimate_after_s = estimate_after_s
+        self.parameters: int | None = None  # of the loaded pipeline (GPU_SIZE_PARAMETERS)
         self.pipe: Any = None
         self.load_seconds: float | None = None
         self._load_error: ToolError | None = None
@@ -172,7 +217,13 @@ class ImageGenerator:
             raise ToolError(f"image model '{self.model}' is unavailable: {where}. {HOW_TO_ADD}") from exc
         pipe = pipe.to("cpu")
         pipe.set_progress_bar_config(disable=True)
+        self.parameters = parameter_count(pipe)
         return pipe
+
+    @property
+    def gpu_sized(self) -> bool:
+        """Is the loaded pipeline sized for a GPU (slow on this CPU)?"""
+        return (self.parameters or 0) >= GPU_SIZE_PARAMETERS
 
     # -- generation ----------------------------------------------------------------------
     def _card(self, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
@@ -186,9 +237,12 @@ class ImageGenerator:
         *,
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
+        status: Callable[[str], None] | None = None,
     ) -> ImageResult:
         """Draw ``prompt`` to ``out_path`` (PNG). Never raises for model problems: returns a
-        labelled card with ``generated=False`` and a ``notice`` instead."""
+        labelled card with ``generated=False`` and a ``notice`` instead. ``progress(done, total)``
+        after each step; ``status(text)`` says how long it will take (see the module's docstring).
+        Raises :class:`Cancelled` when the turn is cancelled between steps."""
         t0 = time.perf_counter()
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,8 +254,14 @@ class ImageGenerator:
         except ToolError as exc:
             return self._card(prompt, out_path, seed, t0, str(exc))
 
+        if status is not None and self.gpu_sized:
+            status(f"{self.model} has {self.parameters / 1e9:.1f} B parameters, a size for a GPU: on this CPU "
+                   f"each of its {self.steps} steps is slow; the first step's time gives the estimate "
+                   "(Ctrl-C or Stop cancels)")
         try:
-            image = self._run(prompt, seed, progress)
+            image = self._run(prompt, seed, progress, status)
+        except Cancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - report, never pass off a broken result
             return self._card(
                 prompt, out_path, seed, t0,
@@ -223,7 +283,8 @@ class ImageGenerator:
             ms=(time.perf_counter() - t0) * 1000,
         )
 
-    def _run(self, prompt: str, seed: int, progress: Callable[[int, int], None] | None) -> Any:
+    def _run(self, prompt: str, seed: int, progress: Callable[[int, int], None] | None,
+             status: Callable[[str], None] | None = None) -> Any:
         import torch
 
         pipe = self.pipe
@@ -238,14 +299,26 @@ class ImageGenerator:
         }
         if self.guidance_scale is not None and "guidance_scale" in params:
             kwargs["guidance_scale"] = self.guidance_scale
-        if progress is not None and "callback_on_step_end" in params:
+        cancel = current_cancel_event()
+        started = [0.0]
+        if "callback_on_step_end" in params:
             def on_step_end(p: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
                 total = getattr(p, "_num_timesteps", None) or self.steps
-                progress(step + 1, total)
+                first = time.perf_counter() - started[0]  # prompt encoding + the first step
+                if progress is not None:
+                    progress(step + 1, total)
+                if step == 0 and status is not None and total > 1:
+                    if self.gpu_sized or (total - 1) * first >= self.estimate_after_s:
+                        status(estimate_text(total, first))
+                if cancel is not None and cancel.is_set() and step + 1 < total:
+                    raise Cancelled("cancelled")  # between steps: the pipeline stops here
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = on_step_end
         with self._run_lock:  # a pipeline (its scheduler) is not safe to run concurrently
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            started[0] = time.perf_counter()
             out = pipe(**kwargs)
         nsfw = getattr(out, "nsfw_content_detected", None)
         if nsfw and any(nsfw):
@@ -325,7 +398,9 @@ class EndpointImageGenerator:
         return image.convert("RGB")
 
     def generate(self, prompt: str, out_path: str | Path, *, seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None) -> ImageResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 status: Callable[[str], None] | None = None) -> ImageResult:
+        """One request; ``status`` is unused (the server knows its own speed)."""
         t0 = time.perf_counter()
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -341,5 +416,6 @@ class EndpointImageGenerator:
 
 
 __all__ = [
-    "DEFAULT_HUB_MODEL", "EndpointImageGenerator", "ImageGenerator", "ImageResult",
+    "DEFAULT_HUB_MODEL", "ESTIMATE_AFTER_S", "EndpointImageGenerator", "GPU_SIZE_PARAMETERS", "ImageGenerator",
+    "ImageResult", "duration", "estimate_text", "parameter_count",
 ]
