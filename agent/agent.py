@@ -47,6 +47,7 @@ class Result(BaseModel):
     image_generated: bool = False
     no_image_kind: NoImageKind | None = None
     no_image_reason: str | None = None
+    image_skipped_reason: str | None = None  # no picture because none would help (tools/picture_helps.py)
     timings_ms: dict[str, float] = Field(default_factory=dict)
     trace_path: str | None = None
     notices: list[str] = Field(default_factory=list)
@@ -250,7 +251,8 @@ class Agent:
         ("and what do they eat?") are understood in context. ``cancel``: set it to stop the turn
         (between steps, and mid-answer); the result then has ``error == "cancelled"``.
         ``route`` ('search' | 'answer' | 'draw'; default ``settings.route``) skips the decision;
-        ``image=False`` (default ``settings.image``) answers in text only."""
+        ``image=False`` (default ``settings.image``) answers in text only; ``image=True`` always draws;
+        ``None`` draws where a picture helps (``Result.image_skipped_reason`` says why not)."""
         run_id = run_id or new_run_id()
         route = self.settings.route if route is None else route
         allowed = get_args(Settings.model_fields["route"].annotation)
@@ -339,6 +341,7 @@ class Agent:
             answer_found=values.get("answer_found"),
             no_image_kind=values.get("no_image_kind"),
             no_image_reason=values.get("no_image_reason"),
+            image_skipped_reason=values.get("image_skipped_reason"),
             image_prompt=values.get("image_prompt"),
             image_path=values.get("image_path"),
             image_model=values.get("image_model"),

@@ -4,6 +4,7 @@
                                                     --answer--> answer
                                                     --draw----> draw (image prompt from the request)
     answer -> rewrite_image_prompt -> generate_image -> finish -> END
+    (no picture helps: rewrite_image_prompt -> finish; tools/picture_helps.py decides)
     draw   ----------------------------> generate_image
     (text only, ``want_image=False``: answer -> finish, draw -> finish)
 
@@ -29,6 +30,10 @@ def _after_answer(state: State) -> Literal["rewrite_image_prompt", "finish"]:
     return "finish" if state.get("want_image") is False else "rewrite_image_prompt"
 
 
+def _after_prompt(state: State) -> Literal["generate_image", "finish"]:
+    return "finish" if state.get("image_skipped_reason") else "generate_image"
+
+
 def _after_draw(state: State) -> Literal["generate_image", "finish"]:
     return "finish" if state.get("want_image") is False else "generate_image"
 
@@ -51,7 +56,7 @@ def build_graph(checkpointer=None):
     builder.add_conditional_edges("start_turn", _entry)
     builder.add_edge("transcribe", "decide")
     builder.add_conditional_edges("answer", _after_answer)
-    builder.add_edge("rewrite_image_prompt", "generate_image")
+    builder.add_conditional_edges("rewrite_image_prompt", _after_prompt)
     builder.add_conditional_edges("draw", _after_draw)
     builder.add_edge("generate_image", "finish")
     builder.add_edge("finish", END)

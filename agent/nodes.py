@@ -266,6 +266,9 @@ def draw(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
 
 @step("rewrite_image_prompt", tool="image_prompt")
 def rewrite_image_prompt(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
+    skipped = _picture_decision(state, ctx, rec)
+    if skipped is not None:
+        return skipped
     passages = state.get("passages") or []
     title = passages[0]["title"] if passages and state.get("route") == "search" else None
     # Nothing found in the passages: picture the question's topic only.
@@ -274,6 +277,27 @@ def rewrite_image_prompt(state: State, ctx: Context, rec: StepRecord) -> dict[st
     if not will_draw(ctx):
         return _plain(source, ctx, rec, "the answer")
     return _rewrite(source, ctx, rec, min_share=0.5)
+
+
+def _picture_decision(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any] | None:
+    """Does a picture help this answer (tools/picture_helps.py)? The trace records the decision and
+    its reason; when none helps, the update that ends the turn without one (else None)."""
+    from tools.picture_helps import decide_picture, default_model
+
+    try:  # the classifier's MiniLM (shared with the router and the offline Wikipedia), timed as loading
+        embedder = default_model().embedder
+        if not getattr(embedder, "loaded", True):
+            timed_load(embedder.load, rec, "picture_classifier", ctx, "picture classifier")
+    except Exception:  # noqa: BLE001 - decide_picture meets it again and says why in its reason
+        pass
+    decision = decide_picture(question_of(state), state.get("route"), forced=state.get("want_image") is True)
+    rec.data["picture"] = decision.as_dict()
+    if decision.helps:
+        return None
+    rec.decision, rec.reason = "no picture", decision.reason
+    rec.output = "no image prompt: no picture helps"
+    return {"image_prompt": None, "image_skipped_reason": decision.reason,
+            "notices": [decision.reason[:1].upper() + decision.reason[1:]]}
 
 
 def _plain(source: str, ctx: Context, rec: StepRecord, what: str) -> dict[str, Any]:

@@ -75,10 +75,12 @@ class Settings(BaseSettings):
         description="'auto': the LLM decides; 'search', 'answer' or 'draw' forces that route "
         "(for scripts and evaluations; the trace says it was forced).",
     )
-    image: bool = Field(
-        True,
-        description="False: text only. Search and answer routes skip the image prompt and the image; "
-        "the draw route writes its image prompt but draws nothing.",
+    image: bool | None = Field(
+        None,
+        description="None (default): the search and answer routes get a picture only when one helps "
+        "(not for arithmetic, greetings, advice, translations, ...: tools/picture_helps.py decides; the "
+        "draw route always draws). True: always a picture. False: text only; the draw route writes its "
+        "image prompt but draws nothing.",
     )
     wiki: str = Field(
         "offline",

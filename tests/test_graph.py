@@ -213,7 +213,7 @@ def test_answer_route_answers_directly_without_searching(tmp_path):
     llm = ScriptedLLM(replies=["Leaves drift down, gold and red.", "Autumn leaves falling, gold and red"],
                       labels=["answer"])
     wiki = FakeWiki([MONA_LISA])
-    r = make_agent(tmp_path, llm, wiki=wiki).ask(text="Write a short poem about autumn.")
+    r = make_agent(tmp_path, llm, wiki=wiki).ask(text="Write a short poem about autumn.", image=True)  # a poem gets no picture unless asked
 
     assert r.route == "answer" and r.error is None
     assert "answer directly" in r.route_reason

@@ -104,7 +104,7 @@ class PictureModel:
                                    f"(p(no picture) {p:.2f} < {self.threshold:.2f})", "classifier", round(p, 3))
         kind = self.nearest_kind(vector)
         return PictureDecision(False, f"no picture: this reads as {KIND_PHRASES.get(kind, kind)}, where a picture "
-                               f"adds nothing (p(no picture) {p:.2f} >= {self.threshold:.2f}); --image draws one anyway",
+                               f"adds nothing (p(no picture) {p:.2f} >= {self.threshold:.2f}); --image (image=True) draws one anyway",
                                "classifier", round(p, 3), kind)
 
 
@@ -134,7 +134,7 @@ def decide_picture(question: str, route: str | None, *, forced: bool | None = No
     computed = compute(question)
     if computed is not None:
         return PictureDecision(False, f"no picture: {computed.expression} is arithmetic, where a picture adds "
-                               "nothing; --image draws one anyway", "arithmetic", kind="arithmetic")
+                               "nothing; --image (image=True) draws one anyway", "arithmetic", kind="arithmetic")
     try:
         return (model or default_model()).judge(question)
     except Exception as exc:  # noqa: BLE001 - no decision is no reason to drop the picture
