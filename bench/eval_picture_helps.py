@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/eval_picture_helps.py [--fit] [--json]
 
-``bench/data/picture_helps.jsonl``: 208 requests (search-, answer- and draw-like) labelled ``helps``
+``bench/data/picture_helps.jsonl``: 279 requests (search-, answer- and draw-like) labelled ``helps``
 true/false with a ``kind`` (animal, place, artwork, ... / arithmetic, greeting, advice, translation,
-abstract, ...) and a fixed ``split``: dev (108) or report (100). The file, report split included, was
-committed before any decision code existed. Labelling rule: a picture helps when the request is about
+abstract, ...) and a fixed ``split``: dev (179) or report (100). The first 208 lines (dev 108, report
+100) were committed before any decision code existed; 71 dev lines were added after the first fit
+(named people, works, teams and places; thanks, opinions, stories), the report split untouched. Labelling rule: a picture helps when the request is about
 something that can be seen (a creature, a place, a building, an artwork, a person, a vehicle, a
 weather or sky phenomenon) or asks for a drawing; it does not for arithmetic, greetings and small
 talk, advice, translations, word questions, text to write, opinions, code, definitions of abstract
