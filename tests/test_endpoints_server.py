@@ -288,7 +288,7 @@ def test_a_failing_image_endpoint_keeps_the_answer_and_says_why(scripted, tmp_pa
     agent = Agent(Settings(llm_endpoint=scripted.url, image_endpoint=scripted.url, endpoint_retries=1,
                            out_dir=tmp_path, route="answer"))
     scripted.queue("/v1/images/generations", *[srv.Reply.error(503, "no GPU free")] * 2)
-    result = agent.ask(text="What is two plus two?")
+    result = agent.ask(text="What is two plus two?", image=True)  # arithmetic gets no picture unless asked
     assert result.error is None and result.answer == "The answer is four."
     assert result.image_generated is False and Path(result.image_path).exists()  # the labelled card
     assert any("answered HTTP 503 (Service Unavailable: no GPU free); tried 2 times" in n for n in result.notices)
