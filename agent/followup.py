@@ -34,7 +34,10 @@ from tools.text import content_words, get_tokenizer, split_sentences, stems
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
 _PRONOUNS = re.compile(rf"\b({_PRONOUN})\b", re.IGNORECASE)
 _LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay|well)\b[,\s]*", re.IGNORECASE)
-_ABOUT = re.compile(r"^\s*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
+_ABOUT = re.compile(r"^\s*(?:and\s+|or\s+|but\s+)?(?:(?:what|how)\s+about|(?:and\s+)?(?:the\s+)?same\s+(?:for|with|about))\s+"
+                    r"(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
+#: "And the light bulb?", "Or Australia?": the previous question asked again about something else.
+_AND = re.compile(r"^\s*(?:and|or|also)\b[,\s]*(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 _POSSESSIVE = {"their", "theirs", "its", "his", "hers"}
 #: "there" that introduces something new ("Is there life on Mars?"), not a place said before.
 _EXPLETIVE_THERE = re.compile(
@@ -44,11 +47,14 @@ _AUXILIARIES = ("is are was were do does did has have had can could will would s
 _WH = ("what", "who", "whom", "whose", "when", "where", "why", "which", "how")
 _HOW_ADJ = frozenset("many much long old tall big far fast deep high large often heavy wide hot cold small".split())
 _PREPOSITIONS = frozenset("in at on during for after before by with without from since until near inside outside under "
-                          "over around".split())
+                          "over around per".split())
 #: Past participles of the irregular verbs a "Who VERBed X?" question often has ("When?" -> "When was X written?").
 _PARTICIPLES = {"wrote": "written", "built": "built", "drew": "drawn", "made": "made", "sang": "sung", "took": "taken",
                 "gave": "given", "won": "won", "began": "begun", "found": "found", "led": "led", "ran": "run",
                 "threw": "thrown", "broke": "broken", "sold": "sold", "bought": "bought", "shot": "shot", "killed": "killed"}
+#: Adverbs after "that" ("Why is that so important?"): "that" alone is the reference.
+_ADVERBS = frozenset("so very really too such still also even ever always just much well all only actually exactly "
+                     "quite".split())
 _MOTION = frozenset("go goes going went get gets travel travels travelling traveling fly flies move moved moving come "
                     "came".split())
 
@@ -61,7 +67,7 @@ def _words(text: str) -> list[str]:
 def question_word(text: str) -> str:
     """The word that says what is asked: "when", "how tall", "how many", "who"; for a yes/no
     question its auxiliary ("is", "did"); "" when there is none. A leading "and"/"so" is skipped."""
-    words = _words(_LEADING.sub("", text))
+    words = [re.sub(r"'(?:s|re|d|ll|ve)$", "", w) for w in _words(_LEADING.sub("", text))]  # "what's" -> "what"
     if not words:
         return ""
     first = words[0]
@@ -104,15 +110,35 @@ def _demonstrative_points_back(text: str, m: re.Match) -> bool:
             or word in ("make", "made", "see", "saw", "mean", "say", "said", "call", "called", "build", "paint"))
 
 
+#: "it" that points at the clause after it ("Is it true that Einstein failed math?", "How long does it
+#: take to boil an egg?"), not back: the clause has content words of its own.
+_EXPLETIVE_IT = re.compile(r"\bit\s+(?:(?:is|was|'s|be|seems?|takes?|took|make|makes)\s+)?(?:(?:[a-z]+\s+){0,2}?"
+                           r"(?:that|to|if|whether)|(?:really\s+|actually\s+)?(?:true|possible|safe|ok|okay|bad|good|"
+                           r"normal|healthy|dangerous|legal|illegal|necessary|better|worse|right|wrong|common|rare))"
+                           r"\s+(.+)", re.IGNORECASE)
+
+
+def _expletive_it(text: str, m: re.Match) -> bool:
+    found = _EXPLETIVE_IT.match(text, m.start())
+    return bool(found) and len(content_words(found.group(1))) >= 2
+
+
 def _references(text: str) -> list[re.Match]:
     """The pronouns of ``text`` that point back (not the "there" of "is there ...", not a "that"
-    joining a clause)."""
+    joining a clause, not the "it" of "is it true that ...")."""
     expletive = [m.span() for m in _EXPLETIVE_THERE.finditer(text)]
     found = []
     for m in _PRONOUNS.finditer(text):
         word = m.group(0).lower()
         if word == "there" and any(a <= m.start() < b for a, b in expletive):
             continue
+        if word == "it" and _expletive_it(text, m):
+            continue
+        if word == "they" and re.match(r"they\s+(?:say|said|call|called|mean)\b", text[m.start():], re.IGNORECASE):
+            continue  # "Why do they call it a hot dog?": people in general
+        if word == "it" and re.search(r"\b(?:call|calls|called|name|named)\s+$", text[: m.start()], re.IGNORECASE) \
+                and len(content_words(text[m.end():])) >= 1:
+            continue  # "call it a hot dog": the name follows
         if word in ("this", "that", "these", "those") and not _demonstrative_points_back(text, m):
             continue
         found.append(m)
@@ -134,12 +160,43 @@ def needs_context(question: str) -> bool:
     refs = _references(rest)
     if refs:
         # "Who was Napoleon and where was he born?": the pronoun points to a name the question says itself
-        if re.search(r"(?<=\w\s)[A-Z][a-z][\w'-]*.*(?:\band\b|,)", rest[: refs[0].start()]):
+        before = rest[: refs[0].start()]
+        if re.search(r"(?<=\w\s)[A-Z][a-z][\w'-]*.*(?:\band\b|,)", before):
+            return False
+        # "Do bats drink blood or is that a myth?": a clause of its own comes first, the pronoun points into it
+        if question_word(before) and len(content_words(before)) >= 2 and re.search(r"\?|,|\b(?:or|and|but|because)\b",
+                                                                                    before):
             return False
         return len(content_words(rest)) <= 8
     if _LEADING.match(question):
         return not _is_full_question(rest)
-    return len(_words(rest)) <= 3 and len(content_words(rest)) <= 1 and bool(question_word(rest))
+    words = _words(rest)
+    asks = question_word(rest)
+    if words and words[0] in _PREPOSITIONS and len(words) <= 4 and not asks:
+        return True  # "Per 100 grams?", "In winter?": the previous question, narrowed
+    if _fragment(rest):
+        return True  # "The smallest?", "A greyhound?", "Australia?": the previous question about something else
+    if len(words) <= 3 and asks in ("how many", "how much"):
+        return True  # "How many survived?"
+    if len(words) == 3 and words[1] in _AUXILIARIES:
+        return False  # "What is inflation?": a full question, however short
+    short = _TRAILING_ADVERBS.sub("", rest)  # "How big exactly?" is "How big?"
+    return len(_words(short)) <= 3 and len(content_words(short)) <= 1 and bool(asks)
+
+
+_TRAILING_ADVERBS = re.compile(r"(?:\s+(?:exactly|roughly|approximately|usually|really|then|again|instead|too|now))+"
+                               r"(?=\s*[?.!]*\s*$)", re.IGNORECASE)
+
+
+def _fragment(rest: str) -> bool:
+    """A few words with no question word, verb or pronoun that name something to ask the previous
+    question about: "the smallest?", "a greyhound?", "Australia?"."""
+    words = _words(rest)
+    if not words or len(words) > 3 or question_word(rest) or _references(rest) or words[0] in _PREPOSITIONS \
+            or any(w in _WH for w in words):
+        return False
+    return (words[0] in ("a", "an", "the") or bool(_superlative_spans(rest))
+            or (rest.rstrip().endswith("?") and rest.strip()[:1].isupper() and len(words) <= 2))
 
 
 # -- the rule -----------------------------------------------------------------------------------------------
@@ -197,6 +254,30 @@ def _previous_head(previous: str) -> str | None:
     return m.group(1) if m else None
 
 
+_IRREGULAR_PLURALS = {"mouse": "mice", "goose": "geese", "person": "people", "child": "children", "man": "men",
+                      "woman": "women", "tooth": "teeth", "foot": "feet", "wolf": "wolves", "leaf": "leaves",
+                      "knife": "knives", "calf": "calves", "half": "halves", "sheep": "sheep", "fish": "fish",
+                      "deer": "deer", "moose": "moose", "octopus": "octopuses", "cactus": "cacti"}
+
+
+def _plural(phrase: str) -> str:
+    """"a red panda" -> "red pandas", for a "they" that means the kind ("draw a fox" + "where do they live?")."""
+    m = re.match(r"(?:a|an)\s+(.+)$", phrase.strip(), re.IGNORECASE)
+    if not m:
+        return phrase
+    *head, last = m.group(1).split()
+    low = last.lower()
+    if low in _IRREGULAR_PLURALS:
+        last = _IRREGULAR_PLURALS[low]
+    elif re.search(r"(?:s|x|z|ch|sh)$", low):
+        last += "es"
+    elif re.search(r"[^aeiou]y$", low):
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return " ".join([*head, last])
+
+
 def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
     """The first back-reference of ``text`` replaced by ``topic`` (possessives as "topic's",
     "there" as "in topic"); None when there is none."""
@@ -205,6 +286,9 @@ def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
         return None
     m = refs[0]
     word = m.group(0).lower()
+    plural = ""
+    if word in ("they", "them", "their", "theirs", "these", "those") and _plural(topic) != topic:
+        topic = plural = _plural(topic)
     after = text[m.end():]
     next_word = (_words(after) or [""])[0]
     before = _words(text[: m.start()])
@@ -214,6 +298,7 @@ def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
     elif word == "there":
         new = ("to " if before and before[-1] in _MOTION else "in ") + topic
     elif word in ("this", "that", "these", "those") and next_word and next_word not in _AUXILIARIES \
+            and next_word not in _ADVERBS \
             and not next_word.endswith("ed") and re.match(r"\s+[a-z]", after) \
             and not (before and before[-1] in ("do", "does", "did", "will", "can", "could", "would", "should")):
         # "that painting" -> the topic stands for the whole noun phrase
@@ -221,10 +306,10 @@ def _replace_reference(text: str, topic: str) -> tuple[str, str] | None:
         return text[: m.start()] + topic + text[end:], f"'{m.group(0)} {next_word}'"
     else:
         new = topic
-    return text[: m.start()] + new + text[m.end():], f"'{m.group(0)}'"
+    return text[: m.start()] + new + text[m.end():], f"'{m.group(0)}'" + (f" (in the plural: '{plural}')" if plural else "")
 
 
-_PERSONAL = frozenset({"he", "him", "his", "she", "her", "hers"})
+_PERSONAL = frozenset({"he", "him", "his", "she", "her", "hers", "they", "them", "their"})
 #: Nouns for people: "And her husband?" asks "who", not "what".
 _PERSON_NOUNS = frozenset("husband wife son daughter sons daughters children child father mother parents brother "
                           "sister brothers sisters spouse partner teacher teachers student students successor "
@@ -256,6 +341,154 @@ def _answer_person(rest: str, previous: str, answer: str) -> str | None:
     return _answer_name(answer)
 
 
+# -- the previous question asked again ("What about X?", "And in winter?", "And the smallest?") ---------------
+_ORDINALS = frozenset("first second third fourth fifth sixth seventh eighth ninth tenth last next".split())
+#: Words ending in "-est" that are no superlative.
+_NOT_SUPERLATIVE = frozenset("west forest interest guest test rest nest chest quest request protest contest harvest "
+                             "everest honest modest arrest suggest digest invest manifest conquest pest vest crest "
+                             "priest".split())
+_TIME_WORDS = re.compile(
+    r"\b(?:\d{3,4}s?|\d+(?:st|nd|rd|th)|centur(?:y|ies)|ages?|era|eras|period|decades?|years?|times|dynasty|reign|"
+    r"spring|summer|autumn|fall|winter|january|february|march|april|may|june|july|august|september|october|"
+    r"november|december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|morning|evening|night|today|"
+    r"yesterday|ancient|medieval|prehistoric|war|wars|future|past)\b", re.IGNORECASE)
+#: Verbs of an event's course: "When did World War I start?" + "And end?" asks the verb again, not the subject.
+_EVENT_VERBS = frozenset("start starts begin end finish open close die live born win lose sink collapse fall rise erupt "
+                         "arrive leave stop happen retire marry form appear disappear split break".split())
+_WH_CHUNK = re.compile(r"^(?:what|which|who|whom|whose|how|when|where|why)\b", re.IGNORECASE)
+
+
+def _spacy():
+    from tools.short_answer import spacy_pipeline
+
+    return spacy_pipeline()
+
+
+def _pp_spans(text: str) -> list[re.Match]:
+    """The prepositional phrases of ``text``: a preposition and the words up to the next one."""
+    preps = "|".join(sorted(_PREPOSITIONS | {"of", "to", "about"}, key=len, reverse=True))
+    return list(re.finditer(rf"\b({preps})\s+((?:(?!\b(?:{preps})\b)[^?.!,;])+?)(?=\s*(?:\b(?:{preps})\b|[?.!,;]|$))",
+                            text, re.IGNORECASE))
+
+
+def _is_time(text: str) -> bool:
+    return bool(_TIME_WORDS.search(text))
+
+
+def _superlative_spans(text: str) -> list[re.Match]:
+    """"largest", "second largest", "most populous", "first" in ``text``."""
+    found = []
+    for m in re.finditer(r"\b(?:(?:%s)\s+)?(?:(?:most|least)\s+[a-z]+|[a-z]{3,}est|%s)\b" % (
+            "|".join(_ORDINALS), "|".join(_ORDINALS)), text, re.IGNORECASE):
+        last = m.group(0).split()[-1].lower()
+        if last in _NOT_SUPERLATIVE and not m.group(0).lower().startswith(("most", "least")):
+            continue
+        found.append(m)
+    return found
+
+
+def _noun_slot(prev: str, other: str) -> tuple[int, int] | None:
+    """Where ``other`` goes in the previous question when no topic is named there: the last noun
+    phrase (a proper name's for a proper name), by spaCy's noun chunks; the last capitalised name
+    when spaCy is not installed."""
+    nlp = _spacy()
+    proper = other[:1].isupper()
+    if nlp is not None:
+        doc = nlp(prev)
+        chunks = [c for c in doc.noun_chunks if not _WH_CHUNK.match(c.text) and c.root.pos_ != "PRON"]
+        if not proper:
+            proper = any(t.pos_ == "PROPN" for t in nlp(other))
+        names = [c for c in chunks if c.root.pos_ == "PROPN" or c.root.ent_type_]
+        pick = (names or chunks)[-1] if proper and (names or chunks) else (chunks[-1] if chunks else None)
+        if pick is not None:
+            return pick.start_char, pick.end_char
+    names = list(re.finditer(r"(?<!^)\b(?:(?:the|a|an)\s+)?[A-Z][\w'-]*(?:\s+(?:of\s+)?[A-Z][\w'-]*)*", prev))
+    return (names[-1].start(), names[-1].end()) if names else None
+
+
+def _ask_again(prev: str, other: str, topic: str) -> tuple[str, str] | None:
+    """The previous question asked again with ``other`` in place of what it fits: a phrase with the
+    same preposition, or of the same kind (time for time: "in the 1800s" for "during the Middle Ages");
+    a superlative or ordinal ("the smallest" for "largest"); an event verb ("end" for "start"); else
+    the topic or the last noun phrase. None when nothing fits."""
+    other = re.sub(r"(?:\s+(?:instead|then|too|as\s+well|also|now))+$", "", other.strip().rstrip("?.! "), flags=re.I)
+    words = _words(other)
+    if not words:
+        return None
+    if words[0] in _PREPOSITIONS | {"of", "to", "the", "a", "an"} | _ORDINALS:  # "Per litre?" goes mid-sentence
+        other = other[:1].lower() + other[1:]
+    if words[0] in _PREPOSITIONS | {"of", "to"}:
+        spans = _pp_spans(prev)
+        same = [m for m in spans if m.group(1).lower() == words[0] and _is_time(m.group(2)) == _is_time(other)]
+        timely = [m for m in spans if _is_time(other) and _is_time(m.group(2))]
+        pick = (same or timely or [None])[-1]
+        if pick is not None:
+            return (prev[: pick.start()] + other + prev[pick.end():],
+                    f"the previous question with '{other}' in place of '{pick.group(0)}'")
+        return f"{prev.rstrip('?.! ')} {other}", f"the previous question narrowed by '{other}'"
+    core = re.sub(r"^(?:the|a|an)\s+", "", other, flags=re.IGNORECASE)
+    sup = _superlative_spans(prev)
+    if sup and _superlative_spans(core) and _superlative_spans(core)[0].start() == 0:
+        new = re.sub(r"\s+ones?$", "", core, flags=re.IGNORECASE)
+        m = sup[0]
+        if new.lower() in _ORDINALS and len(m.group(0).split()) > 1 and m.group(0).split()[0].lower() in _ORDINALS:
+            # "the third?" after "the second largest": only the ordinal changes
+            return (prev[: m.start()] + new + prev[m.start() + len(m.group(0).split()[0]):],
+                    f"the previous question with '{new}' for '{m.group(0).split()[0]}'")
+        return prev[: m.start()] + new + prev[m.end():], f"the previous question with '{new}' for '{m.group(0)}'"
+    if len(words) == 1 and words[0] in _EVENT_VERBS:
+        last = re.search(r"\b(\w+)\s*[?.!]*\s*$", prev)
+        if last and last.group(1).lower() in _EVENT_VERBS and re.match(r"\s*\w+\s+(?:did|do|does)\b", prev, re.I):
+            return prev[: last.start(1)] + other + prev[last.end(1):], f"'{other}' asked instead of '{last.group(1)}'"
+    found = _find(_clean_title(topic), prev)
+    span = (found.start(), found.end()) if found else _noun_slot(prev, other)
+    if span is None:
+        return None
+    return prev[: span[0]] + other + prev[span[1]:], f"the previous question asked about '{other}' instead"
+
+
+def _how_many_of(ask: str, prev: str) -> str | None:
+    """"How many?" after "Did Mozart have any children?": "How many children did Mozart have?"."""
+    if ask.lower() not in ("how many", "how much"):
+        return None
+    aux = "|".join(_AUXILIARIES)
+    m = re.match(r"\s*(%s)\s+(.+?)\s+(?:any|some)\s+([\w-]+)(.*?)\s*[?.!]*\s*$" % aux, prev, re.IGNORECASE) or \
+        re.match(r"\s*(%s)\s+(.+?\s+(?:have|has|had|contain|contains|own|owns|need|needs|use|uses))\s+([\w-]+)()"
+                 r"\s*[?.!]*\s*$" % aux, prev, re.IGNORECASE)
+    if not m:
+        return None
+    return f"{ask} {m.group(3)} {m.group(1).lower()} {m.group(2)}{m.group(4)}"
+
+
+#: Nouns that frame a request rather than name its subject ("any tips for repotting a monstera").
+_LIGHT_NOUNS = frozenset("tip tips way ways thing things idea ideas advice method methods kind kinds type types sort "
+                         "lot bit step steps trick tricks substitute substitutes alternative alternatives example "
+                         "examples recipe recipes guide list difference differences best".split())
+
+
+def subject_phrase(text: str) -> str:
+    """The first noun phrase of a request or question, with its modifiers and without what follows
+    ("a giraffe eating leaves" -> "a giraffe", "How do vaccines work?" -> "vaccines"): what a later
+    "it"/"they" means. spaCy's noun chunks; without spaCy, the words up to a preposition or an -ing verb."""
+    nlp = _spacy()
+    if nlp is not None:
+        doc = nlp(text)
+        for chunk in doc.noun_chunks:
+            if _WH_CHUNK.match(chunk.text) or chunk.root.pos_ == "PRON" or chunk.root.text.lower() in _LIGHT_NOUNS:
+                continue
+            end = chunk.end  # "sourdough" + "starter", split by the parser, is one phrase
+            while end < len(doc) and doc[end].pos_ in ("NOUN", "PROPN"):
+                end += 1
+            return doc[chunk.start:end].text
+        return text
+    words = text.split()
+    for i, w in enumerate(words[1:], 1):
+        if w.lower() in _PREPOSITIONS or w.lower() in ("that", "who", "which", "while") or \
+                (w.lower().endswith("ing") and len(w) > 5):
+            return " ".join(words[:i])
+    return text
+
+
 def substitute(question: str, previous: str, topic: str, answer: str = "", answered: str = "") -> Substitution:
     """The follow-up with the earlier topic put in, by rule (see the module's docstring). ``answer``:
     the answer to ``answered`` (default: the previous question); its person stands for "he"/"she"
@@ -266,24 +499,33 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
     prev = _LEADING.sub("", previous).strip()
 
     about = _ABOUT.match(asked)
-    if about and not _references(about.group(1)):  # "What about Germany?": the previous question about X
-        other = about.group(1)
-        found = _find(_clean_title(topic), prev)
-        if found is None:  # the topic is the answer's title, not in the question: swap the question's last name
-            names = list(re.finditer(r"(?<!^)\b(?:(?:the|a|an)\s+)?[A-Z][\w'-]*(?:\s+(?:of\s+)?[A-Z][\w'-]*)*", prev))
-            found = names[-1] if names else None
-        if found is not None:
-            text = prev[: found.start()] + other + prev[found.end():]
-            return Substitution(_finish(text, asked), f"the previous question asked about '{other}' instead")
+    other = about.group(1) if about and not _references(about.group(1)) else None
+    if other is None and not about:
+        also = _AND.match(asked)
+        if also and not _references(also.group(1)) and not question_word(also.group(1)):
+            other = also.group(1)  # "And the light bulb?"
+        elif _fragment(rest):
+            other = rest  # "The smallest?"
+    if other is not None:  # the previous question asked again about ``other``
+        again = _ask_again(prev, other, topic)
+        if again:
+            return Substitution(_finish(again[0], asked), again[1])
         return Substitution(_finish(f"{prev.rstrip('?.! ')} ({other})", asked), "")
     if about:
         rest = about.group(1)  # "What about his wife?": as "And his wife?"
 
+    by_whom = re.fullmatch(r"by\s+(?:who|whom)\s*[?.!]*", rest, re.IGNORECASE)
+    done = re.match(r"\s*(?:when|where|why|how)\s+(?:was|were|is|are)\s+(.+?)\s+(\w+ed|%s)\s*[?.!]*$"
+                    % "|".join(_PARTICIPLES.values()), prev, re.IGNORECASE)
+    if by_whom and done:  # "When was the printing press invented?" + "By whom?" -> "Who invented the printing press?"
+        active = {v: k for k, v in _PARTICIPLES.items()}.get(done.group(2).lower(), done.group(2))
+        return Substitution(_finish(f"who {active} {done.group(1)}", asked), "'by whom' asked of the previous question")
     words = _words(rest)
-    if words and words[0] in _PREPOSITIONS and not _references(rest) and len(content_words(rest)) <= 2:
-        # "And in winter?": the previous question, narrowed
-        return Substitution(_finish(f"{prev.rstrip('?.! ')} {rest.rstrip('?.! ')}", asked),
-                            f"the previous question narrowed by '{rest.rstrip('?.! ')}'")
+    if words and words[0] in _PREPOSITIONS and not _references(rest) and len(content_words(rest)) <= 3:
+        # "And in winter?": the previous question, narrowed or with its own phrase replaced
+        again = _ask_again(prev, rest, topic)
+        if again:
+            return Substitution(_finish(again[0], asked), again[1])
     if words and words[0] in _POSSESSIVE | {"her"} and not question_word(rest):
         # "And his wife?": the previous question's "Who was" about the topic's wife
         noun = (_words(rest) + [""])[1]
@@ -292,14 +534,24 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
         if replaced:
             return Substitution(_finish(f"{head} {replaced[0].rstrip('?.! ')}", asked),
                                 f"the previous question's '{head}' with {replaced[1]} replaced by '{phrase}'")
-    bare = re.fullmatch(r"(how\s+\w+|when|where|why|who|what)\s*[?.!]*", rest, re.IGNORECASE)
+    bare = re.fullmatch(r"(how\s+come|how\s+\w+|how|when|where|why|who|what|(?:in\s+)?(?:what|which)\s+(?:year|century|decade))"
+                        r"((?:\s+(?:exactly|roughly|approximately|usually|really|then|again))?)\s*[?.!]*", rest, re.IGNORECASE)
     if bare:
         ask = " ".join(bare.group(1).split())
+        tail = bare.group(2) or ""
         passive = re.match(r"who\s+(\w+ed|%s)\s+(.+?)\s*[?.!]*$" % "|".join(_PARTICIPLES), prev, re.IGNORECASE)
-        if ask.lower().startswith("how ") and ask.lower().split()[1] in _HOW_ADJ:
+        counted = _how_many_of(ask, prev)
+        if counted:  # "Did Mozart have any children?" + "How many?"
+            return Substitution(_finish(counted, asked), f"'{ask}' asked of what the previous question named")
+        yes_no = question_word(prev) in _AUXILIARIES
+        if yes_no and ask.lower() in ("why", "when", "where", "how", "how come"):  # "Is the platypus a mammal?" + "Why?"
+            return Substitution(_finish(f"{ask} {prev[:1].lower() + prev[1:]}", asked),
+                                f"'{ask}' asked of the previous yes/no question")
+        if ask.lower().startswith("how ") and ask.lower().split()[1] in _HOW_ADJ - {"many", "much"}:
             be = "was" if re.match(r"\s*who\s+was\b", prev, re.IGNORECASE) else "is"
-            return Substitution(_finish(f"{ask} {be} {phrase}", asked), f"'{ask}' asked of '{phrase}'")
-        if passive and ask.lower() in ("when", "where", "why"):  # "Who founded Microsoft?" + "When?"
+            return Substitution(_finish(f"{ask} {be} {phrase}{tail}", asked), f"'{ask}' asked of '{phrase}'")
+        if passive and (ask.lower() in ("when", "where", "why") or ask.lower().endswith(("year", "century", "decade"))):
+            # "Who founded Microsoft?" + "When?" / "What year?"
             verb = _PARTICIPLES.get(passive.group(1).lower(), passive.group(1))
             return Substitution(_finish(f"{ask} was {passive.group(2)} {verb}", asked),
                                 f"'{ask}' asked of the previous question")
@@ -419,6 +671,10 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     last = history[-1]
     previous = last.get("question", "")
     topic = last.get("topic") or previous
+    if last.get("route") in ("draw", "answer") and topic:
+        # "it" after "Draw a giraffe eating leaves" is the giraffe: the first noun phrase (parsed only
+        # now, when a follow-up needs it, so a turn without one never loads the parser)
+        topic = subject_phrase(topic if last.get("route") == "draw" else previous) or topic
     answered = _who_did_turn(history)
     answer, asked_who = (answered.get("answer") or "", answered.get("question", "")) if answered else ("", "")
     rule = substitute(question, previous, topic, answer, asked_who)

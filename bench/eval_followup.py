@@ -1,6 +1,6 @@
 """Follow-up rewriting: does the standalone question keep what the user asked?
 
-    .venv/bin/python bench/eval_followup.py [--split dev|report|all] [--json] [--llm SPEC]
+    .venv/bin/python bench/eval_followup.py [--split dev|report|all|blind|blind2|blind3] [--json] [--llm SPEC]
 
 Data: ``bench/data/followups.jsonl``, hand-written two-turn conversations, one per line:
 ``{id, split, type, first, route, source, topic, [answer,] followup, expected}``. ``route`` and ``source``
@@ -69,13 +69,15 @@ class OnceLLM:
         return self.replies[key]
 
 
-#: 48 conversations written blind, by someone who saw neither the rule nor the other set (``--split blind``).
-BLIND = DATA.with_name("followups_blind.jsonl")
+#: Conversations written blind, each set by a helper who saw neither the rule nor the other sets:
+#: ``blind`` (48; its misses were then used for tuning), ``blind2`` (72; first run before any tuning on it,
+#: then tuned on), ``blind3`` (80, with the first turn's answer; run once, after all tuning: the held-out figure).
+BLIND = {name: DATA.with_name(f"followups_{name}.jsonl") for name in ("blind", "blind2", "blind3")}
 
 
 def load_rows(split: str) -> list[dict]:
-    if split == "blind":
-        return [json.loads(line) for line in BLIND.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if split in BLIND:
+        return [json.loads(line) for line in BLIND[split].read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
     bad = [r for r in rows if r.get("type") not in TYPES or r.get("split") not in ("dev", "report")]
     if bad:
@@ -133,7 +135,7 @@ def print_table(results: dict, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "report", "all", "blind"), default="report")
+    parser.add_argument("--split", choices=("dev", "report", "all", *BLIND), default="report")
     parser.add_argument("--llm", default=None, help="LLM spec (default: the starter LLM)")
     parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
     args = parser.parse_args()
