@@ -29,13 +29,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.common import Cancelled, ToolError, load_prompt
-from tools.text import content_words, get_tokenizer, split_sentences, stems
+from tools.text import content_words, get_tokenizer, split_sentences, stem, stems
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
 _PRONOUNS = re.compile(rf"\b({_PRONOUN})\b", re.IGNORECASE)
 _LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay|well)\b[,\s]*", re.IGNORECASE)
-_ABOUT = re.compile(r"^\s*(?:and\s+|or\s+|but\s+)?(?:(?:what|how)\s+about|(?:and\s+)?(?:the\s+)?same\s+(?:for|with|about))\s+"
+_ABOUT = re.compile(r"^\s*(?:and\s+|or\s+|but\s+)?(?:(?:what|how)\s+about|(?:and\s+)?(?:the\s+)?same(?:\s+(?:question|thing))?\s+(?:for|with|about)|what\s+if\s+it(?:'s|\s+is|\s+was|\s+were)?(?=\s+(?:in|at|on|during|for|after|before|by|with|without|from|under|over)\b))\s+"
                     r"(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
+#: "Tell me more", "Go on", "Can you elaborate?": more about the topic.
+_MORE = re.compile(r"^\s*(?:(?:and|ok|okay|so)\b[,\s]*)?(?:(?:can|could|would)\s+you\s+)?(?:please\s+)?"
+                   r"(?:tell\s+me\s+more|say\s+more|more(?:\s+details?|\s+info(?:rmation)?)?(?:\s+please)?|go\s+on|"
+                   r"elaborate|explain\s+more|keep\s+going)(?:\s+please)?\s*[?.!]*\s*$", re.IGNORECASE)
 #: "And the light bulb?", "Or Australia?": the previous question asked again about something else.
 _AND = re.compile(r"^\s*(?:and|or|also)\b[,\s]*(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 _POSSESSIVE = {"their", "theirs", "its", "his", "hers"}
@@ -67,7 +71,9 @@ def _words(text: str) -> list[str]:
 def question_word(text: str) -> str:
     """The word that says what is asked: "when", "how tall", "how many", "who"; for a yes/no
     question its auxiliary ("is", "did"); "" when there is none. A leading "and"/"so" is skipped."""
-    words = [re.sub(r"'(?:s|re|d|ll|ve)$", "", w) for w in _words(_LEADING.sub("", text))]  # "what's" -> "what"
+    # "what's" -> "what"; typed without the apostrophe too ("whats", "wheres", "hows")
+    words = [re.sub(r"'(?:s|re|d|ll|ve)$", "", w) for w in _words(_LEADING.sub("", text))]
+    words = [w[:-1] if w in ("whats", "wheres", "whens", "hows", "whos") else w for w in words]
     if not words:
         return ""
     first = words[0]
@@ -81,7 +87,11 @@ def question_word(text: str) -> str:
 def content_stems(text: str) -> set[str]:
     """The content words of ``text`` (no function, question or request words), Snowball-stemmed
     ("painted"/"painting" -> "paint", "lived"/"live" -> "live"); a possessive "'s" is dropped."""
-    return set(get_tokenizer().stem_words(content_words(text)))
+    return set(get_tokenizer().stem_words([w for w in content_words(text) if w not in _DISCOURSE]))
+
+
+#: Words that carry no intent: "ok how long ...", "and their top speed too?", "whats" (a typed "what's").
+_DISCOURSE = frozenset("ok okay so also too like well anyway hey though whats wheres hows whos".split())
 
 
 def _letters(text: str) -> list[str]:
@@ -102,7 +112,7 @@ def _demonstrative_points_back(text: str, m: re.Match) -> bool:
     """"that"/"this" pointing back ("Who built that?", "What does this mean?", "about that"), not
     joining a clause ("the man that built it", "Is it true that ...")."""
     before = _words(text[: m.start()])
-    if not before:
+    if not before or not _words(text[m.end():]):  # first word, or last: "How long to learn that?"
         return True
     word = before[-1]
     return (word in _AUXILIARIES or word in _PREPOSITIONS or word in _WH or word in ("about", "of", "to")
@@ -120,7 +130,10 @@ _EXPLETIVE_IT = re.compile(r"\bit\s+(?:(?:is|was|'s|be|seems?|takes?|took|make|m
 
 def _expletive_it(text: str, m: re.Match) -> bool:
     found = _EXPLETIVE_IT.match(text, m.start())
-    return bool(found) and len(content_words(found.group(1))) >= 2
+    if not found:
+        return False
+    clause = found.group(1)  # "... to learn that": a verb and its object, even a pronoun
+    return len(content_words(clause)) + len(re.findall(r"\b(?:it|that|this|them|those)\b", clause, re.I)) >= 2
 
 
 def _references(text: str) -> list[re.Match]:
@@ -154,7 +167,7 @@ def needs_context(question: str) -> bool:
     """A short question leaning on something said before: it refers back with a pronoun, asks
     "what about X?", is cut short ("And in winter?", "How tall?"), or starts with "and"/"but"
     without being a full question of its own."""
-    if _ABOUT.match(question):
+    if _ABOUT.match(question) or _MORE.match(question):
         return True
     rest = _LEADING.sub("", question)
     refs = _references(rest)
@@ -172,19 +185,25 @@ def needs_context(question: str) -> bool:
         return not _is_full_question(rest)
     words = _words(rest)
     asks = question_word(rest)
-    if words and words[0] in _PREPOSITIONS and len(words) <= 4 and not asks:
+    short_words = _words(_TRAILING_ADVERBS.sub("", rest))
+    if words and words[0] in _PREPOSITIONS and len(short_words) <= 4 and not asks:
         return True  # "Per 100 grams?", "In winter?": the previous question, narrowed
     if _fragment(rest):
         return True  # "The smallest?", "A greyhound?", "Australia?": the previous question about something else
-    if len(words) <= 3 and asks in ("how many", "how much"):
-        return True  # "How many survived?"
+    if len(short_words) <= 3 and asks in ("how many", "how much"):
+        return True  # "How many survived?", "How many hearts then?"
+    if _LATE_WH.fullmatch(rest.strip()):
+        return True  # "Published when?"
     if len(words) == 3 and words[1] in _AUXILIARIES:
         return False  # "What is inflation?": a full question, however short
     short = _TRAILING_ADVERBS.sub("", rest)  # "How big exactly?" is "How big?"
     return len(_words(short)) <= 3 and len(content_words(short)) <= 1 and bool(asks)
 
 
-_TRAILING_ADVERBS = re.compile(r"(?:\s+(?:exactly|roughly|approximately|usually|really|then|again|instead|too|now))+"
+#: "Published when?", "Built where?", "Painted by whom?"
+_LATE_WH = re.compile(r"(\w+ed|%s)\s+(when|where|by\s+whom|by\s+who)\s*[?.!]*" % "|".join(_PARTICIPLES.values()), re.I)
+_TRAILING_ADVERBS = re.compile(r"(?:,?\s+(?:exactly|roughly|approximately|usually|really|then|again|instead|too|now|"
+                               r"though))+"
                                r"(?=\s*[?.!]*\s*$)", re.IGNORECASE)
 
 
@@ -322,6 +341,9 @@ def _answer_name(answer: str) -> str | None:
     when the answer is no short name."""
     text = re.sub(r"\s*\[\d+\]", "", answer or "").strip()
     text = next(iter(split_sentences(text)), "").strip().rstrip(".!")
+    lead = re.match(r"((?:[A-Z][\w'.-]*\s+)*?[A-Z][\w'.-]*)\s+(?:is|was|are|were|has|had|invented|wrote|painted)\b", text)
+    if lead and len(text.split()) > 5:  # "Alexander Graham Bell is credited with ..."
+        text = lead.group(1)
     words = text.split()
     if not 1 <= len(words) <= 5 or words[0] in ("I", "It", "The", "A", "An", "No"):
         return None
@@ -330,13 +352,24 @@ def _answer_name(answer: str) -> str | None:
     return text
 
 
+def _asks_for_person(question: str) -> bool:
+    """Does the question ask for a person (or band, team) the answer will name: who *did* something
+    ("Who painted the Mona Lisa?") or who holds a role ("Who was the first president?", "could you tell
+    me who the drummer in the Beatles was?"), not who a named person is ("Who was Marie Curie?")?"""
+    asked = re.sub(r"^\s*(?:(?:can|could|would)\s+you\s+)?(?:please\s+)?(?:tell\s+me|do\s+you\s+know)\s+", "",
+                   _LEADING.sub("", question), flags=re.IGNORECASE)
+    did = re.match(r"\s*who\s+(?!is\b|was\b|are\b|were\b|'s\b)\w+", asked, re.IGNORECASE)
+    role = re.match(r"\s*who(?:\s+(?:is|was|are|were)|'s)?\s+the\s+[a-z]", asked, re.IGNORECASE)
+    return bool(did or role)
+
+
 def _answer_person(rest: str, previous: str, answer: str) -> str | None:
     """The previous answer's person when "he"/"she"/"his" must mean them: the previous question
     asked who *did* something ("Who painted the Mona Lisa?"), not who someone is ("Who was Marie Curie?")."""
     refs = _references(rest)
     if not refs or refs[0].group(0).lower() not in _PERSONAL:
         return None
-    if not re.match(r"\s*who\s+(?!is\b|was\b|are\b|were\b|'s\b)\w+", _LEADING.sub("", previous), re.IGNORECASE):
+    if not _asks_for_person(previous):
         return None
     return _answer_name(answer)
 
@@ -364,6 +397,17 @@ def _spacy():
     return spacy_pipeline()
 
 
+def _is_name(text: str) -> bool:
+    """A proper name ("Wales", "new zealand" as spaCy tags it): capitalised, or spaCy's PROPN."""
+    text = re.sub(r"^(?:the)\s+", "", text.strip(), flags=re.IGNORECASE)
+    if not text:
+        return False
+    if text[:1].isupper():
+        return True
+    nlp = _spacy()
+    return nlp is not None and all(t.pos_ == "PROPN" for t in nlp(text) if t.is_alpha)
+
+
 def _pp_spans(text: str) -> list[re.Match]:
     """The prepositional phrases of ``text``: a preposition and the words up to the next one."""
     preps = "|".join(sorted(_PREPOSITIONS | {"of", "to", "about"}, key=len, reverse=True))
@@ -387,6 +431,19 @@ def _superlative_spans(text: str) -> list[re.Match]:
     return found
 
 
+def _most_alike(other: str, chunks: list) -> Any:
+    """The noun phrase most like ``other`` by sentence embeddings ("teenagers" -> "an adult", not
+    "sleep"); the last one when the embedding model cannot be loaded."""
+    try:
+        from tools.wikipedia.offline import default_embedder
+
+        vectors = default_embedder().encode([other] + [c.text for c in chunks])
+    except Exception:  # noqa: BLE001 - no embedding model here: the last noun phrase
+        return chunks[-1]
+    scores = vectors[1:] @ vectors[0]
+    return chunks[int(scores.argmax())]
+
+
 def _noun_slot(prev: str, other: str) -> tuple[int, int] | None:
     """Where ``other`` goes in the previous question when no topic is named there: the last noun
     phrase (a proper name's for a proper name), by spaCy's noun chunks; the last capitalised name
@@ -399,18 +456,27 @@ def _noun_slot(prev: str, other: str) -> tuple[int, int] | None:
         if not proper:
             proper = any(t.pos_ == "PROPN" for t in nlp(other))
         names = [c for c in chunks if c.root.pos_ == "PROPN" or c.root.ent_type_]
-        pick = (names or chunks)[-1] if proper and (names or chunks) else (chunks[-1] if chunks else None)
+        pool = names if proper and names else chunks
+        pick = _most_alike(other, pool) if len(pool) > 1 else (pool[-1] if pool else None)
         if pick is not None:
             return pick.start_char, pick.end_char
     names = list(re.finditer(r"(?<!^)\b(?:(?:the|a|an)\s+)?[A-Z][\w'-]*(?:\s+(?:of\s+)?[A-Z][\w'-]*)*", prev))
     return (names[-1].start(), names[-1].end()) if names else None
 
 
-def _ask_again(prev: str, other: str, topic: str) -> tuple[str, str] | None:
+def _property_slot(prev: str, topic: re.Match) -> tuple[int, int] | None:
+    """The noun phrase before the topic that names what was asked of it ("the capital" of "What is
+    the capital of France?"); None when there is none."""
+    m = re.search(r"\b(?:the|a|an)\s+[a-z][\w-]*(?:\s+[a-z][\w-]*)?(?=\s+(?:of|in|for)\s+$)", prev[: topic.start()])
+    return (m.start(), m.end()) if m else None
+
+
+def _ask_again(prev: str, other: str, topic: str, prefer_topic: bool = True) -> tuple[str, str] | None:
     """The previous question asked again with ``other`` in place of what it fits: a phrase with the
     same preposition, or of the same kind (time for time: "in the 1800s" for "during the Middle Ages");
     a superlative or ordinal ("the smallest" for "largest"); an event verb ("end" for "start"); else
-    the topic or the last noun phrase. None when nothing fits."""
+    the topic (when ``prefer_topic``: an article's title) or the noun phrase most like ``other``. None when
+    nothing fits."""
     other = re.sub(r"(?:\s+(?:instead|then|too|as\s+well|also|now))+$", "", other.strip().rstrip("?.! "), flags=re.I)
     words = _words(other)
     if not words:
@@ -422,6 +488,14 @@ def _ask_again(prev: str, other: str, topic: str) -> tuple[str, str] | None:
         same = [m for m in spans if m.group(1).lower() == words[0] and _is_time(m.group(2)) == _is_time(other)]
         timely = [m for m in spans if _is_time(other) and _is_time(m.group(2))]
         pick = (same or timely or [None])[-1]
+        obj = other.split(None, 1)[1] if len(other.split()) > 1 else ""
+        if pick is None and obj and not _is_time(other) and _is_name(obj):
+            # "And for Wales?" after "... the national animal of Scotland?": a name for a name
+            named = [m for m in spans if _is_name(m.group(2)) and not _is_time(m.group(2))]
+            if named:
+                m = named[-1]
+                return (prev[: m.start(2)] + obj + prev[m.end(2):],
+                        f"the previous question with '{obj}' in place of '{m.group(2)}'")
         if pick is not None:
             return (prev[: pick.start()] + other + prev[pick.end():],
                     f"the previous question with '{other}' in place of '{pick.group(0)}'")
@@ -435,13 +509,24 @@ def _ask_again(prev: str, other: str, topic: str) -> tuple[str, str] | None:
             # "the third?" after "the second largest": only the ordinal changes
             return (prev[: m.start()] + new + prev[m.start() + len(m.group(0).split()[0]):],
                     f"the previous question with '{new}' for '{m.group(0).split()[0]}'")
-        return prev[: m.start()] + new + prev[m.end():], f"the previous question with '{new}' for '{m.group(0)}'"
+        end = m.end()
+        if len(new.split()) > len(_superlative_spans(new)[0].group(0).split()):  # "the deepest lake": its noun too
+            noun = re.match(r"\s+[a-z]+", prev[end:])
+            end += noun.end() if noun else 0
+        return prev[: m.start()] + new + prev[end:], f"the previous question with '{new}' for '{prev[m.start():end]}'"
     if len(words) == 1 and words[0] in _EVENT_VERBS:
         last = re.search(r"\b(\w+)\s*[?.!]*\s*$", prev)
         if last and last.group(1).lower() in _EVENT_VERBS and re.match(r"\s*\w+\s+(?:did|do|does)\b", prev, re.I):
             return prev[: last.start(1)] + other + prev[last.end(1):], f"'{other}' asked instead of '{last.group(1)}'"
     found = _find(_clean_title(topic), prev)
-    span = (found.start(), found.end()) if found else _noun_slot(prev, other)
+    if found and re.match(r"(?:the|its)\s+[a-z]", other) and _clean_title(topic)[:1].isupper():
+        # "What about the population?" after "What is the capital of France?": another property of France
+        prop = _property_slot(prev, found)
+        if prop:
+            new = re.sub(r"^its\s+", "the ", other)
+            return (prev[: prop[0]] + new + prev[prop[1]:],
+                    f"the previous question about '{found.group(0)}' asking '{new}' instead")
+    span = (found.start(), found.end()) if found and prefer_topic else _noun_slot(prev, other)
     if span is None:
         return None
     return prev[: span[0]] + other + prev[span[1]:], f"the previous question asked about '{other}' instead"
@@ -463,7 +548,10 @@ def _how_many_of(ask: str, prev: str) -> str | None:
 #: Nouns that frame a request rather than name its subject ("any tips for repotting a monstera").
 _LIGHT_NOUNS = frozenset("tip tips way ways thing things idea ideas advice method methods kind kinds type types sort "
                          "lot bit step steps trick tricks substitute substitutes alternative alternatives example "
-                         "examples recipe recipes guide list difference differences best".split())
+                         "examples recipe recipes guide list difference differences best "
+                         # a drawing request's own nouns: "an image of the Colosseum", "a portrait of Cleopatra"
+                         "image images picture pictures photo photos drawing drawings illustration sketch portrait "
+                         "painting render".split())
 
 
 def subject_phrase(text: str) -> str:
@@ -473,13 +561,19 @@ def subject_phrase(text: str) -> str:
     nlp = _spacy()
     if nlp is not None:
         doc = nlp(text)
+        light = None
         for chunk in doc.noun_chunks:
+            if chunk.root.text.lower() in _LIGHT_NOUNS and light is None and chunk.root.pos_ != "PRON":
+                light = chunk
             if _WH_CHUNK.match(chunk.text) or chunk.root.pos_ == "PRON" or chunk.root.text.lower() in _LIGHT_NOUNS:
                 continue
             end = chunk.end  # "sourdough" + "starter", split by the parser, is one phrase
             while end < len(doc) and doc[end].pos_ in ("NOUN", "PROPN"):
                 end += 1
             return doc[chunk.start:end].text
+        if light is not None:  # "some tips for falling asleep faster": the framing noun with what it is about
+            phrase = re.sub(r"\s*\b(?:please|thanks)\b.*$", "", doc[light.start:].text).rstrip(" ?.!")
+            return re.sub(r"^(?:some|any|a\s+few)\s+", "", phrase, flags=re.IGNORECASE)
         return text
     words = text.split()
     for i, w in enumerate(words[1:], 1):
@@ -489,16 +583,40 @@ def subject_phrase(text: str) -> str:
     return text
 
 
-def substitute(question: str, previous: str, topic: str, answer: str = "", answered: str = "") -> Substitution:
+def substitute(question: str, previous: str, topic: str, answer: str = "", answered: str = "",
+               route: str = "search") -> Substitution:
     """The follow-up with the earlier topic put in, by rule (see the module's docstring). ``answer``:
     the answer to ``answered`` (default: the previous question); its person stands for "he"/"she"
-    when that question asked who did something."""
+    when that question asked who did something. ``route``: the previous turn's; after "search" the
+    topic is an article's title, which "What about X?" replaces first."""
     asked = question.strip()
     rest = _LEADING.sub("", asked).strip()
     phrase = _topic_phrase(topic, previous)
     prev = _LEADING.sub("", previous).strip()
 
+    if _MORE.match(asked):
+        return Substitution(_finish(f"Tell me more about {phrase}", asked), f"'{asked}' asked of '{phrase}'")
+    words = _words(rest)
+    if len(words) == 1 and words[0].endswith("ly") and words[0] not in ("only", "early", "family", "italy") \
+            and not question_word(rest):
+        # "Formally?" after "How do you say thank you in Japanese?": the adverb before the last phrase
+        spans = _pp_spans(prev)
+        at = spans[-1].start() if spans else len(prev.rstrip("?.! "))
+        text = f"{prev[:at].rstrip()} {words[0]} {prev[at:]}".strip()
+        return Substitution(_finish(text, asked), f"the previous question asked '{words[0]}'")
+    if re.fullmatch(r"(?:the\s+)?(?:other\s+way\s+(?:round|around)|vice\s+versa|reverse|opposite)\s*[?.!]*", rest, re.I):
+        pair = re.search(r"\b(\w+(?:\s+\w+)?)\s+(to|into)\s+(\w+(?:\s+\w+)?)\s*[?.!]*$", prev)
+        if pair:  # "How do I convert celsius to fahrenheit?" -> "... fahrenheit to celsius?"
+            first = pair.group(1).split()[-1]
+            text = prev[: pair.start()] + pair.group(1)[: -len(first)] + f"{pair.group(3)} {pair.group(2)} {first}"
+            return Substitution(_finish(text, asked), "the previous question the other way round")
     about = _ABOUT.match(asked)
+    if about and "," in about.group(1):
+        new, question_after = (x.strip() for x in about.group(1).split(",", 1))
+        if question_word(question_after) and _references(question_after) and not _references(new):
+            # "How about emperor penguins, how tall do they get?": the question is about the new thing
+            replaced = _replace_reference(question_after, new)
+            return Substitution(_finish(replaced[0], asked), f"{replaced[1]} replaced by '{new}', the new subject")
     other = about.group(1) if about and not _references(about.group(1)) else None
     if other is None and not about:
         also = _AND.match(asked)
@@ -507,7 +625,7 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
         elif _fragment(rest):
             other = rest  # "The smallest?"
     if other is not None:  # the previous question asked again about ``other``
-        again = _ask_again(prev, other, topic)
+        again = _ask_again(prev, other, topic, prefer_topic=route == "search")
         if again:
             return Substitution(_finish(again[0], asked), again[1])
         return Substitution(_finish(f"{prev.rstrip('?.! ')} ({other})", asked), "")
@@ -517,10 +635,26 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
     by_whom = re.fullmatch(r"by\s+(?:who|whom)\s*[?.!]*", rest, re.IGNORECASE)
     done = re.match(r"\s*(?:when|where|why|how)\s+(?:was|were|is|are)\s+(.+?)\s+(\w+ed|%s)\s*[?.!]*$"
                     % "|".join(_PARTICIPLES.values()), prev, re.IGNORECASE)
+    late = _LATE_WH.fullmatch(rest.strip())
+    if late and not _references(rest):  # "Published when?" -> "When was The Hobbit published?"
+        ask = late.group(2).lower()
+        if ask.startswith("by"):
+            active = {v: k for k, v in _PARTICIPLES.items()}.get(late.group(1).lower(), late.group(1))
+            return Substitution(_finish(f"who {active} {phrase}", asked), f"'{rest.rstrip('?.! ')}' asked of '{phrase}'")
+        return Substitution(_finish(f"{ask} was {phrase} {late.group(1)}", asked),
+                            f"'{rest.rstrip('?.! ')}' asked of '{phrase}'")
     if by_whom and done:  # "When was the printing press invented?" + "By whom?" -> "Who invented the printing press?"
         active = {v: k for k, v in _PARTICIPLES.items()}.get(done.group(2).lower(), done.group(2))
         return Substitution(_finish(f"who {active} {done.group(1)}", asked), "'by whom' asked of the previous question")
     words = _words(rest)
+    take = re.fullmatch(r"(how\s+(?:long|much)\s+(?:does|will|would|did|should)\s+it\s+(?:\w+\s+)?(?:take|cost))"
+                        r"(\s+\w+)?\s*[?.!]*", rest, re.IGNORECASE)
+    doing = re.search(r"\bto\s+((?!be\b)\w+\b.*?)\s*[?.!]*$", prev) or \
+        re.match(r"\s*(?:what's|what\s+is)\s+the\s+(?:best|easiest|fastest|quickest)\s+way\s+to\s+(.+?)\s*[?.!]*$", prev, re.I) \
+        or re.match(r"\s*how\s+(?:do|can|should|would)\s+(?:i|you|we|one)\s+(.+?)\s*[?.!]*$", prev, re.IGNORECASE)
+    if take and doing:  # "How long does it take?" after "What's the best way to learn touch typing?"
+        return Substitution(_finish(f"{take.group(1)} to {doing.group(1)}{take.group(2) or ''}", asked),
+                            f"'{take.group(1)}' asked of '{doing.group(1)}'")
     if words and words[0] in _PREPOSITIONS and not _references(rest) and len(content_words(rest)) <= 3:
         # "And in winter?": the previous question, narrowed or with its own phrase replaced
         again = _ask_again(prev, rest, topic)
@@ -534,15 +668,30 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
         if replaced:
             return Substitution(_finish(f"{head} {replaced[0].rstrip('?.! ')}", asked),
                                 f"the previous question's '{head}' with {replaced[1]} replaced by '{phrase}'")
+    many = re.fullmatch(r"(how\s+(?:many|much))\s+([a-z][\w-]*(?:\s+[a-z][\w-]*)?)"
+                        r"((?:\s+(?:exactly|roughly|approximately|usually|really|then|again))?)\s*[?.!]*", rest, re.IGNORECASE)
+    noun_tail = ""
+    if many and not _references(rest) and not set(_words(many.group(2))) & set(_AUXILIARIES) \
+            and not re.search(r"(?:ed|ing)$", many.group(2)):
+        rest, noun_tail = many.group(1) + many.group(3), many.group(2)
     bare = re.fullmatch(r"(how\s+come|how\s+\w+|how|when|where|why|who|what|(?:in\s+)?(?:what|which)\s+(?:year|century|decade))"
                         r"((?:\s+(?:exactly|roughly|approximately|usually|really|then|again))?)\s*[?.!]*", rest, re.IGNORECASE)
     if bare:
         ask = " ".join(bare.group(1).split())
         tail = bare.group(2) or ""
         passive = re.match(r"who\s+(\w+ed|%s)\s+(.+?)\s*[?.!]*$" % "|".join(_PARTICIPLES), prev, re.IGNORECASE)
-        counted = _how_many_of(ask, prev)
+        counted = _how_many_of(ask, prev) if not noun_tail else None
+        if noun_tail:  # "How many floors?" -> "How many floors does the Burj Khalifa have?"
+            subject = _plural(phrase) if phrase.lower().startswith(("a ", "an ")) else phrase
+            plural = subject.lower().endswith("s") and not subject.lower().endswith("ss")
+            counted = f"{ask} {noun_tail} {'do' if plural else 'does'} {subject} have{tail}"
         if counted:  # "Did Mozart have any children?" + "How many?"
             return Substitution(_finish(counted, asked), f"'{ask}' asked of what the previous question named")
+        swap = re.match(r"\s*(when|where|how|why)\s+((?:is|are|was|were|did|do|does|has|have|had|can|will)\b.*)$", prev,
+                        re.IGNORECASE)
+        if swap and ask.lower() in ("when", "where", "how", "why") and ask.lower() != swap.group(1).lower():
+            # "Where was Mozart born?" + "When exactly?" -> "When exactly was Mozart born?"
+            return Substitution(_finish(f"{ask}{tail} {swap.group(2)}", asked), f"'{ask}' asked of the previous question")
         yes_no = question_word(prev) in _AUXILIARIES
         if yes_no and ask.lower() in ("why", "when", "where", "how", "how come"):  # "Is the platypus a mammal?" + "Why?"
             return Substitution(_finish(f"{ask} {prev[:1].lower() + prev[1:]}", asked),
@@ -558,8 +707,13 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
     person = _answer_person(rest, answered or prev, answer)
     if person:
         replaced = _replace_reference(rest, person)
-        return Substitution(_finish(replaced[0], asked),
-                            f"{replaced[1]} replaced by '{person}', the answer to '{answered or prev}'")
+        text, how = replaced[0], f"{replaced[1]} replaced by '{person}', the answer to '{answered or prev}'"
+        later = [m for m in _references(text) if m.group(0).lower() in ("it", "its") and m.start() > 0]
+        if later and _clean_title(topic).lower() not in person.lower():  # "how old was he when he made it?"
+            tail = _replace_reference(text[later[0].start():], phrase)
+            if tail:
+                text, how = text[: later[0].start()] + tail[0], how + f", {tail[1]} by '{phrase}'"
+        return Substitution(_finish(text, asked), how)
     replaced = _replace_reference(rest, phrase)
     if replaced:
         return Substitution(_finish(replaced[0], asked), f"{replaced[1]} replaced by '{phrase}'")
@@ -657,10 +811,10 @@ def _who_did_turn(history: list[dict[str, Any]]) -> dict[str, Any] | None:
         if _clean_title(turn.get("topic") or "").lower() != topic:
             return None
         question = _LEADING.sub("", turn.get("question", ""))
-        if re.match(r"\s*who\s+(?:is|was|are|were)\b", question, re.IGNORECASE):
-            return None
-        if re.match(r"\s*who\s+\w+", question, re.IGNORECASE):
+        if _asks_for_person(question):
             return turn
+        if re.match(r"\s*who(?:\s+(?:is|was|are|were)|'s)\b", question, re.IGNORECASE):
+            return None
     return None
 
 
@@ -671,13 +825,28 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     last = history[-1]
     previous = last.get("question", "")
     topic = last.get("topic") or previous
-    if last.get("route") in ("draw", "answer") and topic:
+    again = bool(_ABOUT.match(question) or _AND.match(question) or _fragment(_LEADING.sub("", question)))
+    kind = re.match(r"\s*(?:what|which)\s+(?!(?:is|are|was|were|do|does|did|has|have|had|can|will)\b)[a-z]+",
+                    _LEADING.sub("", previous), re.IGNORECASE)
+    if last.get("route") == "search" and kind and not again and _answer_name(last.get("answer") or ""):
+        # "What language do people speak in Brazil?" - "Portuguese.": "it" is the language the answer named
+        topic = _answer_name(last.get("answer") or "")
+    if last.get("route") == "search" and topic and not again and not _find(_clean_title(topic), previous) \
+            and not stems(_clean_title(topic)) & stems(previous):
+        # the article's title is not what was asked about ("Which country has the most people?" ->
+        # "List of countries by population"): the answer's name ("India."); a list's title is no referent
+        named = _answer_name(last.get("answer") or "")
+        if named:
+            topic = named
+        elif re.match(r"(?:list|outline|index|timeline)\s+of\b", topic, re.IGNORECASE):
+            topic = subject_phrase(previous) or topic
+    elif last.get("route") in ("draw", "answer") and topic:
         # "it" after "Draw a giraffe eating leaves" is the giraffe: the first noun phrase (parsed only
         # now, when a follow-up needs it, so a turn without one never loads the parser)
         topic = subject_phrase(topic if last.get("route") == "draw" else previous) or topic
     answered = _who_did_turn(history)
     answer, asked_who = (answered.get("answer") or "", answered.get("question", "")) if answered else ("", "")
-    rule = substitute(question, previous, topic, answer, asked_who)
+    rule = substitute(question, previous, topic, answer, asked_who, route=last.get("route") or "search")
     if rule.clean:
         return rule.text, f"by rule, without the LLM: {rule.rule}"
     rewrite, error = llm_rewrite(question, previous, llm)
@@ -710,6 +879,11 @@ def _as_asked(title: str, question: str) -> str:
     span = words[hits[0] : hits[-1] + 1]
     if not all(stems(w) & wanted or w.lower() in ("of", "and", "the", "de", "da", "von", "van") for w in span):
         return title
+    order = [w for w in (stem(x) for x in content_words(title))]
+    said = [next(iter(stems(w))) for w in span if stems(w) & wanted]
+    if [w for w in order if w in said] != [w for w in said if w in order]:
+        return title  # "berlin wall fall" is not "Fall of the Berlin Wall" worded
+
     return " ".join(span)
 
 

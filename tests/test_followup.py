@@ -107,6 +107,12 @@ def test_an_it_that_points_at_its_own_clause_is_no_reference(question):
     ("When was the telescope invented?", "Telescope", "By whom?", "Who invented the telescope?"),
     ("Who wrote War and Peace?", "War and Peace", "What year?", "What year was War and Peace written?"),
     ("What is an elephant seal?", "elephant seal", "How heavy exactly?", "How heavy is an elephant seal exactly?"),
+    # another property of the same topic; a superlative with its noun
+    ("What is the capital of France?", "France", "What about the population?", "What is the population of France?"),
+    ("what is the longest river in africa", "Nile", "what about the deepest lake", "what is the deepest lake in africa"),
+    # more about the topic
+    ("Who was Ada Lovelace?", "Ada Lovelace", "Tell me more", "Tell me more about Ada Lovelace?"),
+    ("what is a quasar", "Quasar", "can you elaborate", "Tell me more about a quasar"),
     # "instead" is no part of the new subject
     ("Draw a castle on a hill", "a castle", "How about a lighthouse instead?", "Draw a lighthouse on a hill?"),
 ])
@@ -127,6 +133,61 @@ def test_fragments_and_passives(previous, topic, followup, expected):
 ])
 def test_complete_questions_with_their_own_pronouns_are_left_as_asked(question):
     assert not needs_context(question)
+
+
+@pytest.mark.parametrize(("previous", "topic", "followup", "expected"), [
+    ("Who designed the Eiffel Tower?", "Eiffel Tower", "Built when?", "When was the Eiffel Tower built?"),
+    ("Where was Chopin born?", "Chopin", "When exactly?", "When exactly was Chopin born?"),
+    ("How tall is the Shard?", "The Shard", "How many floors?", "How many floors does the Shard have?"),
+    ("Do spiders have bones?", "Spider", "How many legs then?", "How many legs do spiders have then?"),
+    ("What's the boiling point of water?", "Water", "On top of Everest, though?",
+     "What's the boiling point of water on top of Everest?"),
+])
+def test_participles_question_words_and_counts(previous, topic, followup, expected):
+    assert needs_context(followup)
+    rule = substitute(followup, previous, topic)
+    assert rule.clean, rule
+    assert same_intent(rule.text, expected), rule.text
+
+
+def test_a_role_question_and_a_second_pronoun():
+    # "Who was the first ...?" asks for a person the answer names; a later "it" is still the topic
+    rule = substitute("What were his first words?", "Who was the first man in space?", "Yuri Gagarin",
+                      answer="Yuri Gagarin. [1]")
+    assert rule.text == "What were Yuri Gagarin's first words?"
+    rule = substitute("How old was he when he wrote it?", "Who wrote Frankenstein?", "Frankenstein",
+                      answer="Mary Shelley. [1]")
+    assert rule.text == "How old was Mary Shelley when he wrote Frankenstein?"
+    history = [{"question": "could you tell me who the singer of Queen was?", "topic": "Queen (band)",
+                "route": "search", "answer": "Freddie Mercury. [1]"}]
+    assert standalone_question("Where was he born?", history, ScriptedLLM())[0] == "Where was Freddie Mercury born?"
+
+
+@pytest.mark.parametrize(("previous", "followup", "expected"), [
+    # after a direct answer, the new thing replaces the noun phrase most like it (sentence embeddings)
+    ("How much water does a grown dog need a day?", "What about puppies?", "How much water does puppies need a day?"),
+    # "how long does it take" is the previous question's doing
+    ("What's the easiest way to learn to juggle?", "How long does it take?", "How long does it take to learn to juggle?"),
+    # an adverb goes before the last phrase; "the other way round" swaps the two ends
+    ("How do I greet someone in Korean?", "Politely?", "How do I greet someone politely in Korean?"),
+    ("How do I convert miles to kilometres?", "And the other way round?", "How do I convert kilometres to miles?"),
+])
+def test_after_a_direct_answer(previous, followup, expected):
+    history = [{"question": previous, "route": "answer", "topic": topic_of_turn({"question": previous, "route": "answer"})}]
+    assert same_intent(standalone_question(followup, history, ScriptedLLM())[0], expected)
+
+
+def test_which_thing_questions_make_the_answer_the_referent():
+    history = [{"question": "What instrument did Jimi Hendrix play?", "topic": "Jimi Hendrix", "route": "search",
+                "answer": "Guitar. [1]"}]
+    assert standalone_question("When was it invented?", history, ScriptedLLM())[0] == "When was Guitar invented?"
+
+
+def test_a_list_article_is_no_referent_the_answer_is():
+    history = [{"question": "Which planet has the most moons?", "topic": "List of natural satellites",
+                "route": "search", "answer": "Saturn. [1]"}]
+    assert standalone_question("How far is it from the Sun?", history, ScriptedLLM())[0] \
+        == "How far is Saturn from the Sun?"
 
 
 def test_they_after_who_did_means_the_answer():
