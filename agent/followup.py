@@ -33,7 +33,7 @@ from tools.text import content_words, get_tokenizer, split_sentences, stem, stem
 
 _PRONOUN = r"they|them|their|theirs|it|its|he|him|his|she|her|hers|this|that|these|those|there"
 _PRONOUNS = re.compile(rf"\b({_PRONOUN})\b", re.IGNORECASE)
-_LEADING = re.compile(r"^\s*(and|but|also|so|then|ok|okay|well)\b[,\s]*", re.IGNORECASE)
+_LEADING = re.compile(r"^\s*(?:(?:and|but|also|so|then|ok|okay|well|hey|hi|um+|uh+|oh|now)\b[,\s]*)+", re.IGNORECASE)
 _ABOUT = re.compile(r"^\s*(?:and\s+|or\s+|but\s+)?(?:(?:what|how)\s+about|(?:and\s+)?(?:the\s+)?same(?:\s+(?:question|thing))?\s+(?:for|with|about)|what\s+if\s+it(?:'s|\s+is|\s+was|\s+were)?(?=\s+(?:in|at|on|during|for|after|before|by|with|without|from|under|over)\b))\s+"
                     r"(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 #: "Tell me more", "Go on", "Can you elaborate?": more about the topic.
@@ -41,7 +41,7 @@ _MORE = re.compile(r"^\s*(?:(?:and|ok|okay|so)\b[,\s]*)?(?:(?:can|could|would)\s
                    r"(?:tell\s+me\s+more|say\s+more|more(?:\s+details?|\s+info(?:rmation)?)?(?:\s+please)?|go\s+on|"
                    r"elaborate|explain\s+more|keep\s+going)(?:\s+please)?\s*[?.!]*\s*$", re.IGNORECASE)
 #: "And the light bulb?", "Or Australia?": the previous question asked again about something else.
-_AND = re.compile(r"^\s*(?:and|or|also)\b[,\s]*(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
+_AND = re.compile(r"^\s*(?:(?:ok|okay|so)\b[,\s]*)?(?:and|or|also|now)\b[,\s]*(.+?)\s*[?.!]*\s*$", re.IGNORECASE)
 _POSSESSIVE = {"their", "theirs", "its", "his", "hers"}
 #: "there" that introduces something new ("Is there life on Mars?"), not a place said before.
 _EXPLETIVE_THERE = re.compile(
@@ -56,6 +56,9 @@ _PREPOSITIONS = frozenset("in at on during for after before by with without from
 _PARTICIPLES = {"wrote": "written", "built": "built", "drew": "drawn", "made": "made", "sang": "sung", "took": "taken",
                 "gave": "given", "won": "won", "began": "begun", "found": "found", "led": "led", "ran": "run",
                 "threw": "thrown", "broke": "broken", "sold": "sold", "bought": "bought", "shot": "shot", "killed": "killed"}
+#: Where-words that narrow a question as a phrase would ("And underwater?").
+_PLACE_ADVERBS = frozenset("underwater abroad online offline indoors outdoors overseas upstairs downstairs outside inside "
+                           "nearby worldwide".split())
 #: Adverbs after "that" ("Why is that so important?"): "that" alone is the reference.
 _ADVERBS = frozenset("so very really too such still also even ever always just much well all only actually exactly "
                      "quite".split())
@@ -147,7 +150,8 @@ def _references(text: str) -> list[re.Match]:
             continue
         if word == "it" and _expletive_it(text, m):
             continue
-        if word == "they" and re.match(r"they\s+(?:say|said|call|called|mean)\b", text[m.start():], re.IGNORECASE):
+        if word == "they" and re.match(r"they\s+(?:say|call)\b", text[m.start():], re.IGNORECASE) and \
+                (not _words(text[: m.start()]) or _words(text[: m.start()])[-1] in ("do", "did", "does", "why", "what")):
             continue  # "Why do they call it a hot dog?": people in general
         if word == "it" and re.search(r"\b(?:call|calls|called|name|named)\s+$", text[: m.start()], re.IGNORECASE) \
                 and len(content_words(text[m.end():])) >= 1:
@@ -163,10 +167,21 @@ def _is_full_question(text: str) -> bool:
     return bool(question_word(text)) and len(content_words(text)) >= 2 and not _references(text)
 
 
+_THANKS = re.compile(r"^\s*(?:(?:ok|okay|oh|ah)\b[,\s]*)?(?:thanks|thank\s+you|thx|cool|great|nice|got\s+it|interesting|"
+                     r"wow|i\s+see|perfect|awesome)\b[^.!?]*[.!?]+\s*", re.IGNORECASE)
+
+
+def _without_thanks(question: str) -> str:
+    """"ok thanks. who painted the ceiling?" -> "who painted the ceiling?": a pleasantry before the question."""
+    rest = _THANKS.sub("", question, count=1)
+    return rest if rest.strip() else question
+
+
 def needs_context(question: str) -> bool:
     """A short question leaning on something said before: it refers back with a pronoun, asks
     "what about X?", is cut short ("And in winter?", "How tall?"), or starts with "and"/"but"
     without being a full question of its own."""
+    question = _without_thanks(question)
     if _ABOUT.match(question) or _MORE.match(question):
         return True
     rest = _LEADING.sub("", question)
@@ -188,8 +203,8 @@ def needs_context(question: str) -> bool:
     short_words = _words(_TRAILING_ADVERBS.sub("", rest))
     if words and words[0] in _PREPOSITIONS and len(short_words) <= 4 and not asks:
         return True  # "Per 100 grams?", "In winter?": the previous question, narrowed
-    if _fragment(rest):
-        return True  # "The smallest?", "A greyhound?", "Australia?": the previous question about something else
+    if _fragment(rest) or _NARROWING.fullmatch(rest.strip()):
+        return True  # "The smallest?", "Compared to tea?", "What if it rains?", "A greyhound?", "Australia?": the previous question about something else
     if len(short_words) <= 3 and asks in ("how many", "how much"):
         return True  # "How many survived?", "How many hearts then?"
     if _LATE_WH.fullmatch(rest.strip()):
@@ -202,6 +217,11 @@ def needs_context(question: str) -> bool:
 
 #: "Published when?", "Built where?", "Painted by whom?"
 _LATE_WH = re.compile(r"(\w+ed|%s)\s+(when|where|by\s+whom|by\s+who)\s*[?.!]*" % "|".join(_PARTICIPLES.values()), re.I)
+#: "Compared to tea?", "Including naps?", "What if the service was bad?": the previous question, narrowed.
+_NARROWING = re.compile(r"(?:(?:compared\s+(?:to|with)|versus|vs\.?|including|excluding|apart\s+from|than)\s+.{1,40}|"
+                        r"what\s+if\s+.{3,60}|(?:%s))\s*[?.!]*" % "|".join(
+                            "underwater abroad online offline indoors outdoors overseas upstairs downstairs outside "
+                            "inside nearby worldwide".split()), re.IGNORECASE)
 _TRAILING_ADVERBS = re.compile(r"(?:,?\s+(?:exactly|roughly|approximately|usually|really|then|again|instead|too|now|"
                                r"though))+"
                                r"(?=\s*[?.!]*\s*$)", re.IGNORECASE)
@@ -214,8 +234,14 @@ def _fragment(rest: str) -> bool:
     if not words or len(words) > 3 or question_word(rest) or _references(rest) or words[0] in _PREPOSITIONS \
             or any(w in _WH for w in words):
         return False
-    return (words[0] in ("a", "an", "the") or bool(_superlative_spans(rest))
-            or (rest.rstrip().endswith("?") and rest.strip()[:1].isupper() and len(words) <= 2))
+    if words[0] in ("a", "an", "the") or _superlative_spans(rest):
+        return True
+    if not rest.rstrip().endswith("?") or len(words) > 2 or set(words) & set(_AUXILIARIES):
+        return False
+    if rest.strip()[:1].isupper():
+        return True
+    nlp = _spacy()  # "vietnam?", "nautical miles?": nouns only, not "really?" or "seriously?"
+    return nlp is not None and all(t.pos_ in ("NOUN", "PROPN") for t in nlp(rest.strip().rstrip("?.! ")) if t.is_alpha)
 
 
 # -- the rule -----------------------------------------------------------------------------------------------
@@ -341,6 +367,7 @@ def _answer_name(answer: str) -> str | None:
     when the answer is no short name."""
     text = re.sub(r"\s*\[\d+\]", "", answer or "").strip()
     text = next(iter(split_sentences(text)), "").strip().rstrip(".!")
+    text = re.split(r",|\s+\(|\s+[-–—]\s+|;", text, maxsplit=1)[0].strip()  # "Alexander Fleming, in 1928."
     lead = re.match(r"((?:[A-Z][\w'.-]*\s+)*?[A-Z][\w'.-]*)\s+(?:is|was|are|were|has|had|invented|wrote|painted)\b", text)
     if lead and len(text.split()) > 5:  # "Alexander Graham Bell is credited with ..."
         text = lead.group(1)
@@ -431,20 +458,29 @@ def _superlative_spans(text: str) -> list[re.Match]:
     return found
 
 
-def _most_alike(other: str, chunks: list) -> Any:
+#: How much more alike (cosine) another noun phrase must be than the topic to take its place.
+_ALIKE_MARGIN = 0.15
+
+
+def _most_alike(other: str, chunks: list, against: str | None = None) -> Any:
     """The noun phrase most like ``other`` by sentence embeddings ("teenagers" -> "an adult", not
-    "sleep"); the last one when the embedding model cannot be loaded."""
+    "sleep"); the last one when the embedding model cannot be loaded. With ``against``: (the best
+    phrase, how much more alike it is than ``against``)."""
     try:
         from tools.wikipedia.offline import default_embedder
 
-        vectors = default_embedder().encode([other] + [c.text for c in chunks])
+        texts = [other] + [c.text for c in chunks] + ([against] if against is not None else [])
+        vectors = default_embedder().encode(texts)
     except Exception:  # noqa: BLE001 - no embedding model here: the last noun phrase
-        return chunks[-1]
-    scores = vectors[1:] @ vectors[0]
-    return chunks[int(scores.argmax())]
+        return (chunks[-1], 0.0) if against is not None else chunks[-1]
+    scores = vectors[1: 1 + len(chunks)] @ vectors[0]
+    best = chunks[int(scores.argmax())]
+    if against is not None:
+        return best, float(scores.max() - vectors[-1] @ vectors[0])
+    return best
 
 
-def _noun_slot(prev: str, other: str) -> tuple[int, int] | None:
+def _noun_slot(prev: str, other: str, against: str | None = None) -> tuple[int, int] | None:
     """Where ``other`` goes in the previous question when no topic is named there: the last noun
     phrase (a proper name's for a proper name), by spaCy's noun chunks; the last capitalised name
     when spaCy is not installed."""
@@ -453,10 +489,18 @@ def _noun_slot(prev: str, other: str) -> tuple[int, int] | None:
     if nlp is not None:
         doc = nlp(prev)
         chunks = [c for c in doc.noun_chunks if not _WH_CHUNK.match(c.text) and c.root.pos_ != "PRON"]
+        chunks = [c for c in chunks if c.root.text.lower() not in _LIGHT_NOUNS] or chunks  # "a tip for X": X
         if not proper:
             proper = any(t.pos_ == "PROPN" for t in nlp(other))
         names = [c for c in chunks if c.root.pos_ == "PROPN" or c.root.ent_type_]
         pool = names if proper and names else chunks
+        if against is not None:  # only a phrase other than ``against`` that is clearly more alike
+            pool = chunks
+            rivals = [c for c in pool if against.lower() not in c.text.lower() and c.text.lower() not in against.lower()]
+            if not rivals:
+                return None
+            best, margin = _most_alike(other, rivals, against=against)
+            return (best.start_char, best.end_char) if margin > _ALIKE_MARGIN else None
         pick = _most_alike(other, pool) if len(pool) > 1 else (pool[-1] if pool else None)
         if pick is not None:
             return pick.start_char, pick.end_char
@@ -492,6 +536,10 @@ def _ask_again(prev: str, other: str, topic: str, prefer_topic: bool = True) -> 
         if pick is None and obj and not _is_time(other) and _is_name(obj):
             # "And for Wales?" after "... the national animal of Scotland?": a name for a name
             named = [m for m in spans if _is_name(m.group(2)) and not _is_time(m.group(2))]
+            found = _find(_clean_title(topic), prev)
+            if not named and found:  # "And for Portuguese?" after "How many people speak Spanish?"
+                return (prev[: found.start()] + obj + prev[found.end():],
+                        f"the previous question with '{obj}' in place of '{found.group(0)}'")
             if named:
                 m = named[-1]
                 return (prev[: m.start(2)] + obj + prev[m.end(2):],
@@ -527,6 +575,17 @@ def _ask_again(prev: str, other: str, topic: str, prefer_topic: bool = True) -> 
             return (prev[: prop[0]] + new + prev[prop[1]:],
                     f"the previous question about '{found.group(0)}' asking '{new}' instead")
     span = (found.start(), found.end()) if found and prefer_topic else _noun_slot(prev, other)
+    of = re.match(r"\s+of\s+((?:the\s+|a\s+|an\s+)?[\w'-]+(?:\s+[\w'-]+)?)(?=\s*[?.!,]*\s*$)", prev[found.end():]) \
+        if found and prefer_topic and " of " not in found.group(0).lower() else None
+    if of:  # "What about copper?" after "What's the melting point of iron?": the topic is the property asked
+        return (prev[: found.end() + of.start(1)] + other + prev[found.end() + of.end(1):],
+                f"the previous question asked about '{other}' instead of '{of.group(1)}'")
+    if found and prefer_topic:
+        # the title is the slot unless another noun phrase is clearly more like the new thing
+        # ("avocado oil" for "olive oil", not for "the smoke point" of "What's the smoke point of olive oil?")
+        alt = _noun_slot(prev, other, against=found.group(0))
+        if alt:
+            span = alt
     if span is None:
         return None
     return prev[: span[0]] + other + prev[span[1]:], f"the previous question asked about '{other}' instead"
@@ -610,6 +669,41 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
             first = pair.group(1).split()[-1]
             text = prev[: pair.start()] + pair.group(1)[: -len(first)] + f"{pair.group(3)} {pair.group(2)} {first}"
             return Substitution(_finish(text, asked), "the previous question the other way round")
+    clause = re.fullmatch(r"what\s+if\s+(?!it(?:'s|\s+is|\s+was)\s+(?:in|at|on)\b)(.+?)\s*[?.!]*", rest, re.IGNORECASE)
+    if clause:  # "What if the service was bad?": the previous question, on that condition
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} if {clause.group(1)}", asked),
+                            f"the previous question if '{clause.group(1)}'")
+    compared = re.fullmatch(r"((?:compared\s+(?:to|with)|versus|vs\.?|including|excluding|apart\s+from|than)\s+.+?)\s*[?.!]*",
+                            rest, re.IGNORECASE)
+    if compared and not _references(rest) and len(_words(rest)) <= 5:  # "Compared to tea?"
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} {compared.group(1)}", asked),
+                            f"the previous question narrowed by '{compared.group(1)}'")
+    if len(words) == 1 and words[0] in _PLACE_ADVERBS:  # "And underwater?"
+        return Substitution(_finish(f"{prev.rstrip('?.! ')} {words[0]}", asked),
+                            f"the previous question narrowed by '{words[0]}'")
+    done = re.search(r"\b(%s|born|\w+ed)\s*[?.!]*$" % "|".join(_PARTICIPLES.values()), prev)
+    new_done = re.fullmatch(r"(%s|born|\w+ed)\s*[?.!]*" % "|".join(_PARTICIPLES.values()), rest, re.IGNORECASE)
+    if new_done and re.match(r"\s*(?:when|where|how|why|who)\b", prev, re.IGNORECASE):
+        verb = new_done.group(1)
+        passive = re.match(r"\s*(when|where|how|why)\s+(?:was|were|is|are)\s+", prev, re.IGNORECASE)
+        if done and passive:  # "When was Elizabeth II born?" + "And crowned?"
+            return Substitution(_finish(prev[: done.start(1)] + verb + prev[done.end(1):], asked),
+                                f"'{verb}' asked instead of '{done.group(1)}'")
+        active = re.match(r"\s*(when|where|how|why)\s+(?:do|does|did)\s+(.+?)\s+(\w+)\s*[?.!]*$", prev, re.IGNORECASE)
+        if active:  # "When do tulips bloom?" + "And planted?" -> "When are tulips planted?"
+            did = re.match(r"\s*\w+\s+(\w+)", prev).group(1).lower()
+            be = "were" if did == "did" else ("are" if did == "do" else "is")
+            if did == "did" and not active.group(2).lower().endswith("s"):
+                be = "was"
+            return Substitution(_finish(f"{active.group(1)} {be} {active.group(2)} {verb}", asked),
+                                f"'{verb}' asked instead of '{active.group(3)}'")
+    operator = re.fullmatch(r"(times|plus|minus|divided\s+by|multiplied\s+by|x|to\s+the\s+power\s+of)\s+([\d.,]+%?)\s*[?.!]*",
+                            rest, re.IGNORECASE)
+    if operator:  # "And times 25?" after "What's 18 times 24?"
+        op = re.search(rf"\b{re.escape(operator.group(1))}\s+[\d.,]+%?", prev, re.IGNORECASE)
+        if op:
+            return Substitution(_finish(prev[: op.start()] + operator.group(0).rstrip("?.! ") + prev[op.end():], asked),
+                                f"the previous sum with '{operator.group(0).rstrip('?.! ')}'")
     about = _ABOUT.match(asked)
     if about and "," in about.group(1):
         new, question_after = (x.strip() for x in about.group(1).split(",", 1))
@@ -822,6 +916,7 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
     """(standalone question, how it was made); ``how`` is None when no rewrite was needed."""
     if not history or not needs_context(question):
         return question, None
+    question = _without_thanks(question)
     last = history[-1]
     previous = last.get("question", "")
     topic = last.get("topic") or previous

@@ -177,6 +177,32 @@ def test_after_a_direct_answer(previous, followup, expected):
     assert same_intent(standalone_question(followup, history, ScriptedLLM())[0], expected)
 
 
+@pytest.mark.parametrize(("previous", "topic", "followup", "expected"), [
+    ("When was the Eiffel Tower opened?", "Eiffel Tower", "And designed?", "When was the Eiffel Tower designed?"),
+    ("when do apple trees blossom", "Apple", "and pruned?", "when are apple trees pruned"),
+    ("How much sugar is in a can of cola?", "Cola", "Compared to orange juice?",
+     "How much sugar is in a can of cola compared to orange juice?"),
+    ("How long can a seal hold its breath?", "Seal", "And underwater?", "How long can a seal hold its breath underwater?"),
+    ("What's 12 times 13?", "12 times 13", "And times 14?", "What's 12 times 14?"),
+    ("How much should I tip a taxi driver?", "tip", "What if the ride was short?",
+     "How much should I tip a taxi driver if the ride was short?"),
+    ("so what currency do they use in japan", "Japanese yen", "korea?", "what currency do they use in korea"),
+    ("How many people speak French in the world?", "French", "And for German?", "How many people speak German in the world?"),
+    ("what's the melting point of iron", "Melting point", "what about copper?", "what's the melting point of copper"),
+])
+def test_narrowing_fragments_verbs_and_sums(previous, topic, followup, expected):
+    assert needs_context(followup)
+    rule = substitute(followup, previous, topic)
+    assert rule.clean, rule
+    assert same_intent(rule.text, expected), rule.text
+
+
+def test_a_pleasantry_before_a_new_question_leaves_it_as_asked():
+    history = [{"question": "What is the diameter of Mars?", "topic": "Mars", "route": "search", "answer": "6,779 km. [1]"}]
+    assert standalone_question("ok thanks. who built the Parthenon?", history, ScriptedLLM()) \
+        == ("ok thanks. who built the Parthenon?", None)
+
+
 def test_which_thing_questions_make_the_answer_the_referent():
     history = [{"question": "What instrument did Jimi Hendrix play?", "topic": "Jimi Hendrix", "route": "search",
                 "answer": "Guitar. [1]"}]
