@@ -1,5 +1,5 @@
 """One rendering of a :class:`~agent.agent.Result`: its facts (:class:`Facts`: route and why,
-sources, image status, timings, notices) worked out once by :func:`facts`, then laid out as
+sources, Wikipedia's picture of the top source, image status, timings, notices) worked out once by :func:`facts`, then laid out as
 plain lines (``askdraw ask``), a Rich panel (``askdraw chat``) or markdown (the web page).
 
 Also what a finished step tells the user while a turn runs (:func:`step_news`), for the chat's
@@ -64,6 +64,7 @@ class Facts:
     other_notices: list[str] = field(default_factory=list)  # all but the missing picture's
     trace_path: str | None = None
     run_id: str = ""
+    source_image: Any = None  # Wikipedia's own picture of the top source (tools.source_image.SourceImage)
 
     @property
     def none_found(self) -> bool:
@@ -95,7 +96,20 @@ def facts(result: Any) -> Facts:
         image_path=result.image_path, image_generated=result.image_generated, image_model=result.image_model,
         no_image_model=result.no_image_kind == "no_model", no_image_reason=result.no_image_reason or "",
         timings_ms=dict(result.timings_ms or {}), notices=list(result.notices),
-        other_notices=list(result.other_notices), trace_path=result.trace_path, run_id=result.run_id)
+        other_notices=list(result.other_notices), trace_path=result.trace_path, run_id=result.run_id,
+        source_image=getattr(result, "source_image", None))
+
+
+def picture_label(f: Facts) -> str | None:
+    """What the article's picture is, in words (None: there is none): Wikipedia's, not drawn."""
+    pic = f.source_image
+    return "Wikipedia's picture of the top source, not generated" if pic else None
+
+
+def picture_credit(f: Facts) -> str | None:
+    """The picture's credit line and where to see its author and licence (None: no picture)."""
+    pic = f.source_image
+    return (pic.credit + (f" - {pic.url}" if pic.url else "")) if pic else None
 
 
 # -- what a finished step says --------------------------------------------------------------------
@@ -129,7 +143,10 @@ def plain_lines(f: Facts) -> list[str]:
         lines.append("Sources:")
         lines += [f"  {i}. {title} - {url}" for i, (title, url) in enumerate(f.sources, 1)]
     what = f"generated with {f.image_model}" if f.image_generated else "NOT generated: a labelled card, see note"
-    return lines + _labelled([("Image:", f.image_path and f"{f.image_path} ({what})"),
+    pic = f.source_image
+    return lines + _labelled([("Picture:", pic and f"{pic.path} ({picture_label(f)})"),
+                              ("Credit:", picture_credit(f)),
+                              ("Image:", f.image_path and f"{f.image_path} ({what})"),
                               ("Trace:", f.trace_path and f"{f.trace_path}  (askdraw trace {f.run_id})"),
                               ("Time:", f.timings_ms and f"{f.total_s:.2f}s ({f.steps})")])
 
@@ -207,6 +224,10 @@ def _tail_rows(f: Facts, elapsed: float) -> list[tuple[str, Text | str]]:
         rows.append(("Sources" if i == 1 else "", printable(f"{i}. {title}" + (f" - {url}" if url else ""))))
     if f.none_found:
         rows.append(("Sources", "none found"))
+    if f.source_image:
+        rows.append(("Picture", Text.assemble(Text(printable(picture_label(f)), style="cyan"), " ",
+                                              printable(f.source_image.path))))
+        rows.append(("Credit", printable(picture_credit(f))))
     if f.image_path:
         rows.append(("Image", _image_text(f)))
     rows.append(("Time", f"{elapsed:.1f}s total" + (f" ({f.steps})" if f.steps else "")))
@@ -266,6 +287,18 @@ def image_markdown(f: Facts) -> str:
     return "**NO IMAGE GENERATED**: the picture is a labelled card" + (f" ({why})." if why else ".")
 
 
+def picture_markdown(f: Facts | None) -> str:
+    """The caption under the article's picture on the web page ("" when there is none)."""
+    pic = f.source_image if f is not None else None
+    if not pic:
+        return ""
+    article = md_escape(pic.title).replace("\\[", "(").replace("\\]", ")")
+    if pic.url:
+        article = f"[{article}]({pic.url.replace(')', '%29').replace(' ', '%20')})"
+    return (f"**Wikipedia's picture** from the article {article}, not a generated image.  \n"
+            f"{md_escape(pic.credit)}")
+
+
 def notices_markdown(f: Facts | None = None, error: str | None = None) -> str:
     """Errors first (bold), then the image's status, then every other notice."""
     lines: list[str] = []
@@ -303,4 +336,5 @@ def trace_markdown(f: Facts | None = None, live: list[str] | None = None) -> str
 
 __all__ = ["Facts", "facts", "step_news", "plain_lines", "answer_panel", "answer_lines", "answer_markdown",
            "short_image_note", "keep_line_breaks", "md_escape", "sources_markdown",
-           "route_markdown", "image_markdown", "notices_markdown", "trace_markdown", "clip", "NO_MODEL"]
+           "route_markdown", "image_markdown", "picture_markdown", "picture_label", "picture_credit",
+           "notices_markdown", "trace_markdown", "clip", "NO_MODEL"]
