@@ -217,7 +217,8 @@ def test_restored_starts_afresh_for_an_unknown_or_foreign_thread(tmp_path):
     chat_thread = str(agent.new_thread_id())  # a terminal chat's id: never opened by URL
     agent.ask(text="Tell me about the Mona Lisa.", thread_id=chat_thread)
     for wanted in (None, "", chat_thread, "../etc/passwd", web_thread_id(agent)):
-        chat, *_, thread = restored(agent, wanted)
+        chat, *_, thread, picture, _ = restored(agent, wanted)
+        assert picture is None
         assert chat == [] and WEB_THREAD.match(thread)
         assert thread == wanted or wanted is None or not WEB_THREAD.match(wanted or "")
 

@@ -288,15 +288,16 @@ def image_markdown(f: Facts) -> str:
 
 
 def picture_markdown(f: Facts | None) -> str:
-    """The caption under the article's picture on the web page ("" when there is none)."""
+    """The caption under the article's picture on the web page ("" when there is none): whose
+    picture it is, its credit, and a link to where its author and licence can be read."""
     pic = f.source_image if f is not None else None
     if not pic:
         return ""
-    article = md_escape(pic.title).replace("\\[", "(").replace("\\]", ")")
+    text = f"**Wikipedia's picture**, not a generated image: {md_escape(pic.credit)}"
     if pic.url:
-        article = f"[{article}]({pic.url.replace(')', '%29').replace(' ', '%20')})"
-    return (f"**Wikipedia's picture** from the article {article}, not a generated image.  \n"
-            f"{md_escape(pic.credit)}")
+        where = "the file's page (author, licence)" if pic.origin == "live" else "the article"
+        text += f"  \nSee [{where}]({pic.url.replace(')', '%29').replace(' ', '%20')})."
+    return text
 
 
 def notices_markdown(f: Facts | None = None, error: str | None = None) -> str:
