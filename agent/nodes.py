@@ -217,7 +217,8 @@ def source_image(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
         return {"source_image": None}
     rec.output = f"{picture.path} (Wikipedia's picture: {picture.file})"
     rec.reason = picture.credit
-    rec.data.update({"origin": picture.origin, "url": picture.url, "size": [picture.width, picture.height]})
+    rec.data.update({"file": picture.file, "origin": picture.origin, "url": picture.url,
+                     "size": [picture.width, picture.height]})
     return {"source_image": picture.model_dump()}
 
 

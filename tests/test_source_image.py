@@ -20,7 +20,7 @@ from rich.console import Console
 
 from agent.agent import load_result
 from agent.trace import read_trace
-from agent.ui.render import answer_lines, facts, plain_lines
+from agent.ui.render import answer_lines, facts, plain_lines, step_news
 from agent.ui.web import restored, run_turn
 from tools.source_image import (MIN_SIDE, LivePictures, NoPicture, SourceImage, ZimPictures, lead_image_src,
                                 picture_source, save_picture)
@@ -170,6 +170,7 @@ def test_a_zim_search_turn_gets_the_articles_picture_and_the_card(tmp_path):
     assert steps[:3] == ["decide", "search_wikipedia", "source_image"] and "answer" in steps
     event = next(e for e in read_trace(run_dir) if e.step == "source_image")
     assert event.input == "Ray Charles" and "source_image.jpg" in event.output and RAY_ZIM.name in event.reason
+    assert step_news(event) == ("found", "found the article's picture: Ray_Charles_(cropped).jpg")
 
     text_only = make_agent(tmp_path, search_llm("Ray Charles was an American singer."), backend).ask(
         text="Who was Ray Charles?", image=False)
@@ -264,6 +265,8 @@ def test_a_failed_picture_never_fails_the_turn(tmp_path, mediawiki):
     assert not [n for n in r.notices if "picture" in n.lower() and "No image was generated" not in n]
     event = next(e for e in read_trace(Path(r.trace_path).parent) if e.step == "source_image")
     assert event.output == "no picture" and "HTTP 500" in event.reason and event.error is None
+    kind, news = step_news(event)  # what the chat's progress line and the page's status say
+    assert kind == "found" and news.startswith("no picture from the article: ") and "HTTP 500" in news
     assert not (Path(r.trace_path).parent / "source_image.png").exists()
     f = facts(r)
     assert not [line for line in plain_lines(f) if line.startswith(("Picture:", "Credit:"))]

@@ -115,13 +115,18 @@ def picture_credit(f: Facts) -> str | None:
 # -- what a finished step says --------------------------------------------------------------------
 def step_news(step: Any) -> tuple[str, str] | None:
     """What a finished step (a TraceEvent) tells the user: ``(kind, text)`` with kind ``error``,
-    ``heard``, ``found`` or ``answer`` (the answer's why); None when it says nothing."""
+    ``heard``, ``found`` (search results, the article's picture or why there is none) or ``answer``
+    (the answer's why); None when it says nothing."""
     if step.error and step.error != "cancelled":
         return "error", f"{step.step}: {step.error}"
     if step.step == "transcribe" and step.output:
         return "heard", f'heard: "{step.output}"'
     if step.step == "search_wikipedia" and step.output:
         return "found", f"found: {step.output}" if step.output != "no results" else "found nothing"
+    if step.step == "source_image" and step.output:
+        if step.output == "no picture":
+            return "found", f"no picture from the article: {clip(step.reason, 160)}"
+        return "found", f"found the article's picture: {clip(step.data.get('file') or step.output, 120)}"
     if step.step == "answer" and step.reason:
         return "answer", f"answer: {step.reason}"
     return None
