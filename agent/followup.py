@@ -912,11 +912,20 @@ def _who_did_turn(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) -> tuple[str, str | None]:
-    """(standalone question, how it was made); ``how`` is None when no rewrite was needed."""
-    if not history or not needs_context(question):
-        return question, None
-    question = _without_thanks(question)
+@dataclass(frozen=True)
+class Context:
+    """What a follow-up is read against: the previous question, the topic its pronouns mean, the
+    answer whose person "he"/"she"/"they" may mean (and the question it answered), the previous route."""
+
+    previous: str
+    topic: str
+    answer: str
+    answered: str
+    route: str
+
+
+def context_of(question: str, history: list[dict[str, Any]]) -> Context:
+    """The :class:`Context` of ``question`` after ``history`` (the last turn first)."""
     last = history[-1]
     previous = last.get("question", "")
     topic = last.get("topic") or previous
@@ -941,7 +950,17 @@ def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) 
         topic = subject_phrase(topic if last.get("route") == "draw" else previous) or topic
     answered = _who_did_turn(history)
     answer, asked_who = (answered.get("answer") or "", answered.get("question", "")) if answered else ("", "")
-    rule = substitute(question, previous, topic, answer, asked_who, route=last.get("route") or "search")
+    return Context(previous, topic, answer, asked_who, last.get("route") or "search")
+
+
+def standalone_question(question: str, history: list[dict[str, Any]], llm: Any) -> tuple[str, str | None]:
+    """(standalone question, how it was made); ``how`` is None when no rewrite was needed."""
+    if not history or not needs_context(question):
+        return question, None
+    question = _without_thanks(question)
+    c = context_of(question, history)
+    previous, topic, answer, asked_who = c.previous, c.topic, c.answer, c.answered
+    rule = substitute(question, previous, topic, answer, asked_who, route=c.route)
     if rule.clean:
         return rule.text, f"by rule, without the LLM: {rule.rule}"
     rewrite, error = llm_rewrite(question, previous, llm)
