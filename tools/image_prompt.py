@@ -20,25 +20,102 @@ CLIP_MAX_TOKENS = 77
 MAX_WORDS = 45
 STYLE_SUFFIX = "detailed illustration"
 
-# Leading phrases that ask for a picture ("show me", "please draw", "I'd like to see an image of").
-# They say *that* a picture is wanted, not *what* is in it, so they are removed from the prompt.
-_ASK = re.compile(
-    r"^\s*(?:(?:please|kindly|hey|ok|okay)[,\s]+)*"
-    r"(?:(?:can|could|would|will) you(?: please)?\s+|i(?:'d| would) like (?:you )?to\s+|i want (?:you )?to\s+|let me\s+)?"
-    r"(?:show(?: me)?|see|draw(?: me)?|paint(?: me)?|illustrate|sketch|picture|render|generate|create|make(?: me)?|"
-    r"give me|imagine)\s+"
-    r"(?:(?:an?|the|some)\s+)?(?:(?:picture|image|drawing|illustration|painting|photo|sketch|render|rendering)s?\s+(?:of\s+)?(?:(?:an?|the|some)\s+)?)?",
-    re.IGNORECASE,
-)
-_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen".split())
-_TOKENISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+# A drawing request is framing around a scene: "Could you please draw me a picture of <scene> for me?".
+# The framing says *that* a picture is wanted, not *what* is in it, so it is peeled off, layer by
+# layer, from both ends until nothing more comes off. The layers form a small grammar:
+#   lead      := interjection ("hey", "okay so", "please") | modal ("can/could/would you", "would you
+#                mind", "I was wondering if you could") | wish ("I'd like/love/want/need (to see/get)",
+#                "can I see/get", "let me/let's see") | verb ("show/draw/paint/sketch/make/generate/
+#                ... (me) (out)") | "picture this:"
+#   medium    := article + generic picture noun ("picture/image/drawing/illustration/rendering/...")
+#                + connector ("of", "showing", "depicting", "that shows", "with ... in it")
+#   look-like := "what (would/does) <scene> (would/might) look(s) like" | "how would <scene> look"
+#   tail      := "please", "thanks", "for me/us", "for my <purpose>", "and draw it", ", can you draw it?"
+# A medium that carries a style ("a photo of", "an oil painting of", "a sketch of") is part of the
+# scene and stays. bench/eval_draw_prompts.py measures the grammar on request forms x GenEval and
+# DrawBench scenes.
+_VERBS = (r"show|draw|paint|sketch|doodle|illustrate|render|generate|create|make|produce|design|give|get|"
+          r"send|do|depict|visuali[sz]e|imagine|picture|see")
+_GERUNDS = (r"showing(?: me| us)?|drawing|painting|sketching|doodling|illustrating|rendering|generating|creating|"
+            r"making|producing|designing|depicting|visuali[sz]ing|imagining")
+_MEDIUM_NOUNS = (r"picture|pic|image|drawing|illustration|rendering|render|visuali[sz]ation|depiction|artwork|"
+                 r"graphic|visual|something")
+_LEAD = [
+    r"(?:hey|hi|hello|ok|okay|so|well|um+|uh+|oh|now|alright|right|please|kindly|yo)\b[,!.]?\s+",
+    r"(?:picture|imagine|visuali[sz]e) this\s*[:,.!-]*\s+",
+    r"(?:would|do|will) you mind\s+",
+    r"(?:can|could|would|will|wo?n't) (?:you|u|ya)(?: (?:please|possibly|maybe|just|kindly))*\s+",
+    r"(?:i was|i'm|i am|im) wondering if (?:you|u) (?:could|can|would)(?: please)?\s+",
+    r"(?:is it possible|are you able|would it be possible) (?:for you )?to\s+",
+    r"(?:i'd|i would|id|i|i'll|i will|we'd|we) (?:really |just |also )?(?:like|love|want|need|wanna|would like)"
+    r"(?: (?:you|u) to| to (?:see|get|have|look at)| to)?\s+",
+    r"(?:can|could|may) (?:i|we) (?:please )?(?:see|get|have)\s+",
+    r"(?:let me|let's|lets|let us) (?:see|have|get)\s+",
+    r"(?:(?:please|now|just|go ahead and|quickly|kindly)\s+)*(?:" + _VERBS + r")(?: (?:me|us))?(?: (?:out|up))?\s+",
+    r"(?:" + _GERUNDS + r")\s+",
+    r"(?:i (?:wonder|am curious|'m curious)|i'm curious|im curious|i'd like to know|i want to know|"
+    r"i(?:'d| would) love to know|tell me)\s+(?=what |how )",
+]
+_LEAD_RE = re.compile(r"^(?:" + "|".join(_LEAD) + r")", re.IGNORECASE)
+_MEDIUM_RE = re.compile(
+    r"^(?:(?:an?|the|some|one|another|me an?)\s+)?(?:(?:quick|little|nice|simple|small|new|cool)\s+)?"
+    r"(?:" + _MEDIUM_NOUNS + r")s?\s+(?P<conn>of|showing|depicting|featuring|that (?:shows|depicts)|which shows|"
+    r"where you can see|with|like)\s+", re.IGNORECASE)
+_AFTER_LOOK = r"(?P<after>\s+(?:as|in|with|if|when|during|at|on|under|from|inside|without)\s+.+)?"
+_LOOK_RE = [
+    re.compile(r"^what (?:would|will|does|do|did|might|could|may|should) (?P<x>.+?) (?:actually |really )?"
+               r"look(?:s|ed)? like" + _AFTER_LOOK + "$", re.IGNORECASE),
+    re.compile(r"^what (?P<x>.+?) (?:would|will|might|could|may|does|do|should)?\s*(?:actually |really )?"
+               r"look(?:s|ed)? like" + _AFTER_LOOK + "$", re.IGNORECASE),
+    re.compile(r"^how (?:would|will|does|do|might|could|may) (?P<x>.+?) (?:actually |really )?look" + _AFTER_LOOK
+               + "$", re.IGNORECASE),
+    re.compile(r"^how (?P<x>.+?) (?:would|will|might|could|may|does|do) look" + _AFTER_LOOK + "$", re.IGNORECASE),
+]
+_TAIL_RE = re.compile(
+    r"(?:[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much)?|thx|ty|for me|for us|if you can|if you could|if possible|"
+    r"now|right now|real quick|quickly|(?:for|to show) (?:my|our) \w+(?: \w+)?|"
+    r"(?:(?:and|then)\s+)?(?:can|could|would|will) (?:you|u) (?:please )?(?:draw|paint|sketch|show|make|render|"
+    r"generate|create|illustrate|picture) (?:it|that|this|one|them|me one)(?: for me| please)?|"
+    r"(?:and|then) (?:please )?(?:draw|paint|sketch|show|make|render|generate|create|illustrate|picture)"
+    r" (?:it|that|this|one|them)(?: for me| please)?|"
+    r"(?:and|,) make it look (?:nice|good|great|cool|pretty)))+$", re.IGNORECASE)
+_TRIM = " \t,;:!?.-"
+
+
+def _peel(text: str) -> str:
+    """One pass of the request grammar over ``text``: a lead, a medium, a look-like frame and a
+    tail, each removed when present."""
+    text = text.strip(_TRIM)
+    text = _TAIL_RE.sub("", text).strip(_TRIM)
+    text = _LEAD_RE.sub("", text, count=1).strip(_TRIM)
+    medium = _MEDIUM_RE.match(text)
+    if medium:
+        rest = text[medium.end():]
+        if medium.group("conn").lower() != "with":
+            text = rest
+        elif re.search(r"\s+in (?:it|there)$", rest, re.IGNORECASE):  # "a picture with a dog in it"
+            text = re.sub(r"\s+in (?:it|there)$", "", rest, flags=re.IGNORECASE)
+    for frame in _LOOK_RE:
+        match = frame.match(text)
+        if match:
+            text = match.group("x") + (match.group("after") or "")  # "... look like in winter"
+            break
+    return text.strip(_TRIM)
 
 
 def request_subject(text: str) -> str:
-    """What a drawing request asks to see: 'Show me a cat eating fish' -> 'a cat eating fish'."""
-    text = " ".join(text.split()).rstrip(" ?!.")
-    stripped = _ASK.sub("", text, count=1).strip()
-    return stripped or text
+    """What a drawing request asks to see, its framing peeled off and every word of the scene
+    kept: 'Could you draw me a picture of two red apples, please?' -> 'two red apples';
+    'What would a house made of ice look like?' -> 'a house made of ice'. Text that is all
+    framing (or none) comes back as it was asked."""
+    text = " ".join(text.split()).replace("\u2019", "'")
+    current = text.strip(_TRIM)
+    for _ in range(8):  # each pass removes at least one layer; a request has only a few
+        peeled = _peel(current)
+        if peeled == current or not peeled:
+            break
+        current = peeled
+    return current or text.strip(_TRIM)
 
 
 def approx_clip_tokens(text: str) -> int:
