@@ -43,7 +43,7 @@ _MEDIUM_NOUNS = (r"picture|pic|image|drawing|illustration|rendering|render|visua
 _LEAD = [
     r"(?:hey|hi|hello|ok|okay|so|well|um+|uh+|oh|now|alright|right|please|kindly|yo)\b[,!.]?\s+",
     r"(?:picture|imagine|visuali[sz]e) this\s*[:,.!-]*\s+",
-    r"(?:would|do|will) you mind\s+",
+    r"(?:would|do|will) you mind (?:" + _GERUNDS + r")(?: (?:me|us))?(?: (?:out|up))?\s+",
     r"(?:can|could|would|will|wo?n't) (?:you|u|ya)(?: (?:please|possibly|maybe|just|kindly))*\s+",
     r"(?:i was|i'm|i am|im) wondering if (?:you|u) (?:could|can|would)(?: please)?\s+",
     r"(?:is it possible|are you able|would it be possible) (?:for you )?to\s+",
@@ -52,7 +52,6 @@ _LEAD = [
     r"(?:can|could|may) (?:i|we) (?:please )?(?:see|get|have)\s+",
     r"(?:let me|let's|lets|let us) (?:see|have|get)\s+",
     r"(?:(?:please|now|just|go ahead and|quickly|kindly)\s+)*(?:" + _VERBS + r")(?: (?:me|us))?(?: (?:out|up))?\s+",
-    r"(?:" + _GERUNDS + r")\s+",
     r"(?:i (?:wonder|am curious|'m curious)|i'm curious|im curious|i'd like to know|i want to know|"
     r"i(?:'d| would) love to know|tell me)\s+(?=what |how )",
 ]
@@ -82,25 +81,26 @@ _TAIL_RE = re.compile(
 _TRIM = " \t,;:!?.-"
 
 
-def _peel(text: str) -> str:
+def _peel(text: str, medium_done: bool) -> tuple[str, bool]:
     """One pass of the request grammar over ``text``: a lead, a medium, a look-like frame and a
-    tail, each removed when present."""
+    tail, each removed when present. Only one medium is framing: in "a picture of an illustration
+    of a fox" the second one is the scene's. Returns the text and whether a medium was removed."""
     text = text.strip(_TRIM)
     text = _TAIL_RE.sub("", text).strip(_TRIM)
     text = _LEAD_RE.sub("", text, count=1).strip(_TRIM)
-    medium = _MEDIUM_RE.match(text)
+    medium = None if medium_done else _MEDIUM_RE.match(text)
     if medium:
         rest = text[medium.end():]
         if medium.group("conn").lower() != "with":
-            text = rest
+            text, medium_done = rest, True
         elif re.search(r"\s+in (?:it|there)$", rest, re.IGNORECASE):  # "a picture with a dog in it"
-            text = re.sub(r"\s+in (?:it|there)$", "", rest, flags=re.IGNORECASE)
+            text, medium_done = re.sub(r"\s+in (?:it|there)$", "", rest, flags=re.IGNORECASE), True
     for frame in _LOOK_RE:
         match = frame.match(text)
         if match:
             text = match.group("x") + (match.group("after") or "")  # "... look like in winter"
             break
-    return text.strip(_TRIM)
+    return text.strip(_TRIM), medium_done
 
 
 def request_subject(text: str) -> str:
@@ -109,9 +109,9 @@ def request_subject(text: str) -> str:
     'What would a house made of ice look like?' -> 'a house made of ice'. Text that is all
     framing (or none) comes back as it was asked."""
     text = " ".join(text.split()).replace("\u2019", "'")
-    current = text.strip(_TRIM)
+    current, medium_done = text.strip(_TRIM), False
     for _ in range(8):  # each pass removes at least one layer; a request has only a few
-        peeled = _peel(current)
+        peeled, medium_done = _peel(current, medium_done)
         if peeled == current or not peeled:
             break
         current = peeled
