@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from tools.base import ChatModel
 from tools.common import load_prompt
-from tools.text import content_words, loops, split_sentences
+from tools.text import content_words, loops, split_sentences, title_subject
 
 CLIP_MAX_TOKENS = 77
 MAX_WORDS = 45
 STYLE_SUFFIX = "detailed illustration"
+# A scene that already names its medium or style gets no STYLE_SUFFIX ("a photo of a bench").
+_STYLED = re.compile(r"\b(?:photo(?:graph)?s?|paintings?|sketch(?:es)?|drawings?|illustrations?|watercolou?rs?|"
+                     r"cartoons?|anime|render(?:ing)?|pixel art|digital art|photorealistic)\b", re.IGNORECASE)
 
 # A drawing request is framing around a scene: "Could you please draw me a picture of <scene> for me?".
 # The framing says *that* a picture is wanted, not *what* is in it, so it is peeled off, layer by
@@ -103,11 +107,15 @@ def _peel(text: str, medium_done: bool) -> tuple[str, bool]:
     return text.strip(_TRIM), medium_done
 
 
+_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen".split())
+_TOKENISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
 def request_subject(text: str) -> str:
     """What a drawing request asks to see, its framing peeled off and every word of the scene
     kept: 'Could you draw me a picture of two red apples, please?' -> 'two red apples';
-    'What would a house made of ice look like?' -> 'a house made of ice'. Text that is all
-    framing (or none) comes back as it was asked."""
+    'What would a house made of ice look like?' -> 'a house made of ice'. A layer that would
+    leave nothing is not removed ('Draw me a picture' -> 'a picture')."""
     text = " ".join(text.split()).replace("\u2019", "'")
     current, medium_done = text.strip(_TRIM), False
     for _ in range(8):  # each pass removes at least one layer; a request has only a few
@@ -211,6 +219,8 @@ class PromptRewriter:
             ok, why = False, "the model chatted instead of describing a picture"
         elif loops(prompt) and not loops(source):
             ok, why = False, "the model's rewrite repeats itself"
+        elif set(has_boilerplate(prompt)) - set(has_boilerplate(source)):
+            ok, why = False, f"the model's rewrite has {', '.join(has_boilerplate(prompt))}, not a scene"
         else:
             ok, why = keeps_source(source, prompt, min_share)
         if ok and approx_clip_tokens(prompt) > CLIP_MAX_TOKENS:
@@ -222,17 +232,155 @@ class PromptRewriter:
     def plain(self, source: str, note: str, model_reply: str = "") -> ImagePrompt:
         """The prompt built from ``source`` itself, without the model (a style added, cut to fit)."""
         source = " ".join(source.split())
-        prompt = _limit_words(f"{source}, {STYLE_SUFFIX}", self.max_words)
+        styled = source if _STYLED.search(source) else f"{source}, {STYLE_SUFFIX}"  # "a photo of ..." has one
+        prompt = _limit_words(styled, self.max_words)
         while approx_clip_tokens(prompt) > CLIP_MAX_TOKENS and len(prompt.split()) > 5:
             prompt = _limit_words(prompt, len(prompt.split()) - 3)
         return ImagePrompt(prompt=prompt, source=source, rewritten=False, note=note, model_reply=model_reply)
 
 
-def source_for_answer(question: str, answer: str, title: str | None = None) -> str:
-    """What to illustrate for a question that was answered in text: its topic and answer."""
-    first = next(iter(split_sentences(answer)), answer)
-    topic = title or question.rstrip("?")
-    return f"{topic}. {first}"[:400] if first else topic[:400]
+# ---------------------------------------------------------------------------------------------
+# Search and answer routes: the picture is the subject and what the answer says about it, as a
+# scene ("the Mona Lisa, a half-length portrait painting by the Italian artist Leonardo da Vinci"),
+# never the question, the citation's boilerplate, quote marks or bracketed reference numbers.
+
+SCENE_MAX_WORDS = 30
+_PARENS = re.compile(r"\s*[(\[{][^()\[\]{}]*[)\]}]")  # "(born 1452)", "[1]", "[citation needed]"
+_QUOTES = re.compile(r"[\"“”„«»]|(?<![A-Za-z])['‘’]|['‘’](?![A-Za-z])")  # not the apostrophe in "Vinci's"
+_BOILERPLATE = re.compile(r"\b(?:wikipedia|article|according to|closest sentence|citation)\b", re.IGNORECASE)
+_COPULA = re.compile(r"^(?P<head>.{1,80}?)\s+(?:is|was|are|were|has been|had been)\s+(?P<rest>.+)$")
+_PRONOUN = re.compile(r"^(?:it|he|she|they|this|these|its?)$", re.IGNORECASE)
+# Sentences that show the model at work, not the subject: "To solve this, you multiply ...".
+_WORKING = re.compile(
+    r"\b(?:i|i'm|i'd|i'll|me|my|you|your|we|let's|us|sure|sorry|step|first|solve|calculate|answer|question|"
+    r"multiply|divide|add|subtract|result|equals)\b|[=+×÷*/]|\d\s*-\s*\d", re.IGNORECASE)
+_QUESTION_FRAME = re.compile(
+    r"^(?:(?:can|could|would|will) you\s+)?(?:please\s+)?(?:"
+    r"(?:what|who|whom|where|when|why|which|how(?: (?:much|many|tall|big|old|long|far|fast|heavy|deep|high))?)"
+    r"(?:'s|'re| (?:is|are|was|were|do|does|did|can|could|would|will|should|has|have|had))?"
+    r"|tell me (?:about|what|who)|describe|explain|define|is|are|was|were|do|does|did)\s+", re.IGNORECASE)
 
 
-__all__: Sequence[str] = ["PromptRewriter", "ImagePrompt", "request_subject", "keeps_source"]
+def clean_text(text: str) -> str:
+    """``text`` without parentheses and bracketed references, quote marks or citation words."""
+    text = _PARENS.sub("", _PARENS.sub("", text))  # twice: a bracket inside parentheses
+    text = _QUOTES.sub("", text)
+    text = re.sub(r"\s+([,.;:])", r"\1", " ".join(text.split()))
+    return text.strip(" ,;:.!?")
+
+
+def question_topic(question: str) -> str:
+    """What a question is about, without its question words: 'What is 23 times 4?' -> '23 times 4',
+    'How do I bake bread?' -> 'bake bread', 'Tell me a joke about penguins' -> 'penguins'."""
+    text = request_subject(" ".join(question.split()))  # "what does a platypus look like" -> "a platypus"
+    about = re.search(r"\babout\s+(.+)$", text, re.IGNORECASE)  # "write a poem about autumn" -> "autumn"
+    text = about.group(1) if about else _QUESTION_FRAME.sub("", text, count=1)
+    text = re.sub(r"^(?:i|you|we|one)\s+", "", text, flags=re.IGNORECASE)
+    text = clean_text(text)
+    return text if content_words(text) else clean_text(question)  # "Hello there!" stays itself
+
+
+def _shorten(text: str, limit: int = SCENE_MAX_WORDS) -> str:
+    """At most ``limit`` words, cut at a clause boundary when there is one."""
+    text = re.split(r";|\s+[-–—]\s+", text)[0].strip(" ,")
+    words = text.split()
+    if len(words) <= limit:
+        return text
+    cut = " ".join(words[:limit])
+    comma = cut.rfind(",")
+    return (cut[:comma] if comma > len(cut) // 2 else cut).strip(" ,")
+
+
+def _names_subject(head: str, subject: str) -> bool:
+    wanted = set(content_words(subject))
+    return bool(_PRONOUN.match(head.strip())) or (bool(wanted) and wanted <= set(content_words(head)))
+
+
+def describe(sentence: str, subject: str) -> tuple[str, str] | None:
+    """(subject phrase, description) for a sentence that says what the subject is: 'The Mona Lisa
+    is a half-length portrait ...' -> ('The Mona Lisa', 'a half-length portrait ...'). A pronoun
+    subject ('It was painted ...') gives the predicate. None when the sentence is about something
+    else."""
+    match = _COPULA.match(clean_text(sentence))
+    if not match or not _names_subject(match.group("head"), subject):
+        return None
+    head = match.group("head")
+    phrase = head if not _PRONOUN.match(head) and len(head.split()) <= len(subject.split()) + 2 else subject
+    return phrase, _shorten(match.group("rest"))
+
+
+def _lower_article(text: str) -> str:
+    """'The Mona Lisa' -> 'the Mona Lisa' inside a scene (names keep their capitals)."""
+    first = text.split(" ", 1)[0]
+    return text[:1].lower() + text[1:] if first in ("A", "An", "The", "It", "Its", "This", "These", "Some") else text
+
+
+def _sentences(passages: Sequence[Any], title: str | None) -> list[str]:
+    """The sentences of the passages, those of the article ``title`` first."""
+    def field(p: Any, name: str) -> str:
+        return str(p.get(name, "") if isinstance(p, dict) else getattr(p, name, ""))
+    ordered = sorted(passages, key=lambda p: field(p, "title") != title)
+    return [s for p in ordered for s in split_sentences(field(p, "text"))]
+
+
+def source_for_answer(question: str, answer: str, title: str | None = None,
+                      passages: Sequence[Any] = ()) -> str:
+    """The scene to picture for a question answered in text: its subject (the article's title on
+    the search route, else the question's topic) and what the answer says about it, visually.
+
+    Search route: the article sentence that says what the subject is, as an apposition, then the
+    short answer when that sentence does not already hold it ('the Mona Lisa, a half-length
+    portrait painting by the Italian artist Leonardo da Vinci'). Answer route: the first sentence
+    of the reply that describes the topic and does not show the model working ('To solve this,
+    multiply ...', 'I think ...'). Never the question, the citation or quote marks."""
+    answer = "" if _BOILERPLATE.search(answer) else answer  # a "not found in Wikipedia" reply says nothing
+    subject = title_subject(title).strip() if title else question_topic(question)
+    phrase, parts = subject, []
+    if title:
+        sentences = [clean_text(s) for s in _sentences(passages, title)]
+        lead = next((d for d in (describe(s, subject) for s in sentences) if d), None)
+        if lead:
+            phrase, parts = lead[0], [lead[1]]
+        short = clean_text(answer)
+        if short and not set(content_words(short)) <= set(content_words(" ".join([phrase, *parts]))):
+            saying = next((s for s in sentences if short.lower() in s.lower()), "")
+            said = describe(saying, subject) if saying else None
+            parts.append(said[1] if said else _shorten(short))
+    else:
+        for raw in split_sentences(answer):
+            sentence = clean_text(raw)
+            if not sentence or _WORKING.search(sentence) or raw.rstrip().endswith("?"):
+                continue
+            if set(content_words(sentence)) <= set(content_words(f"{subject} {question}")):
+                continue  # an echo of the question ("Hello!")
+            said = describe(sentence, subject)
+            if said:
+                phrase, parts = said[0], [said[1]]
+            elif not set(content_words(sentence)) <= set(content_words(subject)):
+                parts = [_shorten(sentence)]
+            break
+    scene = ", ".join(_lower_article(p) for p in [phrase, *parts] if p)
+    return _limit_words(scene, MAX_WORDS - 3)
+
+
+def has_boilerplate(prompt: str, question: str = "") -> list[str]:
+    """What in an image prompt is not a scene: citation words, quote marks, bracketed numbers, the
+    question's text (its first six words or more in a row). Empty when the prompt is clean."""
+    found = []
+    if _BOILERPLATE.search(prompt):
+        found.append("citation words")
+    if re.search(r"[\"“”«»]|(?<![A-Za-z])['‘]", prompt):
+        found.append("quote marks")
+    if re.search(r"\[\d+\]", prompt):
+        found.append("reference numbers")
+    asked = re.findall(r"[a-z0-9]+", question.lower())
+    have = " " + " ".join(re.findall(r"[a-z0-9]+", prompt.lower())) + " "
+    if question.strip().endswith("?") and len(asked) >= 3 and " " + " ".join(asked) + " " in have:
+        found.append("the question")
+    elif any(" " + " ".join(asked[i:i + 6]) + " " in have for i in range(len(asked) - 5)):
+        found.append("the question")
+    return found
+
+
+__all__: Sequence[str] = ["PromptRewriter", "ImagePrompt", "request_subject", "keeps_source", "source_for_answer",
+                          "has_boilerplate"]
