@@ -41,6 +41,13 @@ from tools.image_prompt import PromptRewriter, has_boilerplate, question_topic, 
         ("I'm curious what a cat would look like, can you draw it?", "a cat"),
         ("draw a dog please and thank you", "a dog"),
         ("can you make an image of a boat for my kid", "a boat"),
+        ("What would London look like underwater?", "London underwater"),
+        ("Show me what a medieval marketplace might have looked like.", "a medieval marketplace"),
+        ("Picture of a hot air balloon over green hills, please!", "a hot air balloon over green hills"),
+        # a request verb one typo (or mishearing) away, before a determiner
+        ("Skecth a vintage car parked outside a diner.", "a vintage car parked outside a diner"),
+        ("drwa me a cat", "a cat"),
+        ("Grew a beard", "Grew a beard"),
         # the scene's own words stay, style media included
         ("Show me a photo of a bench", "a photo of a bench"),
         ("Make a painting of a river", "a painting of a river"),

@@ -55,7 +55,7 @@ _LEAD = [
     r"(?: (?:you|u) to| to (?:see|get|have|look at)| to)?\s+",
     r"(?:can|could|may) (?:i|we) (?:please )?(?:see|get|have)\s+",
     r"(?:let me|let's|lets|let us) (?:see|have|get)\s+",
-    r"(?:(?:please|now|just|go ahead and|quickly|kindly)\s+)*(?:" + _VERBS + r")(?: (?:me|us))?(?: (?:out|up))?\s+",
+    r"(?:(?:please|now|just|go ahead and|quickly|kindly)\s+)*(?:" + _VERBS + r")(?: (?:me|us))?(?: (?:out|up))?\s+(?!of\b)",
     r"(?:i (?:wonder|am curious|'m curious)|i'm curious|im curious|i'd like to know|i want to know|"
     r"i(?:'d| would) love to know|tell me)\s+(?=what |how )",
 ]
@@ -64,11 +64,11 @@ _MEDIUM_RE = re.compile(
     r"^(?:(?:an?|the|some|one|another|me an?)\s+)?(?:(?:quick|little|nice|simple|small|new|cool)\s+)?"
     r"(?:" + _MEDIUM_NOUNS + r")s?\s+(?P<conn>of|showing|depicting|featuring|that (?:shows|depicts)|which shows|"
     r"where you can see|with|like)\s+", re.IGNORECASE)
-_AFTER_LOOK = r"(?P<after>\s+(?:as|in|with|if|when|during|at|on|under|from|inside|without)\s+.+)?"
+_AFTER_LOOK = r"(?P<after>\s+.+)?"  # what follows "look like" qualifies the scene ("... underwater")
 _LOOK_RE = [
-    re.compile(r"^what (?:would|will|does|do|did|might|could|may|should) (?P<x>.+?) (?:actually |really )?"
+    re.compile(r"^what (?:would|will|does|do|did|might|could|may|should) (?P<x>.+?) (?:have )?(?:actually |really )?"
                r"look(?:s|ed)? like" + _AFTER_LOOK + "$", re.IGNORECASE),
-    re.compile(r"^what (?P<x>.+?) (?:would|will|might|could|may|does|do|should)?\s*(?:actually |really )?"
+    re.compile(r"^what (?P<x>.+?) (?:(?:would|will|might|could|may|does|do|should|did)(?: have)? )?(?:actually |really )?"
                r"look(?:s|ed)? like" + _AFTER_LOOK + "$", re.IGNORECASE),
     re.compile(r"^how (?:would|will|does|do|might|could|may) (?P<x>.+?) (?:actually |really )?look" + _AFTER_LOOK
                + "$", re.IGNORECASE),
@@ -83,6 +83,32 @@ _TAIL_RE = re.compile(
     r" (?:it|that|this|one|them)(?: for me| please)?|"
     r"(?:and|,) make it look (?:nice|good|great|cool|pretty)))+$", re.IGNORECASE)
 _TRIM = " \t,;:!?.-"
+
+
+_VERB_WORDS = tuple(w for w in _VERBS.split("|") if len(w) >= 4 and "[" not in w) + ("visualize", "visualise")
+
+
+def _near(word: str, target: str) -> bool:
+    """Is ``word`` one typo (or mishearing) from ``target``: one letter changed, added, dropped,
+    or two neighbours swapped ("skecth", "drwa", "pant")?"""
+    if word == target or abs(len(word) - len(target)) > 1:
+        return word == target
+    if len(word) == len(target):
+        diff = [i for i, (a, b) in enumerate(zip(word, target)) if a != b]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and word[diff[0]] == target[diff[1]] and word[diff[1]] == target[diff[0]])
+    short, long_ = sorted((word, target), key=len)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def _fix_verb(text: str) -> str:
+    """A misspelt or misheard request verb in first place ("Skecth a car") read as the verb it is
+    one typo from, when a determiner follows it; the scene's own words are never touched."""
+    match = re.match(r"^([A-Za-z]{4,})(?=\s+(?:me\s+)?(?:a|an|the|some|two|three|four|five|my|your)\b)", text)
+    if not match or match.group(1).lower() in _VERB_WORDS:
+        return text
+    near = next((v for v in _VERB_WORDS if _near(match.group(1).lower(), v)), None)
+    return near + text[match.end():] if near else text
 
 
 def _peel(text: str, medium_done: bool) -> tuple[str, bool]:
@@ -117,7 +143,7 @@ def request_subject(text: str) -> str:
     'What would a house made of ice look like?' -> 'a house made of ice'. A layer that would
     leave nothing is not removed ('Draw me a picture' -> 'a picture')."""
     text = " ".join(text.split()).replace("\u2019", "'")
-    current, medium_done = text.strip(_TRIM), False
+    current, medium_done = _fix_verb(text.strip(_TRIM)), False
     for _ in range(8):  # each pass removes at least one layer; a request has only a few
         peeled, medium_done = _peel(current, medium_done)
         if peeled == current or not peeled:
@@ -253,12 +279,19 @@ _PRONOUN = re.compile(r"^(?:it|he|she|they|this|these|its?)$", re.IGNORECASE)
 # Sentences that show the model at work, not the subject: "To solve this, you multiply ...".
 _WORKING = re.compile(
     r"\b(?:i|i'm|i'd|i'll|me|my|you|your|we|let's|us|sure|sorry|step|first|solve|calculate|answer|question|"
-    r"multiply|divide|add|subtract|result|equals)\b|[=+×÷*/]|\d\s*-\s*\d", re.IGNORECASE)
+    r"multiply|divide|add|subtract|result|equals|def|return|print)\b|[=+×÷*/#`{}<>]|\d\s*-\s*\d", re.IGNORECASE)
 _QUESTION_FRAME = re.compile(
     r"^(?:(?:can|could|would|will) you\s+)?(?:please\s+)?(?:"
     r"(?:what|who|whom|where|when|why|which|how(?: (?:much|many|tall|big|old|long|far|fast|heavy|deep|high))?)"
-    r"(?:'s|'re| (?:is|are|was|were|do|does|did|can|could|would|will|should|has|have|had))?"
-    r"|tell me (?:about|what|who)|describe|explain|define|is|are|was|were|do|does|did)\s+", re.IGNORECASE)
+    r"(?:'s|'re|s| (?:is|are|was|were|do|does|did|can|could|would|will|should|has|have|had))?"
+    r"|tell me (?:about|what|who)|describe|explain|define|is|are|was|were|do|does|did|if|should|shall|can|could|"
+    r"would|will|may|might|must)\s+", re.IGNORECASE)
+# A request for text names its object after the verb: "Write a Python function that ...".
+_TEXT_VERB = re.compile(
+    r"^(?:write|compose|tell|give|list|suggest|recommend|rewrite|translate|explain|describe|define|summari[sz]e|"
+    r"name|help me(?: to)?(?: with)?|teach me(?: how to)?|remind me(?: of)?)(?: (?:me|us))?\s+", re.IGNORECASE)
+_INNER_AUX = re.compile(r"^(?P<n>.+?)\s+(?:has|have|had|do|does|did|can|could|will|would)\s+"
+                        r"(?P<s>.+)$", re.IGNORECASE)
 
 
 def clean_text(text: str) -> str:
@@ -272,10 +305,23 @@ def clean_text(text: str) -> str:
 def question_topic(question: str) -> str:
     """What a question is about, without its question words: 'What is 23 times 4?' -> '23 times 4',
     'How do I bake bread?' -> 'bake bread', 'Tell me a joke about penguins' -> 'penguins'."""
-    text = request_subject(" ".join(question.split()))  # "what does a platypus look like" -> "a platypus"
+    sentences = split_sentences(" ".join(question.split())) or [question]
+    questions = [s for s in sentences if s.rstrip().endswith("?")] or sentences[:1]
+    asked = max(reversed(questions), key=lambda s: len(content_words(s)))  # "Hi there! How's your day going?"
+    asked = re.sub(r",\s*(?:so\s+)?(?:how|what|who|where|when|why|which)\b.*$", "", asked,
+                   flags=re.IGNORECASE)  # "If I have 3 apples ..., how many are left?" -> the condition
+    text = request_subject(asked)  # "what does a platypus look like" -> "a platypus"
     about = re.search(r"\babout\s+(.+)$", text, re.IGNORECASE)  # "write a poem about autumn" -> "autumn"
-    text = about.group(1) if about else _QUESTION_FRAME.sub("", text, count=1)
-    text = re.sub(r"^(?:i|you|we|one)\s+", "", text, flags=re.IGNORECASE)
+    if about:
+        text = about.group(1)
+    else:
+        framed = _QUESTION_FRAME.sub("", _TEXT_VERB.sub("", text, count=1), count=1)
+        wh = re.match(r"(?:what|which|how|who|whom|where|when|why)\b", text, re.IGNORECASE)
+        inner = _INNER_AUX.match(framed) if wh and framed != text else None
+        if inner and len(inner.group("s").split()) > 1:  # "many Grammys has Beyonce won" -> "Beyonce, Grammys"
+            framed = f"{inner.group('s').rsplit(' ', 1)[0]}, {re.sub(r'^(?:many|much) ', '', inner.group('n'))}"
+        text = framed
+    text = re.sub(r"^(?:(?:i|you|we|one|my|your|our|i'm|you're|we're)\s+)+", "", text, flags=re.IGNORECASE)
     text = clean_text(text)
     return text if content_words(text) else clean_text(question)  # "Hello there!" stays itself
 
@@ -351,8 +397,8 @@ def source_for_answer(question: str, answer: str, title: str | None = None,
             sentence = clean_text(raw)
             if not sentence or _WORKING.search(sentence) or raw.rstrip().endswith("?"):
                 continue
-            if set(content_words(sentence)) <= set(content_words(f"{subject} {question}")):
-                continue  # an echo of the question ("Hello!")
+            if len(set(content_words(sentence)) - set(content_words(f"{subject} {question}"))) < 2:
+                continue  # an echo of the question ("Hello!") or an exclamation ("Awesome!")
             said = describe(sentence, subject)
             if said:
                 phrase, parts = said[0], [said[1]]
@@ -365,7 +411,8 @@ def source_for_answer(question: str, answer: str, title: str | None = None,
 
 def has_boilerplate(prompt: str, question: str = "") -> list[str]:
     """What in an image prompt is not a scene: citation words, quote marks, bracketed numbers, the
-    question's text (its first six words or more in a row). Empty when the prompt is clean."""
+    question's text (the whole question, or its first three words: the question's framing, "what
+    is the", "can you tell"). Empty when the prompt is clean."""
     found = []
     if _BOILERPLATE.search(prompt):
         found.append("citation words")
@@ -375,9 +422,7 @@ def has_boilerplate(prompt: str, question: str = "") -> list[str]:
         found.append("reference numbers")
     asked = re.findall(r"[a-z0-9]+", question.lower())
     have = " " + " ".join(re.findall(r"[a-z0-9]+", prompt.lower())) + " "
-    if question.strip().endswith("?") and len(asked) >= 3 and " " + " ".join(asked) + " " in have:
-        found.append("the question")
-    elif any(" " + " ".join(asked[i:i + 6]) + " " in have for i in range(len(asked) - 5)):
+    if len(asked) >= 3 and any(f" {' '.join(words)} " in have for words in (asked, asked[:3])):
         found.append("the question")
     return found
 
