@@ -402,7 +402,9 @@ def source_for_answer(question: str, answer: str, title: str | None = None,
             said = describe(sentence, subject)
             if said:
                 phrase, parts = said[0], [said[1]]
-            elif not set(content_words(sentence)) <= set(content_words(subject)):
+            elif set(content_words(subject)) <= set(content_words(sentence)):
+                phrase, parts = "", [_shorten(sentence)]  # "Turtles eat snakes, fish ..." names it already
+            else:
                 parts = [_shorten(sentence)]
             break
     scene = ", ".join(_lower_article(p) for p in [phrase, *parts] if p)
