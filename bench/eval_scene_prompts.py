@@ -18,9 +18,9 @@ Measures, per route and system (share of requests):
   "article", "according to"), quote marks, bracketed reference numbers, or the question's text
   (the whole question, or its first three words, its framing). Target 0.
 * **question**: the question's text alone (part of boilerplate).
-* **working** (answer route): the prompt holds a word that shows the model at work or talking
-  ("I", "you", "let's", "step", "solve", "=", ...: the same list the prompt builder filters on,
-  so this checks the wiring, not the list).
+* **working** (answer route): the prompt, less the question's own words, holds a word that shows
+  the model at work or talking ("I", "you", "let's", "step", "solve", "=", ...: the same list the
+  prompt builder filters on, so this checks the wiring, not the list).
 * **described** (search route): the prompt says more than the article's title and the short
   answer (a description from the article was found).
 
@@ -70,11 +70,17 @@ def measure(rows: list[dict]) -> dict:
             "working": share("working"), "described": share("described")}
 
 
+def not_asked(prompt: str, question: str) -> str:
+    """The prompt's words that are not the question's ("a speech for my friend" asked for "my")."""
+    asked = set(re.findall(r"[a-z0-9']+", question.lower()))
+    return " ".join(w for w in prompt.split() if re.sub(r"[^a-z0-9']", "", w.lower()) not in asked)
+
+
 def score(prompt: str, question: str, route: str, plain_subject: str) -> dict:
     found = has_boilerplate(prompt, question)
     extra = set(content_words(prompt)) - set(content_words(plain_subject)) - {"detailed", "illustration"}
     return {"prompt": prompt, "boilerplate": found, "question": "the question" in found,
-            "working": route == "answer" and bool(_WORKING.search(prompt)),
+            "working": route == "answer" and bool(_WORKING.search(not_asked(prompt, question))),
             "described": route == "search" and bool(extra)}
 
 

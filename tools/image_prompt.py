@@ -289,6 +289,7 @@ _QUESTION_FRAME = re.compile(
 # A request for text names its object after the verb: "Write a Python function that ...".
 _TEXT_VERB = re.compile(
     r"^(?:write|compose|tell|give|list|suggest|recommend|rewrite|translate|explain|describe|define|summari[sz]e|"
+    r"convert|count|calculate|compute|say|shorten|"
     r"name|help me(?: to)?(?: with)?|teach me(?: how to)?|remind me(?: of)?)(?: (?:me|us))?\s+", re.IGNORECASE)
 _INNER_AUX = re.compile(r"^(?P<n>.+?)\s+(?:has|have|had|do|does|did|can|could|will|would)\s+"
                         r"(?P<s>.+)$", re.IGNORECASE)
@@ -321,7 +322,7 @@ def question_topic(question: str) -> str:
         if inner and len(inner.group("s").split()) > 1:  # "many Grammys has Beyonce won" -> "Beyonce, Grammys"
             framed = f"{inner.group('s').rsplit(' ', 1)[0]}, {re.sub(r'^(?:many|much) ', '', inner.group('n'))}"
         text = framed
-    text = re.sub(r"^(?:(?:i|you|we|one|my|your|our|i'm|you're|we're)\s+)+", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"^(?:(?:i|you|we|one|my|your|our|i'm|im|i am|you're|we're)\s+)+", "", text, flags=re.IGNORECASE)
     text = clean_text(text)
     return text if content_words(text) else clean_text(question)  # "Hello there!" stays itself
 
