@@ -75,8 +75,8 @@ _LOOK_RE = [
     re.compile(r"^how (?P<x>.+?) (?:would|will|might|could|may|does|do) look" + _AFTER_LOOK + "$", re.IGNORECASE),
 ]
 _TAIL_RE = re.compile(
-    r"(?:[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much)?|thx|ty|for me|for us|if you can|if you could|if possible|"
-    r"now|right now|real quick|quickly|(?:for|to show) (?:my|our) \w+(?: \w+)?|"
+    r"(?:[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much)?|thx|ty|for me|for us|"
+    r"if you can|if you could|if possible|now|right now|real quick|quickly|(?:for|to show) (?:my|our) \w+(?: \w+)?|"
     r"(?:(?:and|then)\s+)?(?:can|could|would|will) (?:you|u) (?:please )?(?:draw|paint|sketch|show|make|render|"
     r"generate|create|illustrate|picture) (?:it|that|this|one|them|me one)(?: for me| please)?|"
     r"(?:and|then) (?:please )?(?:draw|paint|sketch|show|make|render|generate|create|illustrate|picture)"
