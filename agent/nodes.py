@@ -295,10 +295,14 @@ def draw(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
 @step("rewrite_image_prompt", tool="image_prompt")
 def rewrite_image_prompt(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     passages = state.get("passages") or []
-    title = passages[0]["title"] if passages and state.get("route") == "search" else None
-    # Nothing found in the passages: picture the question's topic only.
-    answer_text = "" if state.get("answer_found") is False else state.get("answer_body") or ""
-    source = source_for_answer(question_of(state), answer_text, title)
+    found = state.get("answer_found") is not False
+    # The article the answer came from (the citation's number), its lead saying what the subject
+    # is; nothing found in the passages: picture the question's topic only.
+    cited = re.match(r"\[(\d+)\]", state.get("citation") or "")
+    top = passages[int(cited.group(1)) - 1] if cited and int(cited.group(1)) <= len(passages) else (passages or [{}])[0]
+    title = top.get("title") if passages and state.get("route") == "search" and found else None
+    answer_text = (state.get("answer_body") or "") if found else ""
+    source = source_for_answer(question_of(state), answer_text, title, passages[:GROUNDED_PASSAGES] if title else ())
     if not will_draw(ctx):
         return _plain(source, ctx, rec, "the answer")
     return _rewrite(source, ctx, rec, min_share=0.5)
