@@ -23,13 +23,23 @@ from agent.nodes import new_run_id, within_limit
 from agent.step import error_message
 from tools.base import Loadable
 from tools.common import Cancelled, atomic_write, signals_to_main_thread
+from tools.source_image import SourceImage
 from agent.settings import Settings
 from agent.state import NoImageKind, Source, no_image_notice, this_turn
 from agent.trace import TraceEvent, append_event
 
 
 class Result(BaseModel):
-    """What one question produced (also what ``askdraw ask --json`` prints)."""
+    """What one question produced (also what ``askdraw ask --json`` prints).
+
+    ``image_path`` is the generated picture (or the labelled "NO IMAGE GENERATED" card).
+    ``source_image`` is Wikipedia's own picture of the top source, on the search route with a
+    ZIM corpus or live Wikipedia (:class:`tools.source_image.SourceImage`: ``path`` in the run
+    folder, ``title`` of the article, ``url`` to see it with its author and licence, ``credit``
+    line, ``file``, ``origin`` "zim"/"live", ``author``/``licence`` when known); None when the
+    corpus has no pictures (the starter leads), the article has none, or it could not be fetched
+    (the trace's ``source_image`` step says why). It is never a generated picture.
+    """
 
     run_id: str
     question: str = ""
@@ -48,6 +58,7 @@ class Result(BaseModel):
     no_image_kind: NoImageKind | None = None
     no_image_reason: str | None = None
     image_skipped_reason: str | None = None  # no picture because none would help (tools/picture_helps.py)
+    source_image: SourceImage | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
     trace_path: str | None = None
     notices: list[str] = Field(default_factory=list)
@@ -346,6 +357,7 @@ class Agent:
             image_path=values.get("image_path"),
             image_model=values.get("image_model"),
             image_generated=bool(values.get("image_generated")),
+            source_image=values.get("source_image"),
             timings_ms=values.get("timings_ms") or {},
             notices=[*notices, *(values.get("notices") or [])],
             error=message,

@@ -1,6 +1,7 @@
 """Build and compile the askdraw graph.
 
     START -> start_turn -> transcribe (only with audio) -> decide --search--> search_wikipedia (<= N tries) -> answer
+                                                                   (a ZIM or live Wikipedia: -> source_image -> answer)
                                                     --answer--> answer
                                                     --draw----> draw (image prompt from the request)
     answer -> rewrite_image_prompt -> generate_image -> finish -> END
@@ -45,7 +46,9 @@ def build_graph(checkpointer=None):
     # destinations: the step wrapper (agent.step) hides the nodes' Command[Literal[...]] return types, so the
     # drawn graph (Studio, draw_mermaid) learns the routes from here.
     builder.add_node("decide", nodes.decide, destinations=("search_wikipedia", "answer", "draw"))
-    builder.add_node("search_wikipedia", nodes.search_wikipedia, destinations=("search_wikipedia", "answer"))
+    builder.add_node("search_wikipedia", nodes.search_wikipedia,
+                     destinations=("search_wikipedia", "source_image", "answer"))
+    builder.add_node("source_image", nodes.source_image)
     builder.add_node("answer", nodes.answer)
     builder.add_node("draw", nodes.draw)
     builder.add_node("rewrite_image_prompt", nodes.rewrite_image_prompt)
@@ -55,6 +58,7 @@ def build_graph(checkpointer=None):
     builder.add_edge(START, "start_turn")
     builder.add_conditional_edges("start_turn", _entry)
     builder.add_edge("transcribe", "decide")
+    builder.add_edge("source_image", "answer")
     builder.add_conditional_edges("answer", _after_answer)
     builder.add_conditional_edges("rewrite_image_prompt", _after_prompt)
     builder.add_conditional_edges("draw", _after_draw)

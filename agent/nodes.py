@@ -17,12 +17,14 @@ from agent.context import Context
 from agent.followup import standalone_question, topic_of_turn
 from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, no_image_notice
-from agent.step import StepError, StepRecord, check_cancelled, context_of, ensure_loaded, step, timed_load
+from agent.step import (StepError, StepRecord, check_cancelled, context_of, ensure_loaded, error_message, step,
+                        timed_load)
 from agent.trace import summarise
 from tools.answer import GROUNDED_PASSAGES, Answer, AnswerWriter, citation, with_citation
 from tools.arithmetic import compute
-from tools.common import ToolError
+from tools.common import Cancelled, ToolError
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
+from tools.source_image import picture_source
 from tools.text import content_words
 
 
@@ -162,7 +164,8 @@ def keyword_query(text: str) -> str:
 
 
 @step("search_wikipedia", tool="wikipedia")
-def search_wikipedia(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["search_wikipedia", "answer"]]:
+def search_wikipedia(state: State, ctx: Context, rec: StepRecord) -> Command[
+        Literal["search_wikipedia", "source_image", "answer"]]:
     settings = ctx.settings
     attempt = state.get("search_attempts", 0) + 1
     query = state.get("search_query") if attempt > 1 else question_of(state).rstrip("?!. ")
@@ -191,7 +194,32 @@ def search_wikipedia(state: State, ctx: Context, rec: StepRecord) -> Command[Lit
             return Command(goto="search_wikipedia", update={**update, "search_query": retry})
     if not found:
         update["notices"] = [f'No Wikipedia article matched "{summarise(query, 80)}"; answered directly without a source']
-    return Command(goto="answer", update=update)
+    # The top source's own picture, where the corpus has pictures (a ZIM file, live Wikipedia) and
+    # the turn is not text only.
+    wants_picture = found and state.get("want_image") is not False and picture_source(ctx.toolbox.wiki) is not None
+    return Command(goto="source_image" if wants_picture else "answer", update=update)
+
+
+@step("source_image", tool="wikipedia")
+def source_image(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
+    """The top source's lead image, saved in the run folder (tools.source_image). A failure (no
+    picture in the article, a network error, bad bytes) never fails the turn: the step says why."""
+    title = state["passages"][0]["title"]
+    wiki = ctx.toolbox.wiki
+    rec.model, rec.input = getattr(wiki, "name", None), summarise(title)
+    ctx.progress(type="status", step="source_image", text=f'fetching the picture of "{title}"')
+    try:
+        picture = picture_source(wiki).lead_image(title, Path(state["run_dir"]))
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - NoPicture says why; anything else is reported the same way
+        rec.output, rec.reason = "no picture", error_message(exc)
+        return {"source_image": None}
+    rec.output = f"{picture.path} (Wikipedia's picture: {picture.file})"
+    rec.reason = picture.credit
+    rec.data.update({"file": picture.file, "origin": picture.origin, "url": picture.url,
+                     "size": [picture.width, picture.height]})
+    return {"source_image": picture.model_dump()}
 
 
 @step("answer", tool="llm")
@@ -270,10 +298,14 @@ def rewrite_image_prompt(state: State, ctx: Context, rec: StepRecord) -> dict[st
     if skipped is not None:
         return skipped
     passages = state.get("passages") or []
-    title = passages[0]["title"] if passages and state.get("route") == "search" else None
-    # Nothing found in the passages: picture the question's topic only.
-    answer_text = "" if state.get("answer_found") is False else state.get("answer_body") or ""
-    source = source_for_answer(question_of(state), answer_text, title)
+    found = state.get("answer_found") is not False
+    # The article the answer came from (the citation's number), its lead saying what the subject
+    # is; nothing found in the passages: picture the question's topic only.
+    cited = re.match(r"\[(\d+)\]", state.get("citation") or "")
+    top = passages[int(cited.group(1)) - 1] if cited and int(cited.group(1)) <= len(passages) else (passages or [{}])[0]
+    title = top.get("title") if passages and state.get("route") == "search" and found else None
+    answer_text = (state.get("answer_body") or "") if found else ""
+    source = source_for_answer(question_of(state), answer_text, title, passages[:GROUNDED_PASSAGES] if title else ())
     if not will_draw(ctx):
         return _plain(source, ctx, rec, "the answer")
     return _rewrite(source, ctx, rec, min_share=0.5)

@@ -82,6 +82,7 @@ class State(InputState, total=False):
     no_image_kind: NoImageKind | None  # why there is no picture: no_model | failed | blocked | unsaved
     no_image_reason: str | None
     image_skipped_reason: str | None  # why the search/answer route drew no picture (a picture would not help)
+    source_image: dict | None  # the top source's own picture (tools.source_image.SourceImage, dumped)
     timings_ms: Annotated[dict[str, float], add_timings]  # ms per step (a retried step adds up)
     # Kept across the turns of a conversation thread.
     turn_of: str  # run_id of the turn the per-turn fields belong to
@@ -95,7 +96,8 @@ TURN_RESET: dict = {
     "route_scores": {}, "route_fallback": False, "search_query": None, "search_attempts": 0, "passages": [],
     "sources": [], "answer": None, "answer_body": None, "citation": None, "answer_found": None,
     "image_prompt": None, "image_path": None, "image_model": None, "image_generated": False,
-    "no_image_kind": None, "no_image_reason": None, "image_skipped_reason": None, "timings_ms": {},
+    "no_image_kind": None, "no_image_reason": None, "image_skipped_reason": None, "source_image": None,
+    "timings_ms": {},
 }
 
 
@@ -118,6 +120,7 @@ class OutputState(TypedDict, total=False):
     no_image_kind: str | None
     no_image_reason: str | None
     image_skipped_reason: str | None
+    source_image: dict | None
     timings_ms: dict[str, float]
     notices: list[str]
     standalone_question: str | None

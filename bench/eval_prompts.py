@@ -9,12 +9,13 @@ color_attr, position), drawn without replacement by ``random.Random(f"{seed}-{ta
 in file order. Same data + n + seed = same sample.
 
 Each prompt goes through the agent's draw path exactly as ``agent/nodes.py`` ``draw`` runs it:
-the request ``"Show me " + prompt`` -> ``request_subject`` (which strips "Show me a photo of") ->
-``PromptRewriter(llm).rewrite(subject, min_share=0.8)``. The router is not involved (the draw
-route is assumed). The final prompt is the rewriter's output (the LLM's rewrite if its own
-validator accepted it, else the request subject + ", detailed illustration"); the LLM's raw
-candidate is the reply as the rewriter extracts it (first sentence, label removed, word limit),
-checked whether or not it was accepted.
+the request ``"Show me " + prompt`` -> ``request_subject`` (which strips "Show me"; since issue 18
+it keeps "a photo of", a style the scene asks for) -> ``PromptRewriter(llm).rewrite(subject,
+min_share=0.8)``. The router is not involved (the draw route is assumed). The final prompt is
+the rewriter's output (the LLM's rewrite if its own validator accepted it, else the request
+subject, + ", detailed illustration" unless it names a medium); the LLM's raw candidate is the
+reply as the rewriter extracts it (first sentence, label removed, word limit), checked whether or
+not it was accepted.
 
 Checks (this script's own, independent of the rewriter's validator), against GenEval's
 ``include`` metadata, on lower-cased word tokens:

@@ -44,6 +44,193 @@ def test_the_rule_puts_the_topic_in_and_keeps_the_question(previous, topic, foll
     assert rule.text == expected
 
 
+@pytest.mark.parametrize(("previous", "topic", "followup", "expected"), [
+    # "And X?", "same for X": X takes the place of the topic, else of the last noun phrase
+    ("What is the capital of France?", "Paris", "And Germany?", "What is the capital of Germany?"),
+    ("How long do cats live?", "Cat", "and dogs?", "How long do dogs live?"),
+    ("Who wrote Pride and Prejudice?", "Pride and Prejudice", "And Emma?", "Who wrote Emma?"),
+    ("who painted the starry night", "The Starry Night", "same for the scream", "who painted the scream"),
+    ("How far is the Moon from Earth?", "Moon", "And Mars?", "How far is Mars from Earth?"),
+    # a phrase with the same preposition, or a time for a time, is replaced; else the question is narrowed
+    ("What do polar bears eat in summer?", "Polar bear", "And in winter?", "What do polar bears eat in winter?"),
+    ("What's the weather like in London?", "London", "And in winter?", "What's the weather like in London in winter?"),
+    ("What is the boiling point of water?", "Water", "And of ethanol?", "What is the boiling point of ethanol?"),
+    ("What was the population of Rome in 100 AD?", "Rome", "What about in 1500?",
+     "What was the population of Rome in 1500?"),
+    ("How much sugar is in a can of cola?", "Cola", "Per litre?", "How much sugar is in a can of cola per litre?"),
+    # superlatives and ordinals; an event's verb
+    ("Which is the most populous city in India?", "Mumbai", "And the least populous?",
+     "Which is the least populous city in India?"),
+    ("What is the second largest country by area?", "Canada", "And the third?",
+     "What is the third largest country by area?"),
+    ("When did the Roman Empire begin?", "Roman Empire", "And end?", "When did the Roman Empire end?"),
+    # "How many?" / "Why?" after a yes/no question
+    ("Are there any lakes in Iceland?", "Iceland", "How many?", "How many lakes are there in Iceland?"),
+    ("Does coffee contain caffeine?", "Coffee", "How much?", "How much caffeine does coffee contain?"),
+    ("Is the tomato a fruit?", "Tomato", "Why?", "Why is the tomato a fruit?"),
+    # "that" before an adverb is the reference alone
+    ("What is the Great Wall of China?", "Great Wall of China", "Why is that so famous?",
+     "Why is the Great Wall of China so famous?"),
+])
+def test_the_previous_question_is_asked_again_with_what_changed(previous, topic, followup, expected):
+    assert needs_context(followup)
+    rule = substitute(followup, previous, topic)
+    assert rule.clean, rule
+    assert rule.text == expected
+
+
+@pytest.mark.parametrize(("first", "route", "followup", "expected"), [
+    ("Draw a giraffe eating leaves", "draw", "Why is its neck so long?", "Why is a giraffe's neck so long?"),
+    ("draw a red panda climbing a tree", "draw", "what do they eat?", "what do red pandas eat?"),
+    ("Show me a lighthouse at night", "draw", "How tall are they?", "How tall are lighthouses?"),
+    ("how do I make sourdough starter", "answer", "how long does it last?", "how long does sourdough starter last?"),
+    ("How do vaccines work?", "answer", "Who invented them?", "Who invented vaccines?"),
+])
+def test_after_a_drawing_or_a_direct_answer_it_means_the_first_noun_phrase(first, route, followup, expected):
+    history = [{"question": first, "route": route, "topic": topic_of_turn({"question": first, "route": route})}]
+    assert standalone_question(followup, history, ScriptedLLM())[0] == expected
+
+
+@pytest.mark.parametrize("question", [
+    "Is it true that Einstein failed math?", "How long does it take to boil an egg?",
+    "Is it possible to see the Great Wall from space?",
+])
+def test_an_it_that_points_at_its_own_clause_is_no_reference(question):
+    assert not needs_context(question)
+
+
+@pytest.mark.parametrize(("previous", "topic", "followup", "expected"), [
+    # a fragment with no "and" is still the previous question about something else
+    ("What's the deepest lake in the world?", "Lake Baikal", "The shallowest?", "What's the shallowest lake in the world?"),
+    ("How long can a tortoise live?", "Tortoise", "A parrot?", "How long can a parrot live?"),
+    # "By whom?" after a passive question, "What year?" after "Who did it?", an adverb after "How big?"
+    ("When was the telescope invented?", "Telescope", "By whom?", "Who invented the telescope?"),
+    ("Who wrote War and Peace?", "War and Peace", "What year?", "What year was War and Peace written?"),
+    ("What is an elephant seal?", "elephant seal", "How heavy exactly?", "How heavy is an elephant seal exactly?"),
+    # another property of the same topic; a superlative with its noun
+    ("What is the capital of France?", "France", "What about the population?", "What is the population of France?"),
+    ("what is the longest river in africa", "Nile", "what about the deepest lake", "what is the deepest lake in africa"),
+    # more about the topic
+    ("Who was Ada Lovelace?", "Ada Lovelace", "Tell me more", "Tell me more about Ada Lovelace?"),
+    ("what is a quasar", "Quasar", "can you elaborate", "Tell me more about a quasar"),
+    # "instead" is no part of the new subject
+    ("Draw a castle on a hill", "a castle", "How about a lighthouse instead?", "Draw a lighthouse on a hill?"),
+])
+def test_fragments_and_passives(previous, topic, followup, expected):
+    assert needs_context(followup)
+    rule = substitute(followup, previous, topic)
+    assert rule.clean, rule
+    assert rule.text == expected
+
+
+@pytest.mark.parametrize("question", [
+    "what is inflation", "Who is Beyonce?",                    # short, but complete
+    "Do sharks sleep or is that a myth?",                      # the pronoun points into its own first clause
+    "why do cats knead? is it because they are happy",
+    "is it true we only dream in black and white?",            # "it true" with no "that"
+    "is it bad to crack your knuckles",
+    "Why do they call it a hot dog?",                          # people in general; the name follows "call it"
+])
+def test_complete_questions_with_their_own_pronouns_are_left_as_asked(question):
+    assert not needs_context(question)
+
+
+@pytest.mark.parametrize(("previous", "topic", "followup", "expected"), [
+    ("Who designed the Eiffel Tower?", "Eiffel Tower", "Built when?", "When was the Eiffel Tower built?"),
+    ("Where was Chopin born?", "Chopin", "When exactly?", "When exactly was Chopin born?"),
+    ("How tall is the Shard?", "The Shard", "How many floors?", "How many floors does the Shard have?"),
+    ("Do spiders have bones?", "Spider", "How many legs then?", "How many legs do spiders have then?"),
+    ("What's the boiling point of water?", "Water", "On top of Everest, though?",
+     "What's the boiling point of water on top of Everest?"),
+])
+def test_participles_question_words_and_counts(previous, topic, followup, expected):
+    assert needs_context(followup)
+    rule = substitute(followup, previous, topic)
+    assert rule.clean, rule
+    assert same_intent(rule.text, expected), rule.text
+
+
+def test_a_role_question_and_a_second_pronoun():
+    # "Who was the first ...?" asks for a person the answer names; a later "it" is still the topic
+    rule = substitute("What were his first words?", "Who was the first man in space?", "Yuri Gagarin",
+                      answer="Yuri Gagarin. [1]")
+    assert rule.text == "What were Yuri Gagarin's first words?"
+    rule = substitute("How old was he when he wrote it?", "Who wrote Frankenstein?", "Frankenstein",
+                      answer="Mary Shelley. [1]")
+    assert rule.text == "How old was Mary Shelley when he wrote Frankenstein?"
+    history = [{"question": "could you tell me who the singer of Queen was?", "topic": "Queen (band)",
+                "route": "search", "answer": "Freddie Mercury. [1]"}]
+    assert standalone_question("Where was he born?", history, ScriptedLLM())[0] == "Where was Freddie Mercury born?"
+
+
+@pytest.mark.parametrize(("previous", "followup", "expected"), [
+    # after a direct answer, the new thing replaces the noun phrase most like it (sentence embeddings)
+    ("How much water does a grown dog need a day?", "What about puppies?", "How much water does puppies need a day?"),
+    # "how long does it take" is the previous question's doing
+    ("What's the easiest way to learn to juggle?", "How long does it take?", "How long does it take to learn to juggle?"),
+    # an adverb goes before the last phrase; "the other way round" swaps the two ends
+    ("How do I greet someone in Korean?", "Politely?", "How do I greet someone politely in Korean?"),
+    ("How do I convert miles to kilometres?", "And the other way round?", "How do I convert kilometres to miles?"),
+])
+def test_after_a_direct_answer(previous, followup, expected):
+    history = [{"question": previous, "route": "answer", "topic": topic_of_turn({"question": previous, "route": "answer"})}]
+    assert same_intent(standalone_question(followup, history, ScriptedLLM())[0], expected)
+
+
+@pytest.mark.parametrize(("previous", "topic", "followup", "expected"), [
+    ("When was the Eiffel Tower opened?", "Eiffel Tower", "And designed?", "When was the Eiffel Tower designed?"),
+    ("when do apple trees blossom", "Apple", "and pruned?", "when are apple trees pruned"),
+    ("How much sugar is in a can of cola?", "Cola", "Compared to orange juice?",
+     "How much sugar is in a can of cola compared to orange juice?"),
+    ("How long can a seal hold its breath?", "Seal", "And underwater?", "How long can a seal hold its breath underwater?"),
+    ("What's 12 times 13?", "12 times 13", "And times 14?", "What's 12 times 14?"),
+    ("How much should I tip a taxi driver?", "tip", "What if the ride was short?",
+     "How much should I tip a taxi driver if the ride was short?"),
+    ("so what currency do they use in japan", "Japanese yen", "korea?", "what currency do they use in korea"),
+    ("How many people speak French in the world?", "French", "And for German?", "How many people speak German in the world?"),
+    ("what's the melting point of iron", "Melting point", "what about copper?", "what's the melting point of copper"),
+])
+def test_narrowing_fragments_verbs_and_sums(previous, topic, followup, expected):
+    assert needs_context(followup)
+    rule = substitute(followup, previous, topic)
+    assert rule.clean, rule
+    assert same_intent(rule.text, expected), rule.text
+
+
+def test_a_pleasantry_before_a_new_question_leaves_it_as_asked():
+    history = [{"question": "What is the diameter of Mars?", "topic": "Mars", "route": "search", "answer": "6,779 km. [1]"}]
+    assert standalone_question("ok thanks. who built the Parthenon?", history, ScriptedLLM()) \
+        == ("ok thanks. who built the Parthenon?", None)
+
+
+def test_which_thing_questions_make_the_answer_the_referent():
+    history = [{"question": "What instrument did Jimi Hendrix play?", "topic": "Jimi Hendrix", "route": "search",
+                "answer": "Guitar. [1]"}]
+    assert standalone_question("When was it invented?", history, ScriptedLLM())[0] == "When was Guitar invented?"
+
+
+def test_a_list_article_is_no_referent_the_answer_is():
+    history = [{"question": "Which planet has the most moons?", "topic": "List of natural satellites",
+                "route": "search", "answer": "Saturn. [1]"}]
+    assert standalone_question("How far is it from the Sun?", history, ScriptedLLM())[0] \
+        == "How far is Saturn from the Sun?"
+
+
+def test_they_after_who_did_means_the_answer():
+    rule = substitute("When did they split up?", "Who sang Wonderwall?", "Wonderwall", answer="Oasis. [1]")
+    assert rule.text == "When did Oasis split up?"
+
+
+def test_a_contracted_question_word_is_the_question_word():
+    assert question_word("What's the capital of Peru?") == "what"
+    assert same_intent("What's the population of Peru in 1900?", "What was the population of Peru in 1900?")
+
+
+def test_an_it_with_nothing_after_it_still_refers_back():
+    assert substitute("Is it safe to eat?", "What is a death cap mushroom?", "death cap mushroom").text \
+        == "Is a death cap mushroom safe to eat?"
+
+
 def test_a_disambiguated_title_is_used_without_its_parenthesis():
     rule = substitute("When was it written?", "Who composed the Four Seasons?", "The Four Seasons (Vivaldi)")
     assert rule.text == "When was the Four Seasons written?"

@@ -138,12 +138,13 @@ def test_without_an_image_model_no_route_asks_the_llm_for_an_image_prompt(tmp_pa
     agent = make_agent(tmp_path, llm, wiki=FakeWiki([MONA_LISA]))
     r = agent.ask(text="Who painted the Mona Lisa?")
     assert len(chat_messages(llm)) == 0  # the short answer is picked from the passage, not written by the LLM
-    assert r.image_prompt == "Mona Lisa. Leonardo da Vinci., detailed illustration"
+    # the card's prompt is a scene: the subject and what the article says it is (issue 18)
+    assert r.image_prompt == "the Mona Lisa, a half-length portrait painting by the Italian artist Leonardo da Vinci"
     event = next(e for e in trace_of(r) if e.step == "rewrite_image_prompt")
     assert "no image model" in event.reason and event.data["rewritten"] is False
     assert not r.image_generated and any("No image was generated" in n for n in r.notices)
     drawn = agent.ask(text="Show me a cat eating fish")
-    assert len(chat_messages(llm)) == 0 and drawn.image_prompt == "cat eating fish, detailed illustration"
+    assert len(chat_messages(llm)) == 0 and drawn.image_prompt == "a cat eating fish, detailed illustration"
     assert "no image model" in next(e for e in trace_of(drawn) if e.step == "draw").reason
     assert "could not draw it" in drawn.answer
 

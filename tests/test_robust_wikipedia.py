@@ -24,7 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import pytest
 
@@ -66,36 +66,51 @@ class FakeMediaWiki:
     * ``list=search`` (``wikipedia.search``),
     * ``prop=info|pageprops`` (``WikipediaPage.__load``: exists? disambiguation?),
     * ``prop=revisions&rvparse`` (the HTML of a disambiguation page, for its options),
-    * ``prop=extracts|revisions`` (``WikipediaPage.content``: plain text).
+    * ``prop=extracts|revisions`` (``WikipediaPage.content``: plain text),
+
+    and the part :class:`tools.source_image.LivePictures` uses for an article's lead image:
+
+    * ``prop=pageimages&piprop=name`` (the article's lead image's file name),
+    * ``prop=imageinfo&iiprop=url|size|extmetadata`` (its thumbnail URL, file page, author, licence),
+    * ``GET /images/NAME`` (the thumbnail's bytes, as upload.wikimedia.org would send them).
 
     ``mode``: ``"ok"``, ``"http500"``, ``"slow"`` (answers after ``delay`` s), ``"badjson"``
     (truncated JSON), ``"error-json"`` (a MediaWiki ``{"error": ...}`` object) or
     ``"wrong-shape"`` (valid JSON without the fields the package reads). ``pages``: title -> text,
     or a list of option titles for a disambiguation page. ``results``: the titles a search returns.
+    ``images``: article title -> ``{"name", "data" (the file's bytes), "artist" (HTML), "licence"}``;
+    ``image_mode``: ``"ok"``, ``"http500"`` or ``"slow"`` for the image requests alone.
     """
 
     def __init__(self, pages: dict[str, Any] | None = None, results: list[str] | None = None,
-                 mode: str = "ok", delay: float = 3.0) -> None:
+                 mode: str = "ok", delay: float = 3.0, images: dict[str, dict[str, Any]] | None = None,
+                 image_mode: str = "ok") -> None:
         self.pages = dict(pages or {})
         self.results = list(results or [])
         self.mode = mode
         self.delay = delay
+        self.images = dict(images or {})
+        self.image_mode = image_mode
         self.requests: list[dict[str, str]] = []
         self._stop = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                params = {k: v[0] for k, v in parse_qs(urlparse(self.path).query, keep_blank_values=True).items()}
-                fake.requests.append(params)
-                status, body = fake.respond(params)
+                url = urlparse(self.path)
+                params = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+                fake.requests.append(params if not url.path.startswith("/images/") else {"image": url.path})
+                if url.path.startswith("/images/"):
+                    status, data, kind = fake.image_file(unquote(url.path[len("/images/"):]))
+                else:
+                    status, body = fake.respond(params)
+                    data, kind = body.encode("utf-8"), ("application/json; charset=utf-8" if status == 200
+                                                        else "text/html; charset=utf-8")
                 if status is None:
                     return
-                data = body.encode("utf-8")
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json; charset=utf-8" if status == 200
-                                     else "text/html; charset=utf-8")
+                    self.send_header("Content-Type", kind)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -140,7 +155,44 @@ class FakeMediaWiki:
             return 200, json.dumps({"batchcomplete": "", "warnings": {"main": {"*": "Unrecognized value"}}})
         return 200, json.dumps(self.answer(params))
 
+    def image_file(self, name: str) -> tuple[int | None, bytes, str]:
+        """The bytes of the image file ``name`` (status, body, content type)."""
+        if self.image_mode == "slow":
+            self._stop.wait(self.delay)
+            if self._stop.is_set():
+                return None, b"", ""
+        if self.image_mode == "http500":
+            return 500, b"<html><body>upstream is down</body></html>", "text/html"
+        found = next((i for i in self.images.values() if i["name"] == name), None)
+        if found is None:
+            return 404, b"<html><body>404 Not Found</body></html>", "text/html"
+        return 200, found["data"], "image/png"
+
+    def image_answer(self, params: dict[str, str]) -> dict[str, Any]:
+        """``prop=pageimages`` and ``prop=imageinfo`` (formatversion=2 answers, as asked)."""
+        title = params.get("titles", "")
+        if params["prop"] == "pageimages":
+            if title not in self.pages:
+                return {"batchcomplete": True, "query": {"pages": [{"ns": 0, "title": title, "missing": True}]}}
+            page: dict[str, Any] = {"pageid": 1000 + sorted(self.pages).index(title), "ns": 0, "title": title}
+            if title in self.images:
+                page["pageimage"] = self.images[title]["name"]
+            return {"batchcomplete": True, "query": {"pages": [page]}}
+        found = next((i for i in self.images.values() if f"File:{i['name']}" == title), None)
+        if found is None:
+            return {"batchcomplete": True, "query": {"pages": [{"ns": 6, "title": title, "missing": True}]}}
+        base = self.api_url.rsplit("/w/api.php", 1)[0]
+        name = found["name"]
+        meta = {"Artist": {"value": found.get("artist", ""), "source": "commons-desc-page"},
+                "LicenseShortName": {"value": found.get("licence", ""), "source": "commons-desc-page"}}
+        return {"batchcomplete": True, "query": {"pages": [{"ns": 6, "title": title, "imageinfo": [{
+            "thumburl": f"{base}/images/{quote(name)}", "thumbwidth": 640, "thumbheight": 480,
+            "url": f"{base}/images/{quote(name)}", "descriptionurl": f"https://commons.wikimedia.org/wiki/File:{name}",
+            "extmetadata": {k: v for k, v in meta.items() if v["value"]}}]}]}}
+
     def answer(self, params: dict[str, str]) -> dict[str, Any]:
+        if params.get("prop") in ("pageimages", "imageinfo"):
+            return self.image_answer(params)
         if params.get("list") == "search":
             return {"batchcomplete": "", "query": {"searchinfo": {"totalhits": len(self.results)},
                                                    "search": [{"ns": 0, "title": t} for t in self.results]}}

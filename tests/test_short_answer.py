@@ -131,7 +131,7 @@ def test_a_bracket_closed_in_the_answer_is_kept_and_an_unclosed_one_cut():
     ("Who was Marie Curie?", True), ("who was albert einstein", True), ("What is the Mona Lisa?", True),
     ("what is radioactivity", True), ("Who painted the Mona Lisa?", False), ("What is the capital of France?", False),
     ("Who was the first president of the United States?", False), ("What is the tallest mountain?", False),
-    ("what is your name", False),
+    ("what is your name", False), ("Who is Marie Curie's husband?", False),
 ])
 def test_a_definition_question_is_told_apart(question, expected):
     assert is_definition(question) is expected

@@ -29,10 +29,10 @@ MONA = {
 @pytest.mark.parametrize(
     ("request_text", "subject"),
     [
-        ("Show me a cat eating fish", "cat eating fish"),
+        ("Show me a cat eating fish", "a cat eating fish"),
         ("Please draw two red apples on a table.", "two red apples on a table"),
-        ("I'd like to see an illustration of a small green elephant", "small green elephant"),
-        ("Can you paint a picture of a lighthouse at dusk?", "lighthouse at dusk"),
+        ("I'd like to see an illustration of a small green elephant", "a small green elephant"),
+        ("Can you paint a picture of a lighthouse at dusk?", "a lighthouse at dusk"),
         ("a dog on a skateboard", "a dog on a skateboard"),
     ],
 )

@@ -55,7 +55,8 @@ def test_a_turn_streams_the_answer_and_ends_with_route_sources_image_and_trace(t
     assert any("Leonardo" in s and s != outputs[-1][0][-1]["content"] for s in streamed) or \
         any(s.startswith("Leonardo") for s in streamed)
     assert any(o[4].startswith("**Running:**") for o in outputs[:-1]), "the running step is shown while the turn runs"
-    chat, route, sources, image, status, trace, notices, thread = outputs[-1]
+    chat, route, sources, image, status, trace, notices, thread, picture, caption = outputs[-1]
+    assert picture is None and caption == "", "a corpus without pictures shows no article picture"
     assert chat[0] == {"role": "user", "content": "Who painted the Mona Lisa?"}
     assert chat[1]["role"] == "assistant" and "Leonardo da Vinci" in chat[1]["content"]
     assert "`search`" in route
@@ -81,7 +82,8 @@ def test_an_error_becomes_a_message_in_the_page_not_an_exception(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"not audio at all")
     agent = make_agent(tmp_path, search_llm(), asr=FakeASR())
-    chat, route, sources, image, status, trace, notices, _ = last_outputs(agent, None, str(bad))[-1]
+    chat, route, sources, image, status, trace, notices, _, picture, _ = last_outputs(agent, None, str(bad))[-1]
+    assert picture is None
     assert "**Error:**" in notices and status.startswith("**Failed**")
     assert chat[-1]["content"].startswith("**Error:**")
 

@@ -204,7 +204,8 @@ def test_restored_brings_back_the_turns_with_their_understood_lines(tmp_path):
     agent = slow_agent(tmp_path, delay=0)
     first = list(run_turn(agent, "Tell me about the Mona Lisa.", None, [], None))[-1]
     second = list(run_turn(agent, "When was it painted?", None, first[0], first[7]))[-1]
-    chat, route, sources, image, status, trace, notices, thread = restored(agent, first[7])
+    chat, route, sources, image, status, trace, notices, thread, picture, caption = restored(agent, first[7])
+    assert picture is None and caption == ""  # the answer route has no article picture
     assert thread == first[7]
     assert chat == second[0], "the same messages as the page showed"
     assert "Resumed" in status and "2 turns" in status
@@ -216,7 +217,8 @@ def test_restored_starts_afresh_for_an_unknown_or_foreign_thread(tmp_path):
     chat_thread = str(agent.new_thread_id())  # a terminal chat's id: never opened by URL
     agent.ask(text="Tell me about the Mona Lisa.", thread_id=chat_thread)
     for wanted in (None, "", chat_thread, "../etc/passwd", web_thread_id(agent)):
-        chat, *_, thread = restored(agent, wanted)
+        chat, *_, thread, picture, _ = restored(agent, wanted)
+        assert picture is None
         assert chat == [] and WEB_THREAD.match(thread)
         assert thread == wanted or wanted is None or not WEB_THREAD.match(wanted or "")
 

@@ -525,6 +525,8 @@ def is_definition(question: str) -> bool:
     words = re.findall(r"[\w'’-]+", m.group(2).lower())
     if m.group(1).lower() == "what" and words[:1] in (["the"], ["a"], ["an"]):
         words = words[1:]  # "what is the Mona Lisa": the article is part of the name
+    if any(re.search(r"['’]s$", w) for w in words[:-1]):  # "Who is Marie Curie's husband?": a person it names
+        return False
     return 0 < len(words) <= 5 and not any(w in _NOT_A_NAME or w.endswith("est") for w in words)
 
 

@@ -1,5 +1,6 @@
 """``askdraw serve``'s Gradio page: a chat view, a text box, a microphone recorder and an audio-file
-upload, with the route, the image, the sources, the status and the trace of each turn
+upload, with the route, the image, Wikipedia's picture of the top source (shown only when there is
+one, captioned as Wikipedia's, with its credit), the sources, the status and the trace of each turn
 (:mod:`agent.ui.web` computes them), and a hidden ``/ask`` endpoint for programs
 (``gradio_client.Client(url).predict(question, audio, api_name="/ask")`` returns
 ``(answer, route, reason, image, sources)``).
@@ -84,6 +85,10 @@ def _layout(gr: Any) -> SimpleNamespace:
         with gr.Column(scale=2):
             ui.route = gr.Markdown(NO_ROUTE, elem_id="route")
             ui.image = gr.Image(elem_id="image", label="Image", type="filepath", interactive=False, height=360)
+            # Wikipedia's own picture of the top source: hidden until a turn has one.
+            ui.picture = gr.Image(elem_id="source-image", label="Wikipedia's picture (from the article, not generated)",
+                                  type="filepath", interactive=False, height=300, visible=False)
+            ui.picture_caption = gr.Markdown("", elem_id="source-image-credit")
             ui.sources = gr.Markdown("", elem_id="sources")
             with gr.Accordion("Trace: steps and timings", open=False):
                 ui.trace = gr.Markdown(NO_TRACE, elem_id="trace")
@@ -98,14 +103,18 @@ def _wire_turns(agent: Any, ui: SimpleNamespace, gr: Any) -> tuple[Any, list]:
     """Ask (button or Enter) runs a turn; Stop cancels it; New conversation cancels it and starts
     another thread. Returns the page-load handler (``?thread=ID`` brings that conversation back)
     and the outputs it fills."""
-    outputs = [ui.chat, ui.route, ui.sources, ui.image, ui.status, ui.trace, ui.notices, ui.thread]
+    outputs = [ui.chat, ui.route, ui.sources, ui.image, ui.status, ui.trace, ui.notices, ui.thread, ui.picture,
+               ui.picture_caption]
     running = RunningTurns()
 
     def served(outputs: tuple, copies: dict[str, str | None]) -> tuple:
-        src = outputs[3]
-        if src and src not in copies:
-            copies[src] = served_copy(src, ui.image.GRADIO_CACHE)
-        return (*outputs[:3], copies.get(src) if src else None, outputs[4], outputs[5] or NO_TRACE, *outputs[6:])
+        for src in (outputs[3], outputs[8]):
+            if src and src not in copies:
+                copies[src] = served_copy(src, ui.image.GRADIO_CACHE)
+        src, picture = outputs[3], outputs[8]
+        shown = copies.get(picture) if picture else None
+        return (*outputs[:3], copies.get(src) if src else None, outputs[4], outputs[5] or NO_TRACE, *outputs[6:8],
+                gr.Image(value=shown, visible=shown is not None), outputs[9])
 
     def respond(q: str, a: str | None, history: list, thread_id: str | None):
         turn = run_turn(agent, q, a, history, thread_id, running)

@@ -1,5 +1,5 @@
 """One rendering of a :class:`~agent.agent.Result`: its facts (:class:`Facts`: route and why,
-sources, image status, timings, notices) worked out once by :func:`facts`, then laid out as
+sources, Wikipedia's picture of the top source, image status, timings, notices) worked out once by :func:`facts`, then laid out as
 plain lines (``askdraw ask``), a Rich panel (``askdraw chat``) or markdown (the web page).
 
 Also what a finished step tells the user while a turn runs (:func:`step_news`), for the chat's
@@ -64,6 +64,7 @@ class Facts:
     other_notices: list[str] = field(default_factory=list)  # all but the missing picture's
     trace_path: str | None = None
     run_id: str = ""
+    source_image: Any = None  # Wikipedia's own picture of the top source (tools.source_image.SourceImage)
 
     @property
     def none_found(self) -> bool:
@@ -95,19 +96,37 @@ def facts(result: Any) -> Facts:
         image_path=result.image_path, image_generated=result.image_generated, image_model=result.image_model,
         no_image_model=result.no_image_kind == "no_model", no_image_reason=result.no_image_reason or "",
         timings_ms=dict(result.timings_ms or {}), notices=list(result.notices),
-        other_notices=list(result.other_notices), trace_path=result.trace_path, run_id=result.run_id)
+        other_notices=list(result.other_notices), trace_path=result.trace_path, run_id=result.run_id,
+        source_image=getattr(result, "source_image", None))
+
+
+def picture_label(f: Facts) -> str | None:
+    """What the article's picture is, in words (None: there is none): Wikipedia's, not drawn."""
+    pic = f.source_image
+    return "Wikipedia's picture of the top source, not generated" if pic else None
+
+
+def picture_credit(f: Facts) -> str | None:
+    """The picture's credit line and where to see its author and licence (None: no picture)."""
+    pic = f.source_image
+    return (pic.credit + (f" - {pic.url}" if pic.url else "")) if pic else None
 
 
 # -- what a finished step says --------------------------------------------------------------------
 def step_news(step: Any) -> tuple[str, str] | None:
     """What a finished step (a TraceEvent) tells the user: ``(kind, text)`` with kind ``error``,
-    ``heard``, ``found`` or ``answer`` (the answer's why); None when it says nothing."""
+    ``heard``, ``found`` (search results, the article's picture or why there is none) or ``answer``
+    (the answer's why); None when it says nothing."""
     if step.error and step.error != "cancelled":
         return "error", f"{step.step}: {step.error}"
     if step.step == "transcribe" and step.output:
         return "heard", f'heard: "{step.output}"'
     if step.step == "search_wikipedia" and step.output:
         return "found", f"found: {step.output}" if step.output != "no results" else "found nothing"
+    if step.step == "source_image" and step.output:
+        if step.output == "no picture":
+            return "found", f"no picture from the article: {clip(step.reason, 160)}"
+        return "found", f"found the article's picture: {clip(step.data.get('file') or step.output, 120)}"
     if step.step == "answer" and step.reason:
         return "answer", f"answer: {step.reason}"
     return None
@@ -129,7 +148,10 @@ def plain_lines(f: Facts) -> list[str]:
         lines.append("Sources:")
         lines += [f"  {i}. {title} - {url}" for i, (title, url) in enumerate(f.sources, 1)]
     what = f"generated with {f.image_model}" if f.image_generated else "NOT generated: a labelled card, see note"
-    return lines + _labelled([("Image:", f.image_path and f"{f.image_path} ({what})"),
+    pic = f.source_image
+    return lines + _labelled([("Picture:", pic and f"{pic.path} ({picture_label(f)})"),
+                              ("Credit:", picture_credit(f)),
+                              ("Image:", f.image_path and f"{f.image_path} ({what})"),
                               ("Trace:", f.trace_path and f"{f.trace_path}  (askdraw trace {f.run_id})"),
                               ("Time:", f.timings_ms and f"{f.total_s:.2f}s ({f.steps})")])
 
@@ -207,6 +229,10 @@ def _tail_rows(f: Facts, elapsed: float) -> list[tuple[str, Text | str]]:
         rows.append(("Sources" if i == 1 else "", printable(f"{i}. {title}" + (f" - {url}" if url else ""))))
     if f.none_found:
         rows.append(("Sources", "none found"))
+    if f.source_image:
+        rows.append(("Picture", Text.assemble(Text(printable(picture_label(f)), style="cyan"), " ",
+                                              printable(f.source_image.path))))
+        rows.append(("Credit", printable(picture_credit(f))))
     if f.image_path:
         rows.append(("Image", _image_text(f)))
     rows.append(("Time", f"{elapsed:.1f}s total" + (f" ({f.steps})" if f.steps else "")))
@@ -266,6 +292,19 @@ def image_markdown(f: Facts) -> str:
     return "**NO IMAGE GENERATED**: the picture is a labelled card" + (f" ({why})." if why else ".")
 
 
+def picture_markdown(f: Facts | None) -> str:
+    """The caption under the article's picture on the web page ("" when there is none): whose
+    picture it is, its credit, and a link to where its author and licence can be read."""
+    pic = f.source_image if f is not None else None
+    if not pic:
+        return ""
+    text = f"**Wikipedia's picture**, not a generated image: {md_escape(pic.credit)}"
+    if pic.url:
+        where = "the file's page (author, licence)" if pic.origin == "live" else "the article"
+        text += f"  \nSee [{where}]({pic.url.replace(')', '%29').replace(' ', '%20')})."
+    return text
+
+
 def notices_markdown(f: Facts | None = None, error: str | None = None) -> str:
     """Errors first (bold), then the image's status, then every other notice."""
     lines: list[str] = []
@@ -303,4 +342,5 @@ def trace_markdown(f: Facts | None = None, live: list[str] | None = None) -> str
 
 __all__ = ["Facts", "facts", "step_news", "plain_lines", "answer_panel", "answer_lines", "answer_markdown",
            "short_image_note", "keep_line_breaks", "md_escape", "sources_markdown",
-           "route_markdown", "image_markdown", "notices_markdown", "trace_markdown", "clip", "NO_MODEL"]
+           "route_markdown", "image_markdown", "picture_markdown", "picture_label", "picture_credit",
+           "notices_markdown", "trace_markdown", "clip", "NO_MODEL"]

@@ -3,7 +3,9 @@
 Gradio page is :mod:`agent.ui.page`, the server :mod:`agent.ui.server`.
 
 Per turn the page shows the answer (streamed), the route and why, the sources as links, the
-image (or the labelled "NO IMAGE GENERATED" card, with a notice saying so), the running step
+image (or the labelled "NO IMAGE GENERATED" card, with a notice saying so), Wikipedia's own picture
+of the top source with its credit (search route with a ZIM corpus or live Wikipedia; hidden when
+there is none), the running step
 while the turn runs, and a collapsible trace of the turn's steps and timings. One conversation
 thread per browser tab, so follow-ups are understood in context, as in the chat loop; a
 rewritten follow-up shows the question it was understood as. When the streamed draft is not the
@@ -26,8 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.ui.render import (_norm, facts, md_escape, notices_markdown, route_markdown, sources_markdown,
-                             step_news, trace_markdown)
+from agent.ui.render import (_norm, facts, md_escape, notices_markdown, picture_markdown, route_markdown,
+                             sources_markdown, step_news, trace_markdown)
 
 IDLE = "Ready: type a question, record one, or upload an audio file."
 NO_ROUTE = "**Route:** -"
@@ -171,6 +173,8 @@ class Turn:
         self.route = "**Route:** …"
         self.sources = ""
         self.image: str | None = None
+        self.picture: str | None = None  # Wikipedia's picture of the top source (never a generated one)
+        self.picture_caption = ""
         self.notices = ""
         self.live_trace: list[str] = []
         self.facts: Any = None
@@ -226,6 +230,7 @@ class Turn:
         self.route = route_markdown(f)
         self.sources = sources_markdown(f)
         self.image = f.image_path if f.image_path and Path(f.image_path).exists() else None
+        self.picture, self.picture_caption = shown_picture(f)
         self.notices = notices_markdown(f)
         self.status = {"failed": "**Failed**", "cancelled": "**Stopped**"}.get(f.outcome, "**Done**") + (
             f" in {f.total_s:.1f}s" if f.total_s and f.outcome != "cancelled" else "")
@@ -242,7 +247,17 @@ class Turn:
 
     def outputs(self, thread_id: str) -> tuple:
         return (self.history, self.route, self.sources, self.image, self.status,
-                trace_markdown(self.facts, self.live_trace), self.notices, thread_id)
+                trace_markdown(self.facts, self.live_trace), self.notices, thread_id, self.picture,
+                self.picture_caption)
+
+
+def shown_picture(f: Any) -> tuple[str | None, str]:
+    """(path, caption) of the article's picture the page shows; (None, "") when there is none
+    (or its file is gone)."""
+    pic = f.source_image
+    if not pic or not Path(pic.path).is_file():
+        return None, ""
+    return pic.path, picture_markdown(f)
 
 
 def _words(text: str) -> str:
@@ -262,7 +277,7 @@ def answer_message(answer: str, understood: str | None = None, replaced: bool = 
 def run_turn(agent: Any, question: str | None, audio: str | None, history: list[dict[str, Any]] | None,
              thread_id: str | None, running: RunningTurns | None = None) -> Iterator[tuple]:
     """One turn of the page: yields the outputs (chat, route, sources, image, status, trace,
-    notices, thread id) after every event. Never raises. With ``running``, :meth:`RunningTurns.stop`
+    notices, thread id, Wikipedia's picture, its caption) after every event. Never raises. With ``running``, :meth:`RunningTurns.stop`
     on the thread cancels the turn, :meth:`RunningTurns.leave` cancels it and ends its updates, and
     a turn that the page left or went away from is finished in the background."""
     question = (question or "").strip() or None
@@ -326,15 +341,17 @@ def restored(agent: Any, thread_id: str | None) -> tuple:
     from agent.ui.threads import past_turns
 
     empty = ([], NO_ROUTE, "", None, IDLE, "", "")
+    no_picture = (None, "")
     if not thread_id or not WEB_THREAD.match(thread_id):
-        return (*empty, web_thread_id(agent))
+        return (*empty, web_thread_id(agent), *no_picture)
     try:
         turns, last = past_turns(agent, thread_id)
         known = next((c for c in agent.conversations() if c.get("thread_id") == thread_id), None)
     except Exception as exc:  # a damaged database: say so, start afresh
-        return (*empty[:6], notices_markdown(error=f"could not read the conversation: {exc}"), web_thread_id(agent))
+        return (*empty[:6], notices_markdown(error=f"could not read the conversation: {exc}"), web_thread_id(agent),
+                *no_picture)
     if not turns:
-        return (*empty, thread_id)
+        return (*empty, thread_id, *no_picture)
     history: list[dict[str, Any]] = []
     for past in turns:
         # the history keeps the standalone question and the answer's start; the run folder has both as shown
@@ -353,11 +370,11 @@ def restored(agent: Any, thread_id: str | None) -> tuple:
     status = f"**Resumed** this conversation ({count} turn{'' if count == 1 else 's'}"
     status += f"; the first {count - len(turns)} not shown)" if count > len(turns) else ")"
     if last is None:
-        return (history, NO_ROUTE, "", None, status, "", "", thread_id)
+        return (history, NO_ROUTE, "", None, status, "", "", thread_id, *no_picture)
     f = facts(last)
     image = f.image_path if f.image_path and Path(f.image_path).exists() else None
     return (history, route_markdown(f), sources_markdown(f), image, status, trace_markdown(f), notices_markdown(f),
-            thread_id)
+            thread_id, *shown_picture(f))
 
 
 def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple:
@@ -377,5 +394,5 @@ def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple
     return (answer, f.route or "", f.route_reason or "", image, sources)
 
 
-__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "web_thread_id", "RunningTurns",
-           "LiveTurn", "Turn", "IDLE", "NO_ROUTE", "REPLACED", "WEB_THREAD"]
+__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "shown_picture", "web_thread_id",
+           "RunningTurns", "LiveTurn", "Turn", "IDLE", "NO_ROUTE", "REPLACED", "WEB_THREAD"]
