@@ -69,6 +69,10 @@ from tools.image_prompt import request_subject  # noqa: E402
 
 DATA = REPO / "bench" / "data"
 FORMS = {"heldout": DATA / "draw_forms_heldout.jsonl", "dev": DATA / "draw_forms_dev.jsonl"}
+#: Forms written blind, each set by a helper who saw neither the grammar nor the other forms
+#: (``--split blind`` / ``blind2``: built in memory from --raw with --seed, --per-form scenes each).
+#: ``blind`` (40) was scored once and then tuned on; ``blind2`` (50) was scored once, after all tuning.
+BLIND_FORMS = {name: DATA / f"draw_forms_{name}.jsonl" for name in ("blind", "blind2")}
 REQUESTS = DATA / "draw_requests.jsonl"
 RAW = REPO.parent / "shared" / "data" / "raw" / "image_prompts"
 
@@ -126,10 +130,10 @@ def scenes(raw: Path) -> dict[str, list[dict]]:
     return {"geneval": geneval, "drawbench": drawbench}
 
 
-def build(raw: Path, per_form: int, seed: int) -> list[dict]:
+def build(raw: Path, per_form: int, seed: int, forms: dict[str, Path] = FORMS) -> list[dict]:
     pools = scenes(raw)
     rows = []
-    for split, path in FORMS.items():
+    for split, path in forms.items():
         for form in read_jsonl(path):
             rng = random.Random(f"{seed}-{split}-{form['id']}")
             for i in range(per_form):
@@ -193,7 +197,7 @@ def summarise(rows: list[dict], system: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=["heldout", "dev", "all"], default="all")
+    parser.add_argument("--split", choices=["heldout", "dev", "all", *BLIND_FORMS], default="all")
     parser.add_argument("--build", action="store_true", help="rebuild bench/data/draw_requests.jsonl from --raw")
     parser.add_argument("--raw", type=Path, default=RAW)
     parser.add_argument("--per-form", type=int, default=4)
@@ -209,7 +213,11 @@ def main() -> None:
         REQUESTS.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         print(f"wrote {len(rows)} requests to {REQUESTS.relative_to(REPO)}")
         return
-    rows = read_jsonl(REQUESTS) if args.fresh_seed is None else build(args.raw, args.per_form, args.fresh_seed)
+    if args.split in BLIND_FORMS:
+        rows = build(args.raw, args.per_form, args.seed if args.fresh_seed is None else args.fresh_seed,
+                     {args.split: BLIND_FORMS[args.split]})
+    else:
+        rows = read_jsonl(REQUESTS) if args.fresh_seed is None else build(args.raw, args.per_form, args.fresh_seed)
     splits = ["heldout", "dev"] if args.split == "all" else [args.split]
     results: dict[str, dict] = {}
     for split in splits:
@@ -231,9 +239,13 @@ def main() -> None:
     headline = {split: {k: round(v, 4) for k, v in r["request_subject"].items() if k.endswith("rate")}
                 for split, r in results.items()}
     data = str(REQUESTS.relative_to(REPO)) if args.fresh_seed is None else f"built with seed {args.fresh_seed}"
+    if args.split in BLIND_FORMS:
+        data = f"{BLIND_FORMS[args.split].relative_to(REPO)} x {args.per_form} scenes each, built with seed {args.seed}"
     summary = {"data": data, "targets": {"framing_left_rate": "<= 0.02", "kept_rate": ">= 0.98"},
                "results": results, "headline": headline}
     name = "draw_prompts" if args.fresh_seed is None else f"draw_prompts_seed{args.fresh_seed}"
+    if args.split in BLIND_FORMS:
+        name = f"draw_prompts_{args.split}"
     out = save_results(name, summary, headline, as_json=args.json)
     if not args.json:
         print(f"\nwrote {out.relative_to(REPO)}")

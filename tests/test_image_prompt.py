@@ -14,6 +14,23 @@ from tools.image_prompt import PromptRewriter, has_boilerplate, question_topic, 
 @pytest.mark.parametrize(
     ("request_text", "scene"),
     [
+        # forms like those a blind helper wrote: phrasal verbs, gratitude, context before and after
+        ("Could you throw together a picture of a lighthouse real quick?", "a lighthouse"),
+        ("I'd really appreciate it if you could depict a sailing ship.", "a sailing ship"),
+        ("It would be great if you could draw two owls", "two owls"),
+        ("would you be able to paint a red barn?", "a red barn"),
+        ("Assistant, draw a snowman pleeease", "a snowman"),
+        ("okay next one: a green teapot", "a green teapot"),
+        ("a paper boat - draw it", "a paper boat"),
+        ("Turn a bowl of fruit into a watercolor image.", "a bowl of fruit, watercolor"),
+        ("For my son's party invitation, could you make three balloons? He'd love it.", "three balloons"),
+        ("Can you show me an image of a volcano? I'm teaching it to my class.", "a volcano"),
+        ("Could you make a picture of a tiger for my presentation, thanks a lot", "a tiger"),
+        ("Create a drawing where a fox sleeps under a tree.", "a fox sleeps under a tree"),
+        ("so what i'm thinking is a castle on a cloud, can you draw that", "a castle on a cloud"),
+        # a scene of several sentences keeps them all
+        ("I'd like to see an illustration of a storm at sea. The ship is tiny, the waves are huge.",
+         "a storm at sea. The ship is tiny, the waves are huge"),
         # look-like frames
         ("what a house made of ice would look like", "a house made of ice"),
         ("What would a dog in a spacesuit look like", "a dog in a spacesuit"),

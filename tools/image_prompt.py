@@ -38,17 +38,28 @@ _STYLED = re.compile(r"\b(?:photo(?:graph)?s?|paintings?|sketch(?:es)?|drawings?
 # A medium that carries a style ("a photo of", "an oil painting of", "a sketch of") is part of the
 # scene and stays. bench/eval_draw_prompts.py measures the grammar on request forms x GenEval and
 # DrawBench scenes.
-_VERBS = (r"show|draw|paint|sketch|doodle|illustrate|render|generate|create|make|produce|design|give|get|"
+_VERBS = (r"whip up|put together|throw together|come up with|cook up|dream up|mock up|"
+          r"show|draw|paint|sketch|doodle|illustrate|render|generate|create|make|produce|design|give|get|"
           r"send|do|depict|visuali[sz]e|imagine|picture|see")
 _GERUNDS = (r"showing(?: me| us)?|drawing|painting|sketching|doodling|illustrating|rendering|generating|creating|"
             r"making|producing|designing|depicting|visuali[sz]ing|imagining")
 _MEDIUM_NOUNS = (r"picture|pic|image|drawing|illustration|rendering|render|visuali[sz]ation|depiction|artwork|"
                  r"graphic|visual|something")
 _LEAD = [
-    r"(?:hey|hi|hello|ok|okay|so|well|um+|uh+|oh|now|alright|right|please|kindly|yo)\b[,!.]?\s+",
+    r"(?:hey|hi|hello|ok|okay|so|well|um+|uh+|oh|now|alright|right|ple+a+s+e+|kindly|yo|hmm+|like|"
+    r"assistant|bot|ai|computer)\b[,!.]?\s+",
+    r"(?:i'd|i would|i'll|i will|we'd) (?:really |so )?(?:appreciate it|be (?:so |really )?(?:grateful|happy|glad)) "
+    r"if (?:you|u) (?:could|can|would)(?: please)?\s+",
+    r"(?:it would|it'd|that would|that'd) be (?:so |really )?(?:great|nice|cool|awesome|lovely) if (?:you|u) "
+    r"(?:could|can|would)(?: please)?\s+",
+    r"what (?:i'm|i am|im) (?:thinking|imagining|picturing)(?: of| about)? is\s+",
+    r"(?:would|will|are|were) (?:you|u) (?:be )?able to\s+",
+    r"(?:next (?:one|up|request|please)|here'?s (?:the |my )?next one|another one|new one)\s*[:,.-]+\s*",
+    r"(?:an? )?(?:quick|rough|simple|little)\s+(?=(?:\w+\s+)?(?:sketch|doodle|drawing|painting|watercolou?r)\b)",
     r"(?:picture|imagine|visuali[sz]e) this\s*[:,.!-]*\s+",
     r"(?:would|do|will) you mind (?:" + _GERUNDS + r")(?: (?:me|us))?(?: (?:out|up))?\s+",
-    r"(?:can|could|would|will|wo?n't) (?:you|u|ya)(?: (?:please|possibly|maybe|just|kindly))*\s+",
+    r"(?:can|could|would|will|wo?n't) (?:you|u|ya)(?: (?:please|pls|plz|possibly|maybe|just|kindly))*\s+",
+    r"(?:for|it's for|this is for) (?:my|our|a|an|the) [\w' -]{1,40}?,\s+",
     r"(?:i was|i'm|i am|im) wondering if (?:you|u) (?:could|can|would)(?: please)?\s+",
     r"(?:is it possible|are you able|would it be possible) (?:for you )?to\s+",
     r"(?:i'd|i would|id|i|i'll|i will|we'd|we) (?:really |just |also )?(?:like|love|want|need|wanna|would like)"
@@ -63,7 +74,7 @@ _LEAD_RE = re.compile(r"^(?:" + "|".join(_LEAD) + r")", re.IGNORECASE)
 _MEDIUM_RE = re.compile(
     r"^(?:(?:an?|the|some|one|another|me an?)\s+)?(?:(?:quick|little|nice|simple|small|new|cool)\s+)?"
     r"(?:" + _MEDIUM_NOUNS + r")s?\s+(?P<conn>of|showing|depicting|featuring|that (?:shows|depicts)|which shows|"
-    r"where you can see|with|like)\s+", re.IGNORECASE)
+    r"where you can see|where|with|like)\s+", re.IGNORECASE)
 _AFTER_LOOK = r"(?P<after>\s+.+)?"  # what follows "look like" qualifies the scene ("... underwater")
 _LOOK_RE = [
     re.compile(r"^what (?:would|will|does|do|did|might|could|may|should) (?P<x>.+?) (?:have )?(?:actually |really )?"
@@ -75,8 +86,15 @@ _LOOK_RE = [
     re.compile(r"^how (?P<x>.+?) (?:would|will|might|could|may|does|do) look" + _AFTER_LOOK + "$", re.IGNORECASE),
 ]
 _TAIL_RE = re.compile(
-    r"(?:[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much)?|thx|ty|for me|for us|"
+    r"(?:\s*[-–—:]\s*(?:draw|paint|sketch|show|make|render) (?:it|that|this|one|them)(?: (?:for me|please))?|"
+    r"[,;]?\s+for (?:a|an|my|our|the) (?:presentation|slides?|class|lesson|project|poster|blog(?: post)?|card|website|"
+    r"school|report|homework|kids|students|party|newsletter|meeting)|"
+    r"[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much| a (?:bunch|lot|ton|million))?|"
+    r"thx|ty|for me|for us|"
     r"if you can|if you could|if possible|now|right now|real quick|quickly|(?:for|to show) (?:my|our) \w+(?: \w+)?|"
+    r"ple+a+s+e+|\w+ said (?:you|u) (?:could|can)|like an? (?:kid|child|toddler|little kid|\d+[- ]year[- ]old) "
+    r"(?:would|might)(?: (?:draw|do|make) (?:it|that|one))?|"
+    r"(?:can|could|would|will) (?:you|u) (?:please )?(?:show|draw|paint|sketch|make|render|generate|create) (?:me|us)|"
     r"(?:(?:and|then)\s+)?(?:can|could|would|will) (?:you|u) (?:please )?(?:draw|paint|sketch|show|make|render|"
     r"generate|create|illustrate|picture) (?:it|that|this|one|them|me one)(?: for me| please)?|"
     r"(?:and|then) (?:please )?(?:draw|paint|sketch|show|make|render|generate|create|illustrate|picture)"
@@ -130,6 +148,9 @@ def _peel(text: str, medium_done: bool) -> tuple[str, bool]:
         if match:
             text = match.group("x") + (match.group("after") or "")  # "... look like in winter"
             break
+    into = _INTO_STYLE.match(text.strip(_TRIM))
+    if into:
+        text = f"{into.group('x')}, {into.group('style')}"
     return text.strip(_TRIM), medium_done
 
 
@@ -137,12 +158,39 @@ _NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten elev
 _TOKENISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
 
+#: "Turn X into a pixel art image": the scene, in that style.
+_INTO_STYLE = re.compile(
+    r"^(?:turn|make|convert|transform|redo|do|draw|render|paint)\s+(?P<x>.+?)\s+(?:into|as|in)\s+(?:an?\s+)?"
+    r"(?P<style>(?:pixel art|watercolou?r|cartoon|anime|oil painting|pencil sketch|sketch|crayon drawing|"
+    r"comic(?: book)?|3d render|low[- ]poly|claymation|stained glass|mosaic|vector art|line art)(?: style)?)"
+    r"(?:\s+(?:image|picture|version|drawing|style|one))?$", re.IGNORECASE)
+#: A sentence of the message that is context, not the scene ("I'm trying to explain it to my students.").
+_CONTEXT_SENTENCE = re.compile(r"^(?:i'm|i am|im|i'll|i'd|i|my|we|we're|our|she'd|he'd|they'd|she'll|he'll|they'll|"
+                               r"thanks|thank you|it's for|this is for|that's for)\b", re.IGNORECASE)
+
+
+def _request_sentence(text: str) -> str:
+    """The sentence of a message that holds the request, without sentences of context around it
+    ("For my card, could you make four dogs? She'd love it." -> the first)."""
+    parts = [p.strip() for p in re.split(r"(?<=[.?!])\s+(?=[A-Za-z])", text) if p.strip()]
+    if len(parts) < 2:
+        return text
+    asking = [i for i, p in enumerate(parts) if _LEAD_RE.match(p) or _MEDIUM_RE.match(p)]
+    if not asking:
+        return text
+    # only a short personal sentence before or after the request is context; the scene's own
+    # sentences ("The FBI is at bat, ...") stay
+    kept = [p for i, p in enumerate(parts)
+            if i in asking or not (_CONTEXT_SENTENCE.match(p) and len(p.split()) <= 12)]
+    return " ".join(kept)
+
+
 def request_subject(text: str) -> str:
     """What a drawing request asks to see, its framing peeled off and every word of the scene
     kept: 'Could you draw me a picture of two red apples, please?' -> 'two red apples';
     'What would a house made of ice look like?' -> 'a house made of ice'. A layer that would
     leave nothing is not removed ('Draw me a picture' -> 'a picture')."""
-    text = " ".join(text.split()).replace("\u2019", "'")
+    text = _request_sentence(" ".join(text.split()).replace("\u2019", "'"))
     current, medium_done = _fix_verb(text.strip(_TRIM)), False
     for _ in range(8):  # each pass removes at least one layer; a request has only a few
         peeled, medium_done = _peel(current, medium_done)
