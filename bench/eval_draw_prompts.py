@@ -72,7 +72,7 @@ FORMS = {"heldout": DATA / "draw_forms_heldout.jsonl", "dev": DATA / "draw_forms
 #: Forms written blind, each set by a helper who saw neither the grammar nor the other forms
 #: (``--split blind`` / ``blind2``: built in memory from --raw with --seed, --per-form scenes each).
 #: ``blind`` (40) was scored once and then tuned on; ``blind2`` (50) was scored once, after all tuning.
-BLIND_FORMS = {name: DATA / f"draw_forms_{name}.jsonl" for name in ("blind", "blind2")}
+BLIND_FORMS = {name: DATA / f"draw_forms_{name}.jsonl" for name in ("blind", "blind2", "blind3")}
 REQUESTS = DATA / "draw_requests.jsonl"
 RAW = REPO.parent / "shared" / "data" / "raw" / "image_prompts"
 

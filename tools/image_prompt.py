@@ -46,27 +46,31 @@ _GERUNDS = (r"showing(?: me| us)?|drawing|painting|sketching|doodling|illustrati
 _MEDIUM_NOUNS = (r"picture|pic|image|drawing|illustration|rendering|render|visuali[sz]ation|depiction|artwork|"
                  r"graphic|visual|something")
 _LEAD = [
-    r"(?:hey|hi|hello|ok|okay|so|well|um+|uh+|oh|now|alright|right|ple+a+s+e+|kindly|yo|hmm+|like|"
+    r"(?:hey|hi|hello|ok|okay|so|well|um+|uh+|oh|now|alright|right|ple+a+s+e*|kindly|yo|hmm+|like|maybe|perhaps|"
+    r"basically|just|"
     r"assistant|bot|ai|computer)\b[,!.]?\s+",
     r"(?:i'd|i would|i'll|i will|we'd) (?:really |so )?(?:appreciate it|be (?:so |really )?(?:grateful|happy|glad)) "
     r"if (?:you|u) (?:could|can|would)(?: please)?\s+",
     r"(?:it would|it'd|that would|that'd) be (?:so |really )?(?:great|nice|cool|awesome|lovely) if (?:you|u) "
     r"(?:could|can|would)(?: please)?\s+",
-    r"what (?:i'm|i am|im) (?:thinking|imagining|picturing)(?: of| about)? is\s+",
+    r"what (?:i'm|i am|im|i) (?:thinking|imagining|picturing|after|looking for|going for|want|need)(?: of| about)? is\s+",
     r"(?:would|will|are|were) (?:you|u) (?:be )?able to\s+",
     r"(?:next (?:one|up|request|please)|here'?s (?:the |my )?next one|another one|new one)\s*[:,.-]+\s*",
     r"(?:an? )?(?:quick|rough|simple|little)\s+(?=(?:\w+\s+)?(?:sketch|doodle|drawing|painting|watercolou?r)\b)",
     r"(?:picture|imagine|visuali[sz]e) this\s*[:,.!-]*\s+",
     r"(?:would|do|will) you mind (?:" + _GERUNDS + r")(?: (?:me|us))?(?: (?:out|up))?\s+",
-    r"(?:can|could|would|will|wo?n't) (?:you|u|ya)(?: (?:please|pls|plz|possibly|maybe|just|kindly))*\s+",
+    r"(?:can|could|would|will|wo?n't) (?:you|u|ya)(?: (?:please|pleas|pls|plz|possibly|maybe|just|kindly))*\s+",
+    r"(?:i'd|i would|id|we'd|we would) like to (?:request|ask for|order|get|have)\s+",
     r"(?:for|it's for|this is for) (?:my|our|a|an|the) [\w' -]{1,40}?,\s+",
+    r"(?:for|it's for|this is for) (?:my|our|a|an|the) [\w' -]{1,30}? (?=(?:i|we) (?:need|want|would like|'d like))",
     r"(?:i was|i'm|i am|im) wondering if (?:you|u) (?:could|can|would)(?: please)?\s+",
     r"(?:is it possible|are you able|would it be possible) (?:for you )?to\s+",
     r"(?:i'd|i would|id|i|i'll|i will|we'd|we) (?:really |just |also )?(?:like|love|want|need|wanna|would like)"
     r"(?: (?:you|u) to| to (?:see|get|have|look at)| to)?\s+",
     r"(?:can|could|may) (?:i|we) (?:please )?(?:see|get|have)\s+",
-    r"(?:let me|let's|lets|let us) (?:see|have|get)\s+",
-    r"(?:(?:please|now|just|go ahead and|quickly|kindly)\s+)*(?:" + _VERBS + r")(?: (?:me|us))?(?: (?:out|up))?\s+(?!of\b)",
+    r"(?:let me|let's|lets|let us) (?:see|have|get|do|make|try)\s+",
+    r"(?:(?:please|now|just|go ahead and|quickly|kindly)\s+)*(?:" + _VERBS + r")(?: (?:me|us|for me|for us))?(?: (?:out|up))?"
+    r"\s+(?!of\b)",
     r"(?:i (?:wonder|am curious|'m curious)|i'm curious|im curious|i'd like to know|i want to know|"
     r"i(?:'d| would) love to know|tell me)\s+(?=what |how )",
 ]
@@ -92,7 +96,9 @@ _TAIL_RE = re.compile(
     r"[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much| a (?:bunch|lot|ton|million))?|"
     r"thx|ty|for me|for us|"
     r"if you can|if you could|if possible|now|right now|real quick|quickly|(?:for|to show) (?:my|our) \w+(?: \w+)?|"
-    r"ple+a+s+e+|\w+ said (?:you|u) (?:could|can)|like an? (?:kid|child|toddler|little kid|\d+[- ]year[- ]old) "
+    r"ple+a+s+e*|\w+ said (?:you|u) (?:could|can)|lol|haha+|okay|ok|yeah(?: that)?|(?:would|will|could|can) (?:you|u)|"
+    r"show me|you know|much appreciated|(?:like )?as an? (?:picture|image|drawing)|(?:would|will) be (?:so |really )?(?:cool|nice|awesome|fun|great|lovely) to see|"
+    r"like an? (?:kid|child|toddler|little kid|\d+[- ]year[- ]old) "
     r"(?:would|might)(?: (?:draw|do|make) (?:it|that|one))?|"
     r"(?:can|could|would|will) (?:you|u) (?:please )?(?:show|draw|paint|sketch|make|render|generate|create) (?:me|us)|"
     r"(?:(?:and|then)\s+)?(?:can|could|would|will) (?:you|u) (?:please )?(?:draw|paint|sketch|show|make|render|"
@@ -100,7 +106,7 @@ _TAIL_RE = re.compile(
     r"(?:and|then) (?:please )?(?:draw|paint|sketch|show|make|render|generate|create|illustrate|picture)"
     r" (?:it|that|this|one|them)(?: for me| please)?|"
     r"(?:and|,) make it look (?:nice|good|great|cool|pretty)))+$", re.IGNORECASE)
-_TRIM = " \t,;:!?.-"
+_TRIM = " \t,;:!?.-—–"
 
 
 _VERB_WORDS = tuple(w for w in _VERBS.split("|") if len(w) >= 4 and "[" not in w) + ("visualize", "visualise")
@@ -136,6 +142,11 @@ def _peel(text: str, medium_done: bool) -> tuple[str, bool]:
     text = text.strip(_TRIM)
     text = _TAIL_RE.sub("", text).strip(_TRIM)
     text = _LEAD_RE.sub("", text, count=1).strip(_TRIM)
+    text = _SEE_RE.sub("", text, count=1).strip(_TRIM)
+    colon = _COLON_RE.match(text)
+    if colon:  # "I need an image: a red bicycle", "Illustrate the following scene: ..."
+        text = text[colon.end():].strip(_TRIM)
+    text = _fix_verb(text)
     medium = None if medium_done else _MEDIUM_RE.match(text)
     if medium:
         rest = text[medium.end():]
@@ -166,23 +177,83 @@ _INTO_STYLE = re.compile(
     r"(?:\s+(?:image|picture|version|drawing|style|one))?$", re.IGNORECASE)
 #: A sentence of the message that is context, not the scene ("I'm trying to explain it to my students.").
 _CONTEXT_SENTENCE = re.compile(r"^(?:i'm|i am|im|i'll|i'd|i|my|we|we're|our|she'd|he'd|they'd|she'll|he'll|they'll|"
+                               r"she's|he's|they're|it's|kids|students|"
                                r"thanks|thank you|it's for|this is for|that's for)\b", re.IGNORECASE)
 
 
+#: Spoken fillers, which no scene has ("um", "uh", "er").
+_FILLERS = re.compile(r"(?:^|(?<=[\s,]))(?:u+m+|u+h+|e+r+m*|hmm+|mm+)\b[,.]?\s*", re.IGNORECASE)
+#: A false start: what comes before it was taken back ("can you, wait, yeah can you draw ...").
+_RESTART = re.compile(r"^.*?(?:\bwait\b[,.]?\s*(?:yeah|no|ok|okay)?|\bno,?\s+sorry\b|\bsorry\b\s*[-—–,]|\bi mean\b|"
+                      r"\bactually\b,)[,.]?\s*(?=\S)", re.IGNORECASE)
+#: A sentence that only talks to the assistant or about the request ("Now draw it.", "Is that
+#: possible with this app?", "Thank you very much for help.", "Hi!").
+_TALK = re.compile(r"^(?:(?:now |just |please |so )*(?:draw|paint|sketch|make|render|show|do)(?: me)? (?:it|that|this|one|them)\b|"
+                   r"(?:draw|paint|sketch|render)\b\W*$|"
+                   r"(?:can|could|would|will) (?:you|u) (?:make|do|manage) (?:that|it|this)\b|"
+                   r"(?:is|would) (?:that|this|it) (?:be )?(?:possible|ok|okay|doable)\b|"
+                   r"(?:hi|hello|hey|good (?:morning|afternoon|evening)|thanks|thank you|much appreciated|cheers)\b[^.?!]{0,40}$|"
+                   r"same (?:style|as before|settings)\b[^.?!]{0,40}$)",
+                   re.IGNORECASE)
+#: "... my son wants to see a bird", "I need an image: a red bicycle", "The image should show a cup".
+_SEE_RE = re.compile(r"^.*?\b(?:wants?|wanna|would like|'d like|'d love|would love|asked) to see\s+(?=\S)", re.IGNORECASE)
+_COLON_RE = re.compile(r"^(?P<head>[^:]{1,80}?(?:\b(?:need|want|draw|paint|illustrate|sketch|render|make|create|"
+                       r"image|picture|scene|art|drawing|illustration|idea|request)\b)[^:]{0,40}):\s+(?=\S)", re.IGNORECASE)
+_SHOULD_SHOW = re.compile(r"^(?:the|this|that|my) (?:image|picture|drawing|illustration|one) (?:should|must|needs to|has to|"
+                          r"can|could) (?:show|have|include|depict|feature|contain)\s+", re.IGNORECASE)
+
+
 def _request_sentence(text: str) -> str:
-    """The sentence of a message that holds the request, without sentences of context around it
-    ("For my card, could you make four dogs? She'd love it." -> the first)."""
+    """The sentence(s) of a message that hold the scene, without sentences of context or talk
+    around it ("For my card, could you make four dogs? She'd love it." -> the first; "Imagine a
+    traffic light. Now draw it." -> the first; "Please make an image. The image should show a
+    cup." -> the second)."""
+    text = _FILLERS.sub("", text)
+    text = _RESTART.sub("", text) or text
+    text = re.sub(r"\b(?:a|an|the),?\s+(?=(?:a|an|the)\b)", "", text, flags=re.IGNORECASE)  # "a, a picture" after "um"
     parts = [p.strip() for p in re.split(r"(?<=[.?!])\s+(?=[A-Za-z])", text) if p.strip()]
     if len(parts) < 2:
         return text
-    asking = [i for i, p in enumerate(parts) if _LEAD_RE.match(p) or _MEDIUM_RE.match(p)]
-    if not asking:
-        return text
-    # only a short personal sentence before or after the request is context; the scene's own
-    # sentences ("The FBI is at bat, ...") stay
-    kept = [p for i, p in enumerate(parts)
-            if i in asking or not (_CONTEXT_SENTENCE.match(p) and len(p.split()) <= 12)]
-    return " ".join(kept)
+    # a sentence that asks with no scene of its own ("Please make an image.") gives way to the one
+    # that says what should be in it
+    bare = [i for i, p in enumerate(parts) if request_subject_one(p).lower() in ("", "an image", "a picture", "one",
+                                                                                   "an illustration", "a drawing")]
+    parts = [p for i, p in enumerate(parts) if i not in bare] or parts
+    parts = [_SHOULD_SHOW.sub("", p) for p in parts]
+    talk = [p for p in parts if _TALK.match(p.strip(" .?!"))]
+    parts = [p for p in parts if p not in talk] or parts
+    asking = [i for i, p in enumerate(parts) if _LEAD_RE.match(p) or _MEDIUM_RE.match(p) or _SEE_RE.match(p)
+              or _ASKS.search(p)]
+    # only a short personal sentence is context; the scene's own sentences ("The FBI is at bat, ...") stay
+    kept = [_from_request(p) if i in asking else p for i, p in enumerate(parts)
+            if i in asking or not (_CONTEXT_SENTENCE.match(p) and len(p.split()) <= 16)]
+    return " ".join(kept) or text
+
+
+#: A request anywhere in a sentence ("We're launching next week - can you design a poster ...").
+_ASKS = re.compile(r"(?:^|[—–,;:]\s*|\s-\s|\b(?:says|said|asks|asked|wants)\s+)(?P<ask>(?:(?:so|now|please)\s+)?"
+                   r"(?:(?:can|could|would|will) (?:you|u)\b|(?:please\s+)?(?:draw|paint|sketch|illustrate|render|generate|"
+                   r"design|create|make|show)\b))", re.IGNORECASE)
+
+
+def _from_request(sentence: str) -> str:
+    """The sentence from its request on, without the context clause before it ("We're launching
+    next week - can you design ..." -> "can you design ...")."""
+    m = _ASKS.search(sentence)
+    if not m or m.start("ask") == 0:
+        return sentence
+    return sentence[m.start("ask"):].lstrip(" —–,;:-")
+
+
+def request_subject_one(text: str) -> str:
+    """:func:`request_subject` of one sentence (no sentence-level choice)."""
+    current, medium_done = _fix_verb(text.strip(_TRIM)), False
+    for _ in range(8):
+        peeled, medium_done = _peel(current, medium_done)
+        if peeled == current or not peeled:
+            break
+        current = peeled
+    return current
 
 
 def request_subject(text: str) -> str:
