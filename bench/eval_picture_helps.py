@@ -168,11 +168,44 @@ def natural(model: PictureModel) -> dict:
     return out
 
 
+#: 120 requests labelled blind, by the labelling rule above, by a helper who saw neither the decision
+#: code nor ``picture_helps.jsonl``; scored once, never fitted on (``--blind``).
+BLIND = DATA.with_name("picture_helps_blind.jsonl")
+
+
+def score_blind(as_json: bool) -> None:
+    from tools.wikipedia import default_embedder
+
+    embedder = default_embedder()
+    rows = load(BLIND)
+    X = embedder.encode([r["text"] for r in rows]).astype(np.float64)
+    model = PictureModel(MODEL_PATH, embedder=embedder)
+    result = evaluate(rows, X, model)
+    summary = {"data": str(BLIND.relative_to(REPO)), "model": str(MODEL_PATH.relative_to(REPO)), "blind": result}
+    headline = {"blind": {k: result["decision"][k] for k in ("n", "accuracy", "no_picture_precision", "no_picture_recall")}}
+    out = save_results("picture_helps_blind", summary, headline, as_json=as_json)
+    if as_json:
+        return
+    for what in ("classifier", "decision"):
+        s = result[what]
+        print(f"blind  {what:10} n={s['n']:3}  accuracy {s['accuracy']:.3f}  no-picture precision "
+              f"{s['no_picture_precision']:.3f} recall {s['no_picture_recall']:.3f}  {s['confusion']}")
+    for e in result["errors"]:
+        print(f"       wrong: {e['text']!r} ({e['kind']}; gold {e['gold']}, decided {e['decided']} by {e['how']},"
+              f" p={e['p_no_picture']})")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help=f"refit {MODEL_PATH.name} on the dev split first")
     parser.add_argument("--json", action="store_true", help="print only the JSON headline")
+    parser.add_argument("--blind", action="store_true",
+                        help=f"score only {BLIND.name}: requests labelled by a helper who saw neither the decision nor "
+                             "the other set (never fitted on)")
     args = parser.parse_args()
+    if args.blind:
+        return score_blind(args.json)
 
     from tools.wikipedia import default_embedder
 
