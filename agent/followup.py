@@ -218,10 +218,11 @@ def needs_context(question: str) -> bool:
 #: "Published when?", "Built where?", "Painted by whom?"
 _LATE_WH = re.compile(r"(\w+ed|%s)\s+(when|where|by\s+whom|by\s+who)\s*[?.!]*" % "|".join(_PARTICIPLES.values()), re.I)
 #: "Compared to tea?", "Including naps?", "What if the service was bad?": the previous question, narrowed.
-_NARROWING = re.compile(r"(?:(?:compared\s+(?:to|with)|versus|vs\.?|including|excluding|apart\s+from|than)\s+.{1,40}|"
-                        r"what\s+if\s+.{3,60}|(?:%s))\s*[?.!]*" % "|".join(
-                            "underwater abroad online offline indoors outdoors overseas upstairs downstairs outside "
-                            "inside nearby worldwide".split()), re.IGNORECASE)
+_COMPARING = r"(?:compared\s+(?:to|with)|versus|vs\.?|including|excluding|apart\s+from|than)\s+"
+_NARROWING = re.compile(rf"(?:{_COMPARING}.{{1,40}}|what\s+if\s+.{{3,60}}|(?:{'|'.join(sorted(_PLACE_ADVERBS))}))\s*[?.!]*",
+                        re.IGNORECASE)
+#: An adverb after a short question ("How big exactly?", "How many hearts then?"), kept in the rewrite.
+_ADVERB_TAIL = r"((?:\s+(?:exactly|roughly|approximately|usually|really|then|again))?)"
 _TRAILING_ADVERBS = re.compile(r"(?:,?\s+(?:exactly|roughly|approximately|usually|really|then|again|instead|too|now|"
                                r"though))+"
                                r"(?=\s*[?.!]*\s*$)", re.IGNORECASE)
@@ -673,22 +674,21 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
     if clause:  # "What if the service was bad?": the previous question, on that condition
         return Substitution(_finish(f"{prev.rstrip('?.! ')} if {clause.group(1)}", asked),
                             f"the previous question if '{clause.group(1)}'")
-    compared = re.fullmatch(r"((?:compared\s+(?:to|with)|versus|vs\.?|including|excluding|apart\s+from|than)\s+.+?)\s*[?.!]*",
-                            rest, re.IGNORECASE)
+    compared = re.fullmatch(rf"({_COMPARING}.+?)\s*[?.!]*", rest, re.IGNORECASE)
     if compared and not _references(rest) and len(_words(rest)) <= 5:  # "Compared to tea?"
         return Substitution(_finish(f"{prev.rstrip('?.! ')} {compared.group(1)}", asked),
                             f"the previous question narrowed by '{compared.group(1)}'")
     if len(words) == 1 and words[0] in _PLACE_ADVERBS:  # "And underwater?"
         return Substitution(_finish(f"{prev.rstrip('?.! ')} {words[0]}", asked),
                             f"the previous question narrowed by '{words[0]}'")
-    done = re.search(r"\b(%s|born|\w+ed)\s*[?.!]*$" % "|".join(_PARTICIPLES.values()), prev)
+    prev_done = re.search(r"\b(%s|born|\w+ed)\s*[?.!]*$" % "|".join(_PARTICIPLES.values()), prev)
     new_done = re.fullmatch(r"(%s|born|\w+ed)\s*[?.!]*" % "|".join(_PARTICIPLES.values()), rest, re.IGNORECASE)
     if new_done and re.match(r"\s*(?:when|where|how|why|who)\b", prev, re.IGNORECASE):
         verb = new_done.group(1)
         passive = re.match(r"\s*(when|where|how|why)\s+(?:was|were|is|are)\s+", prev, re.IGNORECASE)
-        if done and passive:  # "When was Elizabeth II born?" + "And crowned?"
-            return Substitution(_finish(prev[: done.start(1)] + verb + prev[done.end(1):], asked),
-                                f"'{verb}' asked instead of '{done.group(1)}'")
+        if prev_done and passive:  # "When was Elizabeth II born?" + "And crowned?"
+            return Substitution(_finish(prev[: prev_done.start(1)] + verb + prev[prev_done.end(1):], asked),
+                                f"'{verb}' asked instead of '{prev_done.group(1)}'")
         active = re.match(r"\s*(when|where|how|why)\s+(?:do|does|did)\s+(.+?)\s+(\w+)\s*[?.!]*$", prev, re.IGNORECASE)
         if active:  # "When do tulips bloom?" + "And planted?" -> "When are tulips planted?"
             did = re.match(r"\s*\w+\s+(\w+)", prev).group(1).lower()
@@ -762,14 +762,14 @@ def substitute(question: str, previous: str, topic: str, answer: str = "", answe
         if replaced:
             return Substitution(_finish(f"{head} {replaced[0].rstrip('?.! ')}", asked),
                                 f"the previous question's '{head}' with {replaced[1]} replaced by '{phrase}'")
-    many = re.fullmatch(r"(how\s+(?:many|much))\s+([a-z][\w-]*(?:\s+[a-z][\w-]*)?)"
-                        r"((?:\s+(?:exactly|roughly|approximately|usually|really|then|again))?)\s*[?.!]*", rest, re.IGNORECASE)
+    many = re.fullmatch(r"(how\s+(?:many|much))\s+([a-z][\w-]*(?:\s+[a-z][\w-]*)?)" + _ADVERB_TAIL + r"\s*[?.!]*",
+                        rest, re.IGNORECASE)
     noun_tail = ""
     if many and not _references(rest) and not set(_words(many.group(2))) & set(_AUXILIARIES) \
             and not re.search(r"(?:ed|ing)$", many.group(2)):
         rest, noun_tail = many.group(1) + many.group(3), many.group(2)
     bare = re.fullmatch(r"(how\s+come|how\s+\w+|how|when|where|why|who|what|(?:in\s+)?(?:what|which)\s+(?:year|century|decade))"
-                        r"((?:\s+(?:exactly|roughly|approximately|usually|really|then|again))?)\s*[?.!]*", rest, re.IGNORECASE)
+                        + _ADVERB_TAIL + r"\s*[?.!]*", rest, re.IGNORECASE)
     if bare:
         ask = " ".join(bare.group(1).split())
         tail = bare.group(2) or ""
@@ -932,14 +932,14 @@ def context_of(question: str, history: list[dict[str, Any]]) -> Context:
     again = bool(_ABOUT.match(question) or _AND.match(question) or _fragment(_LEADING.sub("", question)))
     kind = re.match(r"\s*(?:what|which)\s+(?!(?:is|are|was|were|do|does|did|has|have|had|can|will)\b)[a-z]+",
                     _LEADING.sub("", previous), re.IGNORECASE)
-    if last.get("route") == "search" and kind and not again and _answer_name(last.get("answer") or ""):
+    named = _answer_name(last.get("answer") or "")
+    if last.get("route") == "search" and kind and not again and named:
         # "What language do people speak in Brazil?" - "Portuguese.": "it" is the language the answer named
-        topic = _answer_name(last.get("answer") or "")
+        topic = named
     if last.get("route") == "search" and topic and not again and not _find(_clean_title(topic), previous) \
             and not stems(_clean_title(topic)) & stems(previous):
         # the article's title is not what was asked about ("Which country has the most people?" ->
         # "List of countries by population"): the answer's name ("India."); a list's title is no referent
-        named = _answer_name(last.get("answer") or "")
         if named:
             topic = named
         elif re.match(r"(?:list|outline|index|timeline)\s+of\b", topic, re.IGNORECASE):

@@ -216,7 +216,7 @@ def _request_sentence(text: str) -> str:
         return text
     # a sentence that asks with no scene of its own ("Please make an image.") gives way to the one
     # that says what should be in it
-    bare = [i for i, p in enumerate(parts) if request_subject_one(p).lower() in ("", "an image", "a picture", "one",
+    bare = [i for i, p in enumerate(parts) if _peel_all(p).lower() in ("", "an image", "a picture", "one",
                                                                                    "an illustration", "a drawing")]
     parts = [p for i, p in enumerate(parts) if i not in bare] or parts
     parts = [_SHOULD_SHOW.sub("", p) for p in parts]
@@ -245,10 +245,10 @@ def _from_request(sentence: str) -> str:
     return sentence[m.start("ask"):].lstrip(" —–,;:-")
 
 
-def request_subject_one(text: str) -> str:
-    """:func:`request_subject` of one sentence (no sentence-level choice)."""
+def _peel_all(text: str) -> str:
+    """One sentence with every layer of framing peeled off ("" when nothing would be left)."""
     current, medium_done = _fix_verb(text.strip(_TRIM)), False
-    for _ in range(8):
+    for _ in range(8):  # each pass removes at least one layer; a request has only a few
         peeled, medium_done = _peel(current, medium_done)
         if peeled == current or not peeled:
             break
@@ -262,13 +262,7 @@ def request_subject(text: str) -> str:
     'What would a house made of ice look like?' -> 'a house made of ice'. A layer that would
     leave nothing is not removed ('Draw me a picture' -> 'a picture')."""
     text = _request_sentence(" ".join(text.split()).replace("\u2019", "'"))
-    current, medium_done = _fix_verb(text.strip(_TRIM)), False
-    for _ in range(8):  # each pass removes at least one layer; a request has only a few
-        peeled, medium_done = _peel(current, medium_done)
-        if peeled == current or not peeled:
-            break
-        current = peeled
-    return current or text.strip(_TRIM)
+    return _peel_all(text) or text.strip(_TRIM)
 
 
 def approx_clip_tokens(text: str) -> int:
