@@ -316,13 +316,17 @@ def _picture_decision(state: State, ctx: Context, rec: StepRecord) -> dict[str, 
     its reason; when none helps, the update that ends the turn without one (else None)."""
     from tools.picture_helps import decide_picture, default_model
 
-    try:  # the classifier's MiniLM (shared with the router and the offline Wikipedia), timed as loading
-        embedder = default_model().embedder
-        if not getattr(embedder, "loaded", True):
-            timed_load(embedder.load, rec, "picture_classifier", ctx, "picture classifier")
-    except Exception:  # noqa: BLE001 - decide_picture meets it again and says why in its reason
-        pass
-    decision = decide_picture(question_of(state), state.get("route"), forced=state.get("want_image") is True)
+    question, forced = question_of(state), state.get("want_image") is True
+    # the classifier's MiniLM (shared with the router and the offline Wikipedia), timed as loading, and
+    # only when the classifier will decide (not for a forced picture, the draw route or arithmetic)
+    if not forced and state.get("route") != "draw" and compute(question) is None:
+        try:
+            embedder = default_model().embedder
+            if not getattr(embedder, "loaded", True):
+                timed_load(embedder.load, rec, "picture_classifier", ctx, "picture classifier")
+        except Exception:  # noqa: BLE001 - decide_picture meets it again and says why in its reason
+            pass
+    decision = decide_picture(question, state.get("route"), forced=forced)
     rec.data["picture"] = decision.as_dict()
     if decision.helps:
         return None
