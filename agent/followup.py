@@ -150,6 +150,9 @@ def _references(text: str) -> list[re.Match]:
             continue
         if word == "it" and _expletive_it(text, m):
             continue
+        if word in ("it", "its") and re.match(r"(?:'s|s)?\s+(?:is\s+)?for\s+(?:my|our|a|an|the|his|her|their|your)\b",
+                                              text[m.end():], re.IGNORECASE):
+            continue  # "... its for my nephew": it's the request's purpose, nothing said before
         if word == "they" and re.match(r"they\s+(?:say|call)\b", text[m.start():], re.IGNORECASE) and \
                 (not _words(text[: m.start()]) or _words(text[: m.start()])[-1] in ("do", "did", "does", "why", "what")):
             continue  # "Why do they call it a hot dog?": people in general
@@ -373,11 +376,21 @@ def _answer_name(answer: str) -> str | None:
     if lead and len(text.split()) > 5:  # "Alexander Graham Bell is credited with ..."
         text = lead.group(1)
     words = text.split()
+    if 1 < len(words) <= 6 and not all(w[:1].isupper() or w.lower() in _NAME_LINK for w in words):
+        tail: list[str] = []  # "English author Jane Austen": the name it ends with
+        for w in reversed(words):
+            if not (w[:1].isupper() or (tail and w.lower() in _NAME_LINK)):
+                break
+            tail.insert(0, w)
+        while tail and tail[0].lower() in _NAME_LINK:
+            tail.pop(0)
+        if len(tail) >= 2:
+            words = tail
     if not 1 <= len(words) <= 5 or words[0] in ("I", "It", "The", "A", "An", "No"):
         return None
     if not all(w[:1].isupper() or w.lower() in _NAME_LINK for w in words) or not words[-1][:1].isupper():
         return None
-    return text
+    return " ".join(words)
 
 
 def _asks_for_person(question: str) -> bool:

@@ -197,6 +197,19 @@ def test_narrowing_fragments_verbs_and_sums(previous, topic, followup, expected)
     assert same_intent(rule.text, expected), rule.text
 
 
+def test_the_name_an_answer_ends_with_is_the_person():
+    # the short answer often names the person after a description ("English author Jane Austen")
+    rule = substitute("when did she die", "who wrote pride and prejudice", "Pride and Prejudice",
+                      answer="English author Jane Austen. [1]")
+    assert rule.text == "when did Jane Austen die"
+
+
+def test_a_request_for_someone_is_no_follow_up():
+    assert not needs_context("hey could you draw me a lighthouse on a rocky island at dusk its for my nephew")
+    assert not needs_context("draw a cake, it's for my mom's birthday")
+    assert needs_context("is it for kids?")
+
+
 def test_a_pleasantry_before_a_new_question_leaves_it_as_asked():
     history = [{"question": "What is the diameter of Mars?", "topic": "Mars", "route": "search", "answer": "6,779 km. [1]"}]
     assert standalone_question("ok thanks. who built the Parthenon?", history, ScriptedLLM()) \

@@ -37,6 +37,8 @@ from tools.image_prompt import PromptRewriter, has_boilerplate, question_topic, 
         ("my son says draw a robot!! he's 6 and loves robots", "a robot"),
         ("I need an image: a yellow submarine", "a yellow submarine"),
         ("a windmill would be cool to see", "a windmill"),
+        ("draw me a lighthouse at dusk its for my nephew", "a lighthouse at dusk"),
+        ("draw a cake, it's for my mom's birthday", "a cake"),
         # a scene of several sentences keeps them all
         ("I'd like to see an illustration of a storm at sea. The ship is tiny, the waves are huge.",
          "a storm at sea. The ship is tiny, the waves are huge"),

@@ -93,6 +93,7 @@ _TAIL_RE = re.compile(
     r"(?:\s*[-–—:]\s*(?:draw|paint|sketch|show|make|render) (?:it|that|this|one|them)(?: (?:for me|please))?|"
     r"[,;]?\s+for (?:a|an|my|our|the) (?:presentation|slides?|class|lesson|project|poster|blog(?: post)?|card|website|"
     r"school|report|homework|kids|students|party|newsletter|meeting)|"
+    r"[,;]?\s+(?:it'?s|it is|this is|that's) for (?:my|our|a|an|the|his|her|their) [\w']+(?: [\w']+)?|"
     r"[,;]?\s+(?:please|pls|plz|(?:and )?(?:thanks|thank you)(?: so much| very much| a (?:bunch|lot|ton|million))?|"
     r"thx|ty|for me|for us|"
     r"if you can|if you could|if possible|now|right now|real quick|quickly|(?:for|to show) (?:my|our) \w+(?: \w+)?|"
