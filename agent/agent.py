@@ -82,6 +82,11 @@ class Result(BaseModel):
         return bool(self.answer) and not (self.error and not self.answer)
 
 
+#: What :meth:`Agent.stream` reads from the graph: the state after each step, and what the nodes
+#: write to LangGraph's stream writer (``stream_mode="custom"``).
+STREAM_MODES = ("custom", "values")
+
+
 class StepEvent(BaseModel):
     """One item of :meth:`Agent.stream`: a finished step (``kind='step'``), fine-grained progress
     (``kind='progress'``: answer tokens, image steps, status lines), or the final result.
@@ -143,13 +148,22 @@ class Agent:
     >>> result.route, result.answer, result.image_path
     """
 
-    def __init__(self, settings: Settings | None = None, *, tools: Toolbox | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: Settings | None = None, *, tools: Toolbox | None = None,
+                 callbacks: list[Any] | None = None, **overrides: Any) -> None:
+        """``settings`` (or keyword overrides of it, e.g. ``Agent(wiki="live")``). ``llm`` may also be a
+        LangChain chat model (``Agent(llm=ChatOpenAI(base_url=...))``, ``ChatOllama``, any
+        ``BaseChatModel``): every LLM call then goes to it. ``callbacks``: LangChain callback handlers
+        for every run (each LLM call reports to them; LangSmith's environment variables work too)."""
+        model = overrides.pop("llm") if not isinstance(overrides.get("llm", ""), str) else None
+        if tools is not None and model is not None:
+            raise ValueError("give the LLM in tools= or llm=, not both")
         if settings is None:
             settings = Settings(**overrides)
         elif overrides:
             settings = settings.model_copy(update=overrides)
         self.settings = settings
-        self.tools = tools or Toolbox(settings)
+        self.tools = tools or Toolbox(settings, llm=model)
+        self.callbacks = list(callbacks or [])
         self.graph = build_graph()
         self._memory: Memory | None = None
         self._memory_lock = threading.Lock()
@@ -252,7 +266,7 @@ class Agent:
     def stream(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
                run_id: str | None = None, progress: bool = False, thread_id: str | None = None,
                cancel: threading.Event | None = None, route: str | None = None,
-               image: bool | None = None) -> Iterator[StepEvent]:
+               image: bool | None = None, config: dict[str, Any] | None = None) -> Iterator[StepEvent]:
         """Run one question, yielding a ``StepEvent`` per finished step (and, with
         ``progress=True``, status lines, answer tokens and image steps as they happen, and a
         ``replace`` event when the streamed tokens are not the answer: see :class:`StepEvent`);
@@ -263,8 +277,11 @@ class Agent:
         (between steps, and mid-answer); the result then has ``error == "cancelled"``.
         ``route`` ('search' | 'answer' | 'draw'; default ``settings.route``) skips the decision;
         ``image=False`` (default ``settings.image``) answers in text only; ``image=True`` always draws;
-        ``None`` draws where a picture helps (``Result.image_skipped_reason`` says why not)."""
+        ``None`` draws where a picture helps (``Result.image_skipped_reason`` says why not).
+        ``config``: a LangChain ``RunnableConfig`` for the graph run (``callbacks``, ``tags``,
+        ``metadata``, ``run_name``; ``configurable.thread_id`` is the same as ``thread_id``)."""
         run_id = run_id or new_run_id()
+        config, thread_id = self._config(config, thread_id)
         route = self.settings.route if route is None else route
         allowed = get_args(Settings.model_fields["route"].annotation)
         if route not in allowed:
@@ -273,7 +290,7 @@ class Agent:
         inputs = {"run_id": run_id, "run_dir": str(turn.run_dir), "seed": self.settings.seed if seed is None else seed,
                   "force_route": None if route == "auto" else route,
                   "want_image": self.settings.image if image is None else bool(image)}
-        worker = threading.Thread(target=self._work, args=(turn, text, audio, inputs, thread_id),
+        worker = threading.Thread(target=self._work, args=(turn, text, audio, inputs, thread_id, config),
                                   name=f"askdraw-{run_id}", daemon=True)
         worker.start()
         while (item := turn.events.get()) is not None:
@@ -291,45 +308,75 @@ class Agent:
             yield StepEvent(kind="progress", progress={"type": "replace", "text": result.answer or "", "kept": kept})
         yield StepEvent(kind="result", result=result)
 
-    def _work(self, turn: _Turn, text: str | None, audio: Any, inputs: dict[str, Any], thread_id: str | None) -> None:
-        """The worker thread of :meth:`stream`: check the input, run the graph, collect."""
+    def _config(self, config: dict[str, Any] | None, thread_id: str | None) -> tuple[dict[str, Any], str | None]:
+        """The run's RunnableConfig (this agent's callbacks added) and its conversation thread."""
+        config = dict(config or {})
+        configurable = dict(config.get("configurable") or {})
+        given = configurable.get("thread_id")
+        if thread_id and given and str(given) != thread_id:
+            raise ValueError(f"thread_id {thread_id!r} and config's thread_id {given!r} differ")
+        thread_id = thread_id or (str(given) if given else None)
+        if self.callbacks:
+            extra = config.get("callbacks")
+            if extra is not None and not isinstance(extra, list):
+                raise ValueError("config['callbacks'] must be a list of handlers to add to the agent's own")
+            config["callbacks"] = [*self.callbacks, *(extra or [])]
+        configurable.pop("thread_id", None)
+        config["configurable"] = configurable
+        return config, thread_id
+
+    def _work(self, turn: _Turn, text: str | None, audio: Any, inputs: dict[str, Any], thread_id: str | None,
+              config: dict[str, Any]) -> None:
+        """The worker thread of :meth:`stream`: check the input, run the graph, pass on what it
+        streams. (A thread of its own so that Ctrl-C always reaches the caller's main thread, never
+        the model code: the threads LangGraph and torch start from here inherit its signal mask.)"""
         signals_to_main_thread()  # Ctrl-C goes to the caller's main thread, never to the models'
         try:
             state = self._prepare(text, audio, turn.run_dir, turn.notices)
             turn.values.update(state)
-            self._run_graph(turn, {"question": None, "audio_path": None, **state, **inputs}, thread_id)
+            self._run_graph(turn, {"question": None, "audio_path": None, **state, **inputs}, thread_id, config)
         except BaseException as exc:  # reported in the result; the caller decides what to show
             turn.error = exc
         finally:
             turn.events.put(None)
 
-    def _run_graph(self, turn: _Turn, inputs: dict[str, Any], thread_id: str | None) -> None:
-        ctx = Context(tools=self.tools, on_progress=turn.on_progress, cancel=turn.cancel)
-        graph, config = self.graph, None
+    def _run_graph(self, turn: _Turn, inputs: dict[str, Any], thread_id: str | None, config: dict[str, Any]) -> None:
+        ctx = Context(tools=self.tools, cancel=turn.cancel)
+        graph = self.graph
         with contextlib.ExitStack() as held:
             if thread_id:
                 # One turn at a time on a thread, across processes: a turn that read the thread
                 # while another was writing it would drop that one's update.
                 held.enter_context(self.memory.turn(thread_id, cancel=turn.cancel, on_wait=lambda who: turn.on_progress(
                     {"type": "status", "text": f"waiting: this conversation is in use ({who})"})))
-                graph, config = self.memory.graph(), {"configurable": {"thread_id": thread_id}}
-            for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=["custom", "values"]):
-                if mode == "values":
-                    turn.values.update(this_turn(chunk, turn.run_id))
-                elif chunk.get("type") == "step":
-                    turn.events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+                graph = self.memory.graph()
+                config = {**config, "configurable": {**config["configurable"], "thread_id": thread_id}}
+            for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=list(STREAM_MODES)):
+                self._take(turn, mode, chunk)
             if thread_id:
                 self.memory.compact(thread_id)
+
+    @staticmethod
+    def _take(turn: _Turn, mode: str, chunk: Any) -> None:
+        """One item of the graph's stream: ``values`` (the state so far) and ``custom`` (what the
+        nodes write with LangGraph's stream writer: finished steps, status lines, answer tokens,
+        image steps, notices) become this turn's values and step events."""
+        if mode == "values":
+            turn.values.update(this_turn(chunk, turn.run_id))
+        elif isinstance(chunk, dict) and chunk.get("type") == "step":
+            turn.events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+        elif isinstance(chunk, dict) and chunk.get("type"):
+            turn.on_progress(chunk)
 
     def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
             run_id: str | None = None, thread_id: str | None = None,
             cancel: threading.Event | None = None, route: str | None = None,
-            image: bool | None = None) -> Result:
+            image: bool | None = None, config: dict[str, Any] | None = None) -> Result:
         """Answer one question (typed ``text``, or ``audio``: a file path, a 16 kHz mono array,
         or an ``(array, sample_rate)`` tuple). Never raises for bad input: see ``Result.error``."""
         result = None
         for event in self.stream(text=text, audio=audio, seed=seed, run_id=run_id, thread_id=thread_id,
-                                 cancel=cancel, route=route, image=image):
+                                 cancel=cancel, route=route, image=image, config=config):
             if event.kind == "result":
                 result = event.result
         assert result is not None

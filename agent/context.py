@@ -12,10 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from langgraph.config import get_stream_writer
+
 from agent.settings import Settings
 from tools.base import ChatModel, ImageGenerator, SpeechRecognizer, WikipediaBackend
 
 if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
     from agent.router import Router
 
 T = TypeVar("T")
@@ -84,7 +88,7 @@ def _router(box: Toolbox) -> Router:
 
     # The LLM's label scores plus the embedding classifier (agent/route_model.npz), whose MiniLM
     # is the one the offline Wikipedia shares; both load on the first decision.
-    return Router(box.llm, classifier=True)
+    return Router(box.llm, classifier=True, decide=box.settings.decide)
 
 
 class Toolbox:
@@ -97,10 +101,14 @@ class Toolbox:
     image = _Built[ImageGenerator](lambda box: build_image(box.settings))
     router = _Built["Router"](_router)
 
-    def __init__(self, settings: Settings, *, llm: ChatModel | None = None, asr: SpeechRecognizer | None = None,
+    def __init__(self, settings: Settings, *, llm: ChatModel | BaseChatModel | None = None, asr: SpeechRecognizer | None = None,
                  wiki: WikipediaBackend | None = None, image: ImageGenerator | None = None,
                  router: Router | None = None) -> None:
         self.settings = settings
+        if llm is not None:
+            from tools.chat import as_llm
+
+            llm = as_llm(llm)  # a LangChain chat model (ChatOpenAI, ChatOllama, ...) is wrapped
         given = {"llm": llm, "asr": asr, "wiki": wiki, "image": image, "router": router}
         self._tools: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         self._lock = threading.RLock()
@@ -129,8 +137,8 @@ class Context:
     )
     on_progress: Callable[[dict[str, Any]], None] | None = field(
         default=None,
-        metadata={"description": "Called with fine-grained progress: answer tokens, status lines (what is "
-                           "loading or running now), image steps."},
+        metadata={"description": "Also called with each progress event (for callers that run a node outside "
+                           "a streamed graph run; a graph run sends them to stream_mode='custom')."},
     )
 
     @property
@@ -142,5 +150,14 @@ class Context:
         return self.toolbox.settings
 
     def progress(self, **event: Any) -> None:
+        """Report fine-grained progress (answer tokens, status lines, image steps) through
+        LangGraph's stream writer: ``stream_mode="custom"`` carries them to ``Agent.stream``, to
+        ``graph.stream`` callers and to clients of a LangGraph server alike."""
+        try:
+            writer = get_stream_writer()
+        except RuntimeError:  # not inside a graph run (a node called directly)
+            writer = None
+        if writer is not None:
+            writer(event)
         if self.on_progress is not None:
             self.on_progress(event)

@@ -22,6 +22,7 @@ from agent.step import (StepError, StepRecord, check_cancelled, context_of, ensu
 from agent.trace import summarise
 from tools.answer import GROUNDED_PASSAGES, Answer, AnswerWriter, citation, with_citation
 from tools.arithmetic import compute
+from tools.chat import NOSTREAM, tagged
 from tools.common import Cancelled, ToolError
 from tools.image_prompt import PromptRewriter, request_subject, source_for_answer
 from tools.source_image import picture_source
@@ -100,7 +101,8 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     history = state.get("history") or []
     if history:
         ctx.progress(type="status", step="decide", text="rewriting the follow-up")
-    question, how = standalone_question(asked, history[-3:], router.llm)
+    with tagged("askdraw:followup", NOSTREAM):  # the rewrite is not part of the answer's token stream
+        question, how = standalone_question(asked, history[-3:], router.llm)
     if not state.get("force_route"):
         ctx.progress(type="status", step="decide", text="deciding the route")
     forced = state.get("force_route")
@@ -128,6 +130,12 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
         "route_scores": decision.scores,
         "route_fallback": decision.fallback,
     }
+    if decision.tool_args:  # the route tool call's arguments: the search query, the scene to draw
+        rec.data["tool_args"] = decision.tool_args
+        if decision.route == "search" and decision.tool_args.get("query"):
+            update["search_query"] = decision.tool_args["query"]
+        if decision.route == "draw" and decision.tool_args.get("scene"):
+            update["image_prompt"] = decision.tool_args["scene"]
     if decision.fallback:
         update["notices"] = [f"route decision fell back to '{decision.route}': {decision.errors[-1]}"]
     goto = {"search": "search_wikipedia", "answer": "answer", "draw": "draw"}[decision.route]
@@ -146,6 +154,9 @@ def _warm_up(router: Any, rec: StepRecord, ctx: Context, *, calibrate: bool) -> 
             embedder = None
         if embedder is not None and not getattr(embedder, "loaded", True):
             timed_load(router.load_classifier, rec, "route_classifier", ctx, "route classifier")
+    uses_tools = getattr(router, "uses_tools", None)
+    if uses_tools is not None and uses_tools():
+        return  # a tool-call decision: no label calibration
     if (calibrate and getattr(router, "calibrate", False) and getattr(router, "_bias", True) is None
             and getattr(router, "method", None) in ("logits", "logprobs")):
         try:  # the LLM's label bias, measured once per model: setup, not this decision's work
@@ -168,7 +179,8 @@ def search_wikipedia(state: State, ctx: Context, rec: StepRecord) -> Command[
         Literal["search_wikipedia", "source_image", "answer"]]:
     settings = ctx.settings
     attempt = state.get("search_attempts", 0) + 1
-    query = state.get("search_query") if attempt > 1 else question_of(state).rstrip("?!. ")
+    # the first search: the route tool call's query where the model gave one, else the question
+    query = state.get("search_query") or question_of(state).rstrip("?!. ")
     rec.input = summarise(query)
     rec.data.update({"attempt": attempt})
     ctx.progress(type="status", step="search_wikipedia", text=f'searching Wikipedia for "{query}"')
@@ -234,6 +246,12 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
         ctx.progress(type="token", text=piece)
 
     ctx.progress(type="status", step="answer", text="writing the answer")
+    with tagged("askdraw:answer"):
+        return _answer(state, ctx, rec, writer, question, passages, on_token)
+
+
+def _answer(state: State, ctx: Context, rec: StepRecord, writer: AnswerWriter, question: str, passages: list,
+            on_token: Any) -> dict[str, Any]:
     if state.get("route") == "search" and passages:
         read = passages[:GROUNDED_PASSAGES]
         rec.input = summarise(f"{question} | passages: " + "; ".join(p["title"] for p in read))
@@ -286,6 +304,14 @@ def _direct(question: str, writer: AnswerWriter, rec: StepRecord, on_token: Any)
 @step("draw", tool="image_prompt")
 def draw(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     """The draw route pictures the request itself: its subject becomes the image prompt."""
+    scene = state.get("image_prompt")  # the route tool call's scene (decide="tools")
+    if scene:
+        subject = request_subject(scene)
+        result = PromptRewriter(ctx.toolbox.llm).plain(
+            subject, "the scene the LLM gave in its draw tool call; no separate rewrite")
+        rec.input, rec.output, rec.reason = summarise(scene), summarise(result.prompt), result.note
+        rec.data.update({"rewritten": False, "from_tool_call": True})
+        return {"image_prompt": result.prompt}
     subject = request_subject(question_of(state))
     if not will_draw(ctx):
         return _plain(subject, ctx, rec, "the request")
@@ -356,7 +382,8 @@ def _rewrite(source: str, ctx: Context, rec: StepRecord, *, min_share: float) ->
     rec.model = llm.name
     rec.input = summarise(source)
     ctx.progress(type="status", step="rewrite_image_prompt", text="writing the image prompt")
-    result = PromptRewriter(llm).rewrite(source, min_share=min_share)
+    with tagged("askdraw:image_prompt", NOSTREAM):  # not part of the answer's token stream
+        result = PromptRewriter(llm).rewrite(source, min_share=min_share)
     rec.output = summarise(result.prompt)
     rec.reason = result.note
     rec.data.update({"rewritten": result.rewritten, "model_reply": summarise(result.model_reply)})

@@ -29,6 +29,7 @@ SETTINGS_OPTIONS: dict[str, tuple[tuple[str, ...], type]] = {
     "image_steps": (("--image-steps",), int),
     "image_size": (("--image-size",), int),
     "route": (("--route",), str),
+    "decide": (("--decide",), str),
     "image": (("--image/--no-image",), bool),
     "llm_endpoint": (("--llm-endpoint",), str),
     "llm_model": (("--llm-model",), str),

@@ -10,6 +10,7 @@ scores of content-free inputs ("Calibrate Before Use", Zhao et al. 2021).
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -41,6 +42,9 @@ class RouteDecision:
     attempts: int = 1
     fallback: bool = False
     errors: list[str] = field(default_factory=list)
+    # The route tool call's arguments ({"query": ...} or {"scene": ...}) when the decision was one
+    # tool call (decide="tools") and the route taken is the one the model called; else empty.
+    tool_args: dict[str, Any] = field(default_factory=dict)
     # Each piece of evidence: {"llm": {...}, "classifier": {...}, "combined": {...}} (see Router.decide)
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -66,13 +70,33 @@ def _calibration_inputs() -> list[str]:
     return [x for x in dict.fromkeys(inputs)] or ["N/A"]
 
 
+TOOL_ROUTES: dict[str, Route] = {"search_wikipedia": "search", "answer_directly": "answer", "draw": "draw"}
+DECIDE_MODES = ("auto", "labels", "tools")
+
+
+def route_tools() -> list[dict[str, Any]]:
+    """The three tools of a tool-call decision (prompts/route_tools.json, OpenAI format)."""
+    return json.loads(load_prompt("route_tools.json"))
+
+
 class Router:
     """The route decision. ``Router(llm)`` decides by the LLM's calibrated label scores alone;
     ``classifier=`` adds the embedding classifier (a :class:`RouteClassifier`, or ``True`` for the
-    shipped ``agent/route_model.npz``, loaded on the first decision) and combines both."""
+    shipped ``agent/route_model.npz``, loaded on the first decision) and combines both.
 
-    def __init__(self, llm, *, calibrate: bool = True, classifier: RouteClassifier | bool | None = None) -> None:
+    ``decide``: "labels" scores the three labels (probabilities where the model gives them);
+    "tools" makes the LLM's part one native tool call among ``search_wikipedia(query)``,
+    ``answer_directly()`` and ``draw(scene)`` (``bind_tools``; the arguments become the search
+    query and the image prompt), falling back to labels for a model that cannot call tools;
+    "auto" uses labels where they come with probabilities, else a tool call where the model can
+    make one."""
+
+    def __init__(self, llm, *, calibrate: bool = True, classifier: RouteClassifier | bool | None = None,
+                 decide: str = "labels") -> None:
+        if decide not in DECIDE_MODES:
+            raise ValueError(f"decide must be one of {', '.join(DECIDE_MODES)}, not {decide!r}")
         self.llm = llm
+        self.decide_mode = decide
         self.calibrate = calibrate
         self._bias: dict[str, float] | None = None
         self._lock = threading.Lock()
@@ -114,9 +138,34 @@ class Router:
 
     @property
     def method(self) -> str:
-        """How the LLM scores labels: 'logits' (local model), 'logprobs', 'json_schema' or 'parse'
-        (an endpoint; see :class:`tools.llm.EndpointLLM`)."""
+        """How the LLM scores labels: 'logits' (local model), 'logprobs', 'json_schema', 'structured'
+        or 'parse' (an endpoint or another LangChain model; see :class:`tools.llm.EndpointLLM`,
+        :class:`tools.chat.LangChainLLM`)."""
         return getattr(self.llm, "label_method", None) or "logits"
+
+    @property
+    def can_call_tools(self) -> bool:
+        return bool(getattr(self.llm, "supports_tools", False)) and hasattr(self.llm, "choose_tool")
+
+    def uses_tools(self) -> bool:
+        """Is the LLM's part of the next decision a tool call? ("auto": once label scoring has
+        shown it gives no probabilities, for a model that can call tools.)"""
+        if self.decide_mode == "tools":
+            return self.can_call_tools
+        if self.decide_mode == "auto":
+            return self.can_call_tools and getattr(self.llm, "label_method", None) not in (None, "logits", "logprobs")
+        return False
+
+    def tool_messages(self, request: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": load_prompt("route_tools_system.txt")},
+                {"role": "user", "content": request}]
+
+    def tool_choice(self, request: str) -> tuple[Route, dict[str, Any]]:
+        """The route the LLM's one tool call names, and the call's arguments."""
+        name, args = self.llm.choose_tool(self.tool_messages(request), route_tools())
+        if name not in TOOL_ROUTES:
+            raise DecisionError(f"the model called {name!r}, not one of {', '.join(TOOL_ROUTES)}")
+        return TOOL_ROUTES[name], {k: v for k, v in args.items() if isinstance(v, str) and v.strip()}
 
     def bias(self) -> dict[str, float]:
         """Mean label probabilities on content-free inputs (computed once per router)."""
@@ -155,12 +204,28 @@ class Router:
         decision, then fall back to search."""
         errors: list[str] = []
         clf = self._classifier_evidence(request)
+        notes: list[str] = []
+        if self.decide_mode == "tools" and not self.can_call_tools:
+            notes.append(f"decide=tools, but {getattr(self.llm, 'name', 'the LLM')} cannot call tools: label scores "
+                         "decided")
         for attempt in (1, 2):
+            tool_args: dict[str, Any] = {}
             try:
                 t0 = time.perf_counter()
-                llm_probs = self.llm_probabilities(request)
+                if self.uses_tools():
+                    method = "tools"
+                    llm_choice, tool_args = self.tool_choice(request)
+                    llm_probs = vote_probabilities(llm_choice)
+                else:
+                    llm_probs = self.llm_probabilities(request)
+                    method = self.method  # after scoring: an endpoint learns on its first call which method works
+                    if self.uses_tools():  # "auto": no probabilities from this model, and it can call tools
+                        notes.append(f"label scoring gave no probabilities ({method}); the model calls a tool "
+                                     "instead")
+                        method = "tools"
+                        llm_choice, tool_args = self.tool_choice(request)
+                        llm_probs = vote_probabilities(llm_choice)
                 llm_ms = (time.perf_counter() - t0) * 1000
-                method = self.method  # after scoring: an endpoint learns on its first call which method works
             except Exception as exc:  # the model failed: recorded, retried, then the safe route
                 if _unavailable(exc):
                     raise  # a server that is down or refuses: no decision can be had; the run stops
@@ -168,9 +233,15 @@ class Router:
                 continue
             calibrated = self.calibrate and method in ("logits", "logprobs")
             has_probs = method in ("logits", "logprobs")
-            llm_choice: Route = max(llm_probs, key=llm_probs.get)  # type: ignore[arg-type]
+            if method != "tools":
+                llm_choice = max(llm_probs, key=llm_probs.get)  # type: ignore[assignment]
             llm_ev: dict[str, Any] = {"method": method, "calibrated": calibrated, "choice": llm_choice,
                                       "ms": round(llm_ms, 1)}
+            if method == "tools":
+                llm_ev["tool_call"] = {"name": next(k for k, v in TOOL_ROUTES.items() if v == llm_choice),
+                                       "args": tool_args}
+            if notes:
+                llm_ev["notes"] = notes
             if has_probs:
                 llm_ev["scores"] = _rounded(llm_probs)
                 llm_as_probs = llm_probs
@@ -192,7 +263,7 @@ class Router:
                 scores = _rounded(llm_probs)
                 reason = self._llm_reason(route, method, calibrated, scores)
             return RouteDecision(route=route, reason=reason, scores=scores, attempts=attempt, errors=errors,
-                                 evidence=evidence)
+                                 evidence=evidence, tool_args=tool_args if route == llm_choice else {})
         return RouteDecision(
             route=SAFE_ROUTE,
             reason=f"the route decision failed twice ({errors[-1]}); fell back to the safe route '{SAFE_ROUTE}'",
@@ -208,8 +279,7 @@ class Router:
             if method == "logprobs":
                 how += " from the endpoint's logprobs"
             return f"the request {_MEANING[route]} ({how}: {route} {probs[route]:.2f}; {others})"
-        how = "a JSON-schema-constrained reply" if method == "json_schema" else "its one-word reply"
-        return f"the request {_MEANING[route]} (the LLM chose '{route}' by {how}; no probabilities)"
+        return f"the request {_MEANING[route]} (the LLM chose '{route}' by {_HOW[method]}; no probabilities)"
 
     @staticmethod
     def _combined_reason(route: str, llm: dict[str, Any], clf: dict[str, float], probs: dict[str, float]) -> str:
@@ -218,8 +288,7 @@ class Router:
             if llm.get("method") == "logprobs":
                 llm_says += " from the endpoint's logprobs"
         else:
-            how = "a JSON-schema-constrained reply" if llm["method"] == "json_schema" else "its one-word reply"
-            llm_says = f"the LLM chose '{llm['choice']}' by {how}, no probabilities"
+            llm_says = f"the LLM chose '{llm['choice']}' by {_HOW[llm['method']]}, no probabilities"
         clf_choice = max(clf, key=clf.get)
         clf_says = f"classifier {clf_choice} {clf[clf_choice]:.2f}"
         combined = ", ".join(f"{r} {probs[r]:.2f}" for r in ROUTES)
@@ -231,6 +300,10 @@ class Router:
         elif llm["choice"] != clf_choice:
             text += f"; the evidence disagreed and {route} weighed more"
         return text + ")"
+
+
+_HOW = {"json_schema": "a JSON-schema-constrained reply", "structured": "a structured reply",
+        "tools": "a tool call", "parse": "its one-word reply"}
 
 
 def _rounded(probs: dict[str, float]) -> dict[str, float]:

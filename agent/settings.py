@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         description="'auto': the LLM decides; 'search', 'answer' or 'draw' forces that route "
         "(for scripts and evaluations; the trace says it was forced).",
     )
+    decide: Literal["auto", "labels", "tools"] = Field(
+        "auto",
+        description="How the LLM takes part in the route decision: 'labels' scores the three route labels "
+        "(probabilities from the local model's logits or an endpoint's logprobs); 'tools' makes it one native "
+        "tool call (search_wikipedia(query) / answer_directly() / draw(scene): the arguments become the search "
+        "query and the image prompt) for models that can call tools; 'auto': labels where they come with "
+        "probabilities, else a tool call where the model can make one.",
+    )
     image: bool | None = Field(
         None,
         description="None (default): the search and answer routes get a picture only when one helps "

@@ -1,55 +1,66 @@
-"""Local LLM over transformers: chat generation (optionally streamed) and label scoring.
+"""Local LLM over transformers, as a LangChain ``BaseChatModel``: chat generation (streamed) and
+label scoring.
 
 The starter model is SmolLM2-135M-Instruct, converted once from its GGUF file
 (:mod:`tools.gguf_convert`). Any transformers causal-LM hub id or local folder works too.
-:class:`EndpointLLM` (:mod:`tools.llm_endpoint`) offers the same interface over HTTP.
+:class:`EndpointLLM` (:mod:`tools.llm_endpoint`) is the same over HTTP, and :class:`LangChainLLM`
+(:mod:`tools.chat`) puts any other LangChain chat model in its place.
 
-Structured decisions never hope that free text parses: :meth:`LocalLLM.score_labels` scores each
-allowed label as a continuation of the prompt and returns a probability per label.
+Structured decisions never hope that free text parses: :meth:`LocalLLM.score_labels` (or
+``invoke(messages, labels=[...])``) scores each allowed label as a continuation of the prompt and
+returns a probability per label.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
+
 from tools.base import Message
+from tools.chat import AskdrawChatModel, LangChainLLM, as_dicts
 from tools.common import Cancelled, ToolError, current_cancel_event, load_once, quiet_transformers
 from tools.gguf_convert import STARTER_LLM, resolve_model
 from tools.llm_endpoint import EndpointLLM
 
-__all__ = ["STARTER_LLM", "EndpointLLM", "LocalLLM", "resolve_model"]
+__all__ = ["STARTER_LLM", "EndpointLLM", "LangChainLLM", "LocalLLM", "resolve_model"]
 
 
-class LocalLLM:
-    """A chat model running locally with transformers, loaded once and reused."""
+class LocalLLM(AskdrawChatModel):
+    """A chat model running locally with transformers, loaded once and reused: a LangChain
+    ``BaseChatModel`` (``invoke``, ``stream``, ``bind``, callbacks), greedy, with the fixed part of
+    each prompt kept as a KV cache and the call keywords of :data:`tools.chat.NATIVE_KWARGS`."""
 
-    def __init__(
-        self,
-        model: str = STARTER_LLM,
-        *,
-        max_new_tokens: int = 160,
-        cache: Path | None = None,
-        prefix_cache: bool = True,
-    ) -> None:
-        self.model_spec = model
-        self.prefix_cache = prefix_cache
-        self._prefixes: dict[tuple[int, ...], Any] = {}
-        self.max_new_tokens = max_new_tokens
-        self._cache = cache
-        self._lock = threading.RLock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self.load_seconds: float | None = None
+    model_spec: str = STARTER_LLM
+    max_new_tokens: int = 160
+    prefix_cache: bool = True
+    weights_cache: Path | None = None
+
+    _lock: Any = PrivateAttr(default_factory=threading.RLock)
+    _model: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _prefixes: dict = PrivateAttr(default_factory=dict)
+
+    def __init__(self, model: str = STARTER_LLM, *, max_new_tokens: int = 160, cache: Path | None = None,
+                 prefix_cache: bool = True, **kwargs: Any) -> None:
+        name = "SmolLM2-135M-Instruct (starter)" if model == STARTER_LLM else model
+        super().__init__(model_spec=model, max_new_tokens=max_new_tokens, weights_cache=cache,
+                         prefix_cache=prefix_cache, name=kwargs.pop("name", name), **kwargs)
 
     @property
-    def name(self) -> str:
-        if self.model_spec == STARTER_LLM:
-            return "SmolLM2-135M-Instruct (starter)"
-        return self.model_spec
+    def _llm_type(self) -> str:
+        return "askdraw-transformers"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model_spec, "max_new_tokens": self.max_new_tokens, "greedy": True}
 
     @property
     def loaded(self) -> bool:
@@ -61,7 +72,7 @@ class LocalLLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
-        where = resolve_model(self.model_spec, self._cache)
+        where = resolve_model(self.model_spec, self.weights_cache)
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
@@ -74,6 +85,33 @@ class LocalLLM:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer, self._model = tokenizer, model
+
+    # -- LangChain -------------------------------------------------------------------------
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
+                reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        if kwargs.get("labels"):
+            raise ValueError("labels= scores labels: use invoke, not stream")
+        for piece in self._pieces(as_dicts(messages), max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
+                  reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
+                  labels: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
+        dicts = as_dicts(messages)
+        if labels:
+            probs = self._score(dicts, list(labels), prefix=reply_prefix)
+            best = max(probs, key=probs.get)
+            message = AIMessage(content=best, response_metadata={"label_probs": probs, "label_method": "logits"})
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        pieces = []
+        for piece in self._pieces(dicts, max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
+            pieces.append(piece)
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(pieces).strip()))])
 
     # -- prompting -------------------------------------------------------------------------
     def _encode(self, messages: Sequence[Message], prefix: str = "") -> Any:
@@ -120,79 +158,68 @@ class LocalLLM:
         elif extra:
             cache.crop(-extra)
 
-    def chat(self, messages: Sequence[Message], *, max_new_tokens: int | None = None,
-             on_token: Callable[[str], None] | None = None, prefix: str = "",
-             stop: Callable[[str], bool] | None = None) -> str:
-        """Greedy generation of the assistant's reply. ``on_token`` receives text pieces as they
-        are produced. ``prefix`` is text the reply is forced to start with (not returned).
-        ``stop(reply_so_far)`` ends generation early when it returns True (for callers that
-        only use the reply's start, e.g. its first sentence)."""
+    def _pieces(self, messages: Sequence[Message], max_new_tokens: int | None, prefix: str,
+                stop: Callable[[str], bool] | None) -> Iterator[str]:
+        """Greedy decoding, one token per step in this thread, yielding each finished piece of
+        text as it comes (transformers' TextStreamer decoding). The prompt's fixed part comes from
+        the prefix KV cache. It ends at the end-of-turn token, ``max_new_tokens``, when ``stop``
+        says so of the reply so far, when the turn is cancelled, or when the consumer stops
+        reading (a closed generator). Equal to ``generate(do_sample=False, repetition_penalty=1.1)``
+        token for token, without a second thread (a TextIteratorStreamer with generation in a
+        second thread was measured ~0.5 s slower per answer on 2 cores)."""
         self.load()
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 
+        tok, model = self._tokenizer, self._model
+        limit = max_new_tokens or self.max_new_tokens
         with self._lock:  # one generation at a time per model: torch on 2 cores gains nothing from more
             inputs = self._encode(messages, prefix)
-            start = inputs["input_ids"].shape[1]
+            ids = inputs["input_ids"]
             cancel = current_cancel_event()
-            abort = threading.Event()  # set when on_token raises (e.g. the turn was cancelled)
-            cache = self._prefix(messages, inputs["input_ids"])
-            kwargs = dict(
-                **inputs,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
-                do_sample=False,
-                repetition_penalty=1.1,
-                pad_token_id=self._tokenizer.pad_token_id,
-                stopping_criteria=StoppingCriteriaList([_stop_when(self._tokenizer, start, stop, cancel, abort)]),
-            )
-            if cache is not None:
-                kwargs["past_key_values"] = cache
+            prefix_cache = self._prefix(messages, ids)
+            cache = prefix_cache if prefix_cache is not None else DynamicCache(config=model.config)
+            penalty = RepetitionPenaltyLogitsProcessor(1.1)
+            eos = self._eos_ids()
+            pieces: list[str] = []
+            streamer = _Collect(tok, pieces)
             failed = True
             try:
-                if on_token is None:
+                sequence, feed, new = ids, ids[:, cache.get_seq_length():], []
+                for _ in range(limit):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("cancelled")
                     with torch.inference_mode():
-                        out = self._model.generate(**kwargs)
-                else:
-                    reply = self._stream(kwargs, on_token, abort)
+                        logits = model(input_ids=feed, past_key_values=cache, use_cache=True).logits[:, -1, :]
+                        token = int(penalty(sequence, logits.float()).argmax(-1))
+                    if token in eos:
+                        break
+                    new.append(token)
+                    feed = torch.tensor([[token]])
+                    sequence = torch.cat([sequence, feed], dim=1)
+                    streamer.put(torch.tensor([token]))
+                    while pieces:
+                        yield pieces.pop(0)
+                    if stop is not None and stop(tok.decode(new, skip_special_tokens=True)):
+                        break
+                streamer.end()
+                while pieces:
+                    yield pieces.pop(0)
                 failed = False
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
-                if on_token is None:
-                    reply = self._tokenizer.decode(out[0, start:], skip_special_tokens=True).strip()
-                return reply
             finally:
-                self._rewind(cache, failed)
+                self._rewind(prefix_cache, failed)
 
-    def _stream(self, kwargs: dict[str, Any], on_token: Callable[[str], None], abort: threading.Event) -> str:
-        """Generate in this thread, handing each finished piece of text to ``on_token`` as it
-        comes (transformers' TextStreamer decoding). An exception from ``on_token`` stops the
-        generation and propagates. (A TextIteratorStreamer with generation in a second thread
-        was measured ~0.5 s slower per answer on 2 cores.)"""
-        import torch
-        from transformers import TextStreamer
+    def _eos_ids(self) -> set[int]:
+        ids = self._model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+        if self._tokenizer.eos_token_id is not None:
+            ids.add(self._tokenizer.eos_token_id)
+        return ids
 
-        pieces: list[str] = []
-
-        class Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                if text:
-                    pieces.append(text)
-                    try:
-                        on_token(text)
-                    except BaseException:
-                        abort.set()
-                        raise
-
-        with torch.inference_mode():
-            self._model.generate(**kwargs, streamer=Streamer(self._tokenizer, skip_prompt=True,
-                                                             skip_special_tokens=True))
-        return "".join(pieces).strip()
-
-    def score_labels(
-        self, messages: Sequence[Message], labels: Sequence[str], *, prefix: str = ""
-    ) -> dict[str, float]:
+    def _score(self, messages: Sequence[Message], labels: Sequence[str], *, prefix: str = "") -> dict[str, float]:
         """Probability of each label as the assistant's reply (after ``prefix``), normalised over
-        the labels. One batched forward pass; labels are scored by total log-probability."""
+        the labels, from the logits (``invoke(messages, labels=[...])`` or :meth:`score_labels`).
+        One forward pass; labels are scored by total log-probability."""
         self.load()
         import torch
 
@@ -239,18 +266,21 @@ class LocalLLM:
             return {label: e / norm for label, e in zip(labels, exps)}
 
 
-def _stop_when(tokenizer: Any, start: int, stop: Callable[[str], bool] | None, cancel: threading.Event | None,
-               abort: threading.Event) -> Any:
-    """A stopping criterion: end generation once ``abort`` or ``cancel`` is set, or ``stop`` says so
-    of the reply so far (the tokens after ``start``)."""
-    import torch
-    from transformers import StoppingCriteria
+def _stopping(stop_when: Callable[[str], bool] | None, stop: list[str] | None) -> Callable[[str], bool] | None:
+    """One predicate for ``stop_when`` and LangChain's ``stop`` sequences (the reply stops once it
+    contains one; the sequence itself is not cut off)."""
+    if not stop:
+        return stop_when
+    return lambda text: any(s in text for s in stop) or bool(stop_when and stop_when(text))
 
-    class StopWhen(StoppingCriteria):
-        def __call__(self, input_ids, scores, **_):
-            done = abort.is_set() or (cancel is not None and cancel.is_set())
-            if not done and stop is not None:
-                done = bool(stop(tokenizer.decode(input_ids[0, start:], skip_special_tokens=True)))
-            return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
-    return StopWhen()
+def _Collect(tokenizer: Any, pieces: list[str]) -> Any:
+    """transformers' TextStreamer decoding (whole words, no broken UTF-8), collecting the pieces."""
+    from transformers import TextStreamer
+
+    class Collect(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                pieces.append(text)
+
+    return Collect(tokenizer, skip_prompt=False, skip_special_tokens=True)

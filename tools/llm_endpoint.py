@@ -4,12 +4,17 @@ Ollama, llama.cpp's server, OpenAI), with the same interface as :class:`tools.ll
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field, PrivateAttr
+
 from tools.base import Message
+from tools.chat import AskdrawChatModel, as_dicts, label_probs_from_top
 from tools.common import Cancelled, ToolError, current_cancel_event, load_once
 from tools.endpoint import Endpoint, is_unsupported
 
@@ -18,16 +23,29 @@ __all__ = ["LABEL_METHODS", "EndpointLLM"]
 LABEL_METHODS = ("logprobs", "json_schema", "parse")
 
 
-class EndpointLLM:
-    """The same chat model interface as :class:`LocalLLM`, served by an OpenAI-compatible
-    ``/v1/chat/completions`` endpoint (vLLM, TGI, Ollama, llama.cpp's server, OpenAI).
+class EndpointLLM(AskdrawChatModel):
+    """A chat model served by an OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, TGI,
+    Ollama, llama.cpp's server, OpenAI): a LangChain ``BaseChatModel`` with the same call keywords
+    as :class:`tools.llm.LocalLLM` (:data:`tools.chat.NATIVE_KWARGS`), and tool calling
+    (``bind_tools``).
 
-    Replies are always streamed (so ``stop`` and cancelling end the request early). The route
-    decision stays structured: :meth:`score_labels` reads the labels' probabilities from the
-    server's ``logprobs``; a server without them gets a JSON-schema-constrained choice, and one
-    that supports neither a plain reply that must be exactly one label (else an error, which the
-    router retries and then falls back on). Which method worked is kept in ``label_method``.
+    Replies are always streamed (so ``stop_when`` and cancelling end the request early). The route
+    decision stays structured: label scoring (``invoke(messages, labels=[...])`` or
+    :meth:`score_labels`) reads the labels' probabilities from the server's ``logprobs``; a server
+    without them gets a JSON-schema-constrained choice, and one that supports neither a plain
+    reply that must be exactly one label (else an error, which the router retries and then falls
+    back on). Which method worked is kept in ``label_method``.
     """
+
+    base_url: str
+    model: str | None = None
+    max_new_tokens: int = 160
+    label_method: str | None = None  # None until the first decision finds what the server supports
+    label_fallbacks: list[str] = Field(default_factory=list)  # why a better method was given up (for the trace)
+
+    _endpoint: Any = PrivateAttr(default=None)
+    _json_format: str | None = PrivateAttr(default=None)  # which response_format the server took
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
         self,
@@ -39,21 +57,27 @@ class EndpointLLM:
         timeout: float | None = None,
         retries: int | None = None,
         label_method: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        self.endpoint = Endpoint.for_tool("LLM", base_url, api_key_env=api_key_env, timeout=timeout, retries=retries)
-        self.model = (model or "").strip() or None
-        self.max_new_tokens = max_new_tokens
         if label_method is not None and label_method not in LABEL_METHODS:
             raise ValueError(f"label_method must be one of {LABEL_METHODS}, got {label_method!r}")
-        self.label_method = label_method  # None until the first decision finds what the server supports
-        self.label_fallbacks: list[str] = []  # why a better method was given up (for the trace)
-        self._json_format: str | None = None  # which response_format the server took
-        self.load_seconds: float | None = None
-        self._lock = threading.Lock()
+        endpoint = Endpoint.for_tool("LLM", base_url, api_key_env=api_key_env, timeout=timeout, retries=retries)
+        model = (model or "").strip() or None
+        super().__init__(base_url=endpoint.base_url, model=model, max_new_tokens=max_new_tokens,
+                         label_method=label_method, name=f"{model or '?'} @ {endpoint.base_url}", **kwargs)
+        self._endpoint = endpoint
 
     @property
-    def name(self) -> str:
-        return f"{self.model or '?'} @ {self.endpoint.base_url}"
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    @property
+    def _llm_type(self) -> str:
+        return "askdraw-openai-compatible"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url}
 
     @property
     def loaded(self) -> bool:
@@ -64,6 +88,7 @@ class EndpointLLM:
         """Contact the server once: check it answers and, without a model name, take the one
         model it serves (``GET /v1/models``)."""
         self.model = self.endpoint.served_model(self.model, "--llm-model (ASKDRAW_LLM_MODEL)")
+        self.name = f"{self.model} @ {self.endpoint.base_url}"
 
     def _create(self, *, probe: bool = False, **kwargs: Any) -> Any:
         """One chat completion request. ``probe``: finding out what the server supports, so a
@@ -77,17 +102,21 @@ class EndpointLLM:
         except Exception as exc:  # noqa: BLE001 - one-line message naming the endpoint
             raise self.endpoint.error(exc) from exc
 
-    def chat(self, messages: Sequence[Message], *, max_new_tokens: int | None = None,
-             on_token: Callable[[str], None] | None = None, prefix: str = "",
-             stop: Callable[[str], bool] | None = None) -> str:
-        """Greedy (temperature 0) reply, streamed; see :meth:`tools.llm.LocalLLM.chat`."""
-        if prefix:
+    # -- LangChain -------------------------------------------------------------------------
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
+                reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Greedy (temperature 0) reply, streamed; see :meth:`tools.llm.LocalLLM._pieces`."""
+        if reply_prefix:
             raise ToolError("a forced reply prefix is not available over an OpenAI-compatible endpoint")
+        if kwargs.get("labels") or kwargs.get("tools"):
+            raise ValueError("labels= and tools= are for invoke, not stream")
         cancel = current_cancel_event()
-        stream = self._create(messages=list(messages), max_tokens=max_new_tokens or self.max_new_tokens,
-                              temperature=0.0, stream=True)
-        pieces: list[str] = []
-        chunks = 0
+        extra = {"stop": stop} if stop else {}
+        stream = self._create(messages=as_dicts(messages), max_tokens=max_new_tokens or self.max_new_tokens,
+                              temperature=0.0, stream=True, **extra)
+        reply, chunks, sent = "", 0, False
         try:
             for text in self._texts(stream):
                 chunks += 1
@@ -95,17 +124,69 @@ class EndpointLLM:
                     raise Cancelled("cancelled")
                 if not text:
                     continue
-                pieces.append(text)
-                if on_token is not None:
-                    on_token(text)  # the caller's exceptions (e.g. cancelling) pass through as they are
-                if stop is not None and stop("".join(pieces)):
+                reply += text
+                sent = True
+                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if stop_when is not None and stop_when(reply):
                     break
         finally:
             _close(stream)
         if not chunks:
             raise self.endpoint.malformed("the streamed reply held no completion chunks (not an OpenAI-style "
                                           "event stream)")
-        return "".join(pieces).strip()
+        if not sent:  # an empty reply is still a reply (the caller says it is empty)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, *, labels: Sequence[str] | None = None,
+                  tools: list[dict] | None = None, tool_choice: Any = None, **kwargs: Any) -> ChatResult:
+        if labels:
+            if kwargs.get("reply_prefix"):
+                raise ToolError("a forced reply prefix is not available over an OpenAI-compatible endpoint")
+            probs = self._label_probs(as_dicts(messages), list(labels))
+            message = AIMessage(content=max(probs, key=probs.get),
+                                response_metadata={"label_probs": probs, "label_method": self.label_method})
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        if tools:
+            return ChatResult(generations=[ChatGeneration(message=self._tool_call(messages, tools, tool_choice))])
+        text = "".join(chunk.text for chunk in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text.strip()))])
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
+        """The model with OpenAI-style ``tools`` (``tool_choice``: "any"/"required", "auto", "none" or
+        a tool's name), for servers that support tool calls (llama.cpp's with a function-calling chat
+        format, vLLM, Ollama, OpenAI)."""
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice == "any":
+            tool_choice = "required"
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            tool_choice = {"type": "function", "function": {"name": tool_choice}}
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def _tool_call(self, messages: list[BaseMessage], tools: list[dict], tool_choice: Any) -> AIMessage:
+        extra = {"tool_choice": tool_choice} if tool_choice else {}
+        reply = self._create(messages=as_dicts(messages), tools=tools, temperature=0.0,
+                             max_tokens=self.max_new_tokens, **extra)
+        try:
+            message = reply.choices[0].message
+        except (AttributeError, IndexError, TypeError):
+            raise self.endpoint.malformed(f"no choices[0].message in {str(reply)[:80]!r}") from None
+        calls, invalid = [], []
+        for i, call in enumerate(getattr(message, "tool_calls", None) or []):
+            function = getattr(call, "function", None)
+            name, raw = getattr(function, "name", None), getattr(function, "arguments", None) or "{}"
+            try:
+                args = json.loads(raw)
+                if not isinstance(args, dict):
+                    raise ValueError("not an object")
+                calls.append({"name": name, "args": args, "id": getattr(call, "id", None) or f"call_{i}",
+                              "type": "tool_call"})
+            except ValueError as exc:
+                invalid.append({"name": name, "args": raw, "id": getattr(call, "id", None), "error": str(exc),
+                                "type": "invalid_tool_call"})
+        return AIMessage(content=message.content or "", tool_calls=calls, invalid_tool_calls=invalid)
 
     def _texts(self, stream: Any) -> Iterator[str]:
         """The text of each chunk of a streamed reply ("" for a chunk without any, e.g. usage only)."""
@@ -123,12 +204,8 @@ class EndpointLLM:
             yield text if isinstance(text, str) else ""
 
     # -- structured decisions ------------------------------------------------------------------
-    def score_labels(
-        self, messages: Sequence[Message], labels: Sequence[str], *, prefix: str = ""
-    ) -> dict[str, float]:
+    def _label_probs(self, messages: list[Message], labels: list[str]) -> dict[str, float]:
         """Probability of each label as the reply; see the class docstring for how."""
-        if prefix:
-            raise ToolError("a forced reply prefix is not available over an OpenAI-compatible endpoint")
         probing = self.label_method is None
         methods = list(LABEL_METHODS) if probing else [self.label_method]
         for i, method in enumerate(methods):
@@ -157,22 +234,7 @@ class EndpointLLM:
         top = _top_logprobs(reply)
         if not top:
             raise _Unsupported("the server returned no logprobs")
-        best: dict[str, float] = {}
-        for token, logprob in top:
-            piece = token.strip().lower()
-            if not piece:
-                continue
-            owners = [label for label in labels if label.lower().startswith(piece)]
-            if len(owners) == 1:  # a token that starts exactly one label counts for it
-                best[owners[0]] = max(best.get(owners[0], -math.inf), logprob)
-        if not best:
-            shown = ", ".join(repr(t) for t, _ in top[:5])
-            raise ToolError(f"none of the labels is among the model's likely first tokens ({shown})")
-        floor = min(lp for _, lp in top) - 1.0  # unseen labels: less likely than anything listed
-        totals = [best.get(label, floor) for label in labels]
-        peak = max(totals)
-        exps = [math.exp(t - peak) for t in totals]
-        return {label: e / sum(exps) for label, e in zip(labels, exps)}
+        return label_probs_from_top(top, labels)
 
     def _by_json_schema(self, messages: list[Message], labels: list[str], probe: bool = False) -> dict[str, float]:
         schema = {"type": "object", "properties": {"label": {"type": "string", "enum": labels}},
