@@ -113,6 +113,13 @@ class Toolbox:
         self._tools: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         self._lock = threading.RLock()
 
+    def as_langchain_tools(self) -> list[Any]:
+        """These tools as LangChain ``StructuredTool``s with typed arguments, on these models (see
+        :mod:`agent.langchain_tools`), e.g. for ``create_react_agent(model, toolbox.as_langchain_tools())``."""
+        from agent.langchain_tools import langchain_tools
+
+        return langchain_tools(self)
+
 
 _default_toolbox: Toolbox | None = None
 _default_lock = threading.Lock()

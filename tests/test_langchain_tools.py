@@ -1,4 +1,4 @@
-"""The agent's tools as langchain-core tools, built from an Agent's Toolbox (its settings, its
+"""The agent's tools as LangChain StructuredTools, built from an Agent's Toolbox (its settings, its
 models): the real starter LLM, Whisper tiny.en, the offline Wikipedia and a tiny real diffusers
 pipeline."""
 
@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from langchain_core.tools import StructuredTool
 from PIL import Image
 
 from agent.agent import Agent
@@ -31,7 +32,32 @@ def test_the_five_tools_and_their_schemas(tmp_path):
     assert "path" in tools["transcribe_audio"].args and "audio" in tools["transcribe_audio"].description.lower()
     assert set(tools["write_answer"].args) >= {"question", "context", "title"}
     assert set(tools["generate_image"].args) == {"prompt", "seed"}
-    json.dumps([t.tool_call_schema.model_json_schema() for t in tools.values()])  # what a tool-calling LLM gets
+    schemas = {name: t.tool_call_schema.model_json_schema() for name, t in tools.items()}
+    json.dumps(schemas)  # what a tool-calling LLM gets
+    seed = schemas["generate_image"]["properties"]["seed"]
+    assert seed["minimum"] == 0 and seed["default"] == 0 and "seed" in seed["description"].lower()
+    assert schemas["write_answer"]["required"] == ["question"]
+    assert all(t.description and all(p.get("description") for p in schemas[n]["properties"].values())
+               for n, t in tools.items())
+
+
+def test_the_toolbox_method_and_the_agent_alias_give_the_same_tools(tmp_path):
+    agent = Agent(out_dir=tmp_path)
+    tools = agent.tools.as_langchain_tools()
+    assert all(isinstance(t, StructuredTool) for t in tools)
+    assert [t.name for t in tools] == [t.name for t in agent.langchain_tools()] == [
+        t.name for t in langchain_tools(agent.tools)]
+
+
+def test_bad_arguments_and_tool_errors_are_results_not_exceptions(tmp_path):
+    tools = by_name(Agent(out_dir=tmp_path))
+    text = tools["generate_image"].invoke({"prompt": "a green owl", "seed": -3})
+    assert text == ("Invalid arguments for generate_image: seed: Input should be greater than or equal to 0. "
+                    "Call generate_image again with corrected arguments.")
+    assert "query: String should have at least 1 character" in tools["search_wikipedia"].invoke({"query": "  "})
+    # audio is read before Whisper loads, so this needs no model
+    assert tools["transcribe_audio"].invoke({"path": "/no/such/file.wav"}) == (
+        "transcribe_audio failed: audio file not found: /no/such/file.wav")
 
 
 def test_tools_follow_the_agents_settings_not_the_environment(tmp_path, monkeypatch, tiny_model):
@@ -81,7 +107,3 @@ def test_transcribe_tool_uses_the_agents_asr(tmp_path):
         pytest.skip(f"shared speech data not found: {audio}")
     tools = by_name(Agent(out_dir=tmp_path))
     assert "fellow americans" in tools["transcribe_audio"].invoke({"path": str(audio)}).lower()
-    from tools.common import ToolError
-
-    with pytest.raises(ToolError, match="not found"):
-        tools["transcribe_audio"].invoke({"path": "/no/such/file.wav"})
