@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 
 from agent.agent import Agent
 from agent.router import Router
@@ -304,3 +305,55 @@ def test_the_image_endpoint_draws_through_a_real_diffusers_pipeline(tmp_path):
         out = image.generate("a red boat at sunset", tmp_path / "boat.png")
     assert out.generated and out.width == 64 and out.model == f"tiny-sd @ {media.url}"
     assert media.requests_to("/v1/images/generations")[0].json["prompt"] == "a red boat at sunset"
+
+
+# ---------------------------------------------------------------------------------------------
+# LangChain's ChatOpenAI on the same real server, as the agent's LLM (issue 19)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Calls(BaseCallbackHandler):
+    """A LangChain callback handler that counts every LLM call's start, end and error."""
+
+    def __init__(self) -> None:
+        self.starts, self.ends, self.errors = [], 0, []
+
+    def on_chat_model_start(self, serialized, messages, **kw):
+        self.starts.append(list(kw.get("tags") or []))
+
+    def on_llm_end(self, response, **kw):
+        self.ends += 1
+
+    def on_llm_error(self, error, **kw):
+        self.errors.append(repr(error))
+
+
+@pytest.mark.slow
+def test_chatopenai_on_the_real_server_is_the_agents_llm(llama_url, tmp_path):
+    from langchain_openai import ChatOpenAI
+
+    calls = _Calls()
+    model = ChatOpenAI(base_url=llama_url, api_key="none", model=srv.LLAMA_MODEL_ALIAS, temperature=0)
+    agent = Agent(llm=model, out_dir=tmp_path, image=False, callbacks=[calls])
+    tokens, result = [], None
+    for event in agent.stream(text="Tell me a fun fact about cats.", route="answer", progress=True):
+        if event.kind == "progress" and event.progress.get("type") == "token":
+            tokens.append(event.progress["text"])
+        elif event.kind == "result":
+            result = event.result
+    assert result.error is None and result.answer and len(tokens) >= 3
+    assert _steps(result)["answer"].model == f"{srv.LLAMA_MODEL_ALIAS} @ {llama_url}"
+    result = agent.ask(text="Who painted the Mona Lisa?")
+    decide = _steps(result)["decide"]
+    assert decide.data["label_method"] == "logprobs"  # label probabilities from ChatOpenAI's response metadata
+    assert result.route == "search" and "from the endpoint's logprobs" in result.route_reason
+    assert len(calls.starts) >= 3 and calls.ends + len(calls.errors) == len(calls.starts)
+
+
+@pytest.mark.slow
+def test_the_chatopenai_example_script_runs_against_the_real_server(llama_url, tmp_path):
+    env = {**os.environ, "ASKDRAW_OUT_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "chatopenai_llm.py"), llama_url],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("route:") == 3 and "Leonardo" in proc.stdout
