@@ -255,3 +255,59 @@ def test_graph_streams_answer_tokens_in_messages_and_custom_modes(tmp_path, loca
     tokens = [c["text"] for c in custom if c.get("type") == "token"]
     assert "".join(tokens) == streamed
     assert [c["event"]["step"] for c in custom if c.get("type") == "step"][-1] == "finish"
+
+
+def test_langsmith_environment_variables_trace_every_llm_call_to_their_endpoint(tmp_path):
+    """The standard LANGSMITH_* variables send the runs to LangSmith (here a loopback stand-in for
+    its ingestion API): the graph's run and, under it, the LLM's, with no askdraw code involved."""
+    import http.server
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    posted: list[dict] = []
+
+    class Ingest(http.server.BaseHTTPRequestHandler):
+        def _reply(self, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # /info: batch ingestion as JSON, not multipart
+            self._reply({"version": "0.10", "batch_ingest_config": {
+                "use_multipart_endpoint": False, "size_limit": 100, "size_limit_bytes": 20_971_520,
+                "scale_up_nthreads_limit": 1, "scale_up_qsize_trigger": 1000, "scale_down_nempty_trigger": 4}})
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.path.endswith("/runs/batch"):
+                batch = json.loads(body)
+                posted.extend(batch.get("post") or [])
+            self._reply({})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ingest)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "LANGSMITH_TRACING": "true", "LANGSMITH_API_KEY": "test-key",
+               "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "LANGSMITH_PROJECT": "askdraw-test",
+               "OMP_NUM_THREADS": "1"}
+        code = ("from agent import Agent; r = Agent(out_dir=%r, image=False).ask("
+                "text='Give me one tip for sleeping better.', route='answer'); print(r.answer)" % str(tmp_path))
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                              cwd=Path(__file__).resolve().parents[1])
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]
+    runs = {r["id"]: r for r in posted}
+    graph = [r for r in runs.values() if r["name"] == "askdraw" and not r.get("parent_run_id")]
+    llm = [r for r in runs.values() if r["run_type"] == "llm"]
+    assert len(graph) == 1 and graph[0]["session_name"] == "askdraw-test"
+    assert llm and all(r["trace_id"] == graph[0]["id"] for r in llm)
+    assert any("askdraw:answer" in (r.get("tags") or []) for r in llm)
