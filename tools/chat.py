@@ -26,6 +26,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import PrivateAttr
 
 from tools.base import Message
 from tools.common import Cancelled, ToolError, current_cancel_event
@@ -76,6 +77,7 @@ class AskdrawChatModel(BaseChatModel):
     :meth:`score_labels`, run through ``stream``/``invoke``, so callbacks see every one."""
 
     load_seconds: float | None = None
+    _tool_choices: list[str] = PrivateAttr(default_factory=lambda: ["any", "auto"])  # see choose_tool
 
     @property
     def loaded(self) -> bool:  # pragma: no cover - overridden
@@ -92,6 +94,14 @@ class AskdrawChatModel(BaseChatModel):
         generation early when it returns True."""
         return chat(self, messages, max_new_tokens=max_new_tokens, on_token=on_token, prefix=prefix, stop=stop,
                     tags=tags)
+
+    @property
+    def supports_tools(self) -> bool:
+        return type(self).bind_tools is not BaseChatModel.bind_tools
+
+    def choose_tool(self, messages: Sequence[Message], tools: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        """The one tool the model calls among ``tools``: see :meth:`LangChainLLM.choose_tool`."""
+        return choose_tool(self, messages, tools, self.name or type(self).__name__, self._tool_choices)
 
     def score_labels(self, messages: Sequence[Message], labels: Sequence[str], *,
                      prefix: str = "") -> dict[str, float]:
@@ -219,6 +229,7 @@ class LangChainLLM:
         self.label_fallbacks: list[str] = []
         self.load_seconds: float | None = 0.0
         self._lock = threading.Lock()
+        self._tool_choices = ["any", "auto"]
 
     @property
     def name(self) -> str:
@@ -309,17 +320,30 @@ class LangChainLLM:
     def choose_tool(self, messages: Sequence[Message], tools: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         """The one tool the model calls for ``messages`` among ``tools`` (``bind_tools``, a call
         required): ``(name, args)``. Raises ToolError when the model cannot call tools or called none."""
-        return choose_tool(self.model, messages, tools, self.name)
+        return choose_tool(self.model, messages, tools, self.name, self._tool_choices)
 
 
-def choose_tool(model: BaseChatModel, messages: Sequence[Message], tools: Sequence[Any],
-                name: str) -> tuple[str, dict[str, Any]]:
-    """See :meth:`LangChainLLM.choose_tool`."""
-    try:
-        bound = model.bind_tools(list(tools), tool_choice="any")
-    except NotImplementedError:
-        raise ToolError(f"{name} does not support tool calling (bind_tools)") from None
-    reply = bound.invoke(list(messages), {"tags": ["askdraw:route_tools", NOSTREAM], "run_name": "route_tool_call"})
+def choose_tool(model: BaseChatModel, messages: Sequence[Message], tools: Sequence[Any], name: str,
+                choices: list[str]) -> tuple[str, dict[str, Any]]:
+    """See :meth:`LangChainLLM.choose_tool`. ``choices``: the ``tool_choice`` values still to try,
+    best first ("any": a call is required; "auto": for servers that refuse a required call, such
+    as llama-cpp-python's function-calling format); one the model refuses is dropped from it."""
+    while True:
+        choice = choices[0]
+        try:
+            bound = model.bind_tools(list(tools), tool_choice=choice)
+        except NotImplementedError:
+            raise ToolError(f"{name} does not support tool calling (bind_tools)") from None
+        try:
+            reply = bound.invoke(list(messages), {"tags": ["askdraw:route_tools", NOSTREAM],
+                                                  "run_name": "route_tool_call"})
+            break
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a refused tool_choice: the next one, else the error
+            if len(choices) == 1 or _unavailable(exc):
+                raise
+            choices.pop(0)
     calls = getattr(reply, "tool_calls", None) or []
     if not calls:
         bad = getattr(reply, "invalid_tool_calls", None) or []
@@ -334,6 +358,13 @@ def choose_tool(model: BaseChatModel, messages: Sequence[Message], tools: Sequen
         except ValueError:
             args = {}
     return str(call.get("name")), dict(args) if isinstance(args, dict) else {}
+
+
+def _unavailable(exc: BaseException) -> bool:
+    from tools.endpoint import EndpointUnavailable
+
+    return isinstance(exc, EndpointUnavailable) or type(exc).__name__ in ("APIConnectionError", "APITimeoutError",
+                                                                          "AuthenticationError")
 
 
 def as_llm(llm: Any) -> Any:
