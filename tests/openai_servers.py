@@ -409,6 +409,7 @@ def llama_server(
     api_key: str | None = None,
     log_path: str | Path | None = None,
     startup_timeout: float = 120.0,
+    chat_format: str | None = None,
     extra_args: Iterable[str] = (),
 ) -> Iterator[LlamaServerURL]:
     """Run ``python -m llama_cpp.server`` on 127.0.0.1 and yield its base URL (``.../v1``).
@@ -420,6 +421,10 @@ def llama_server(
     OpenMP threads spin-wait on each other; 1 thread measured 0.7-0.9 s per 30-token reply,
     2 threads 1.1-12 s. The wheel is built portable (``make llama-server``: GGML_NATIVE=OFF):
     a native build on this VM's AMX-capable CPU segfaulted on the first decode.
+    ``chat_format`` (``--chat_format``; default: the GGUF's own chat template) picks
+    llama-cpp-python's prompt format: ``"chatml-function-calling"`` makes ``tool_choice="auto"``
+    a grammar-constrained choice between a message and one of the tools (see
+    ``tests/test_llama_tools.py``); the GGUF's template ignores ``tools``.
     """
     skip_unless_llama_server()
     model_path = Path(model_path) if model_path is not None else llama_model_path()
@@ -448,6 +453,7 @@ def llama_server(
                 "--n_threads_batch", str(n_threads),
                 "--verbose", "False",
                 *(["--api_key", api_key] if api_key else []),
+                *(["--chat_format", chat_format] if chat_format else []),
                 *extra_args,
             ]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
