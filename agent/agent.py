@@ -126,10 +126,7 @@ class _Turn:
     streamed: list[str] = field(default_factory=list)  # the answer's token texts, as sent
 
     def on_progress(self, event: dict[str, Any]) -> None:
-        # A cancelled turn stops mid-answer: raising from the token callback ends generation.
-        # (Other progress comes after a step's work is done: it must not fail that step.)
-        if event.get("type") == "token" and self.cancel is not None and self.cancel.is_set():
-            raise Cancelled("cancelled")
+        # (A cancelled turn stops mid-answer in the answer step itself: see agent.nodes.answer.)
         if event.get("type") == "token":
             self.streamed.append(str(event.get("text", "")))
         if event.get("type") == "notice" and event.get("text") and event["text"] not in self.notices:

@@ -243,6 +243,9 @@ def answer(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     passages = state.get("passages") or []
 
     def on_token(piece: str) -> None:
+        # A cancelled turn stops mid-answer: raising here ends the generation, whatever the model
+        # (askdraw's own models also check the cancel event between tokens).
+        check_cancelled(ctx)
         ctx.progress(type="token", text=piece)
 
     ctx.progress(type="status", step="answer", text="writing the answer")

@@ -240,6 +240,9 @@ class Router:
             if method == "tools":
                 llm_ev["tool_call"] = {"name": next(k for k, v in TOOL_ROUTES.items() if v == llm_choice),
                                        "args": tool_args}
+                choices = getattr(self.llm, "_tool_choices", None)
+                if choices:  # "auto" when the server refused a required call
+                    llm_ev["tool_choice"] = choices[0]
             if notes:
                 llm_ev["notes"] = notes
             if has_probs:

@@ -49,6 +49,7 @@ def sample_values(tmp_path: Path) -> dict[str, tuple[str, object]]:
         "image_steps": ("4", 4),
         "image_size": ("256", 256),
         "route": ("draw", "draw"),
+        "decide": ("tools", "tools"),
         "image": ("false", False),
         "wiki": (str(corpus), str(corpus)),
         "wiki_timeout": ("3", 3.0),

@@ -159,3 +159,33 @@ def test_the_bench_scores_tool_calls_by_their_form_and_arguments():
                    reply(("draw", {"scene": "a"}), ("answer_directly", {})),
                    reply(invalid=[("draw", '{"scene": "a ca')]), reply(content="draw")):
         assert not bench.check_call(broken, "draw", "a")["well_formed"]
+
+
+@on_server
+@pytest.mark.parametrize("kind", ["chatopenai", "endpoint"])
+def test_decide_tools_makes_the_route_one_tool_call_on_the_real_server(llama_url, tmp_path, kind):
+    """askdraw's decide=tools over this server, through ChatOpenAI and through its own endpoint
+    model: the server refuses a required call (HTTP 500), so the decision asks again with "auto"
+    (once per model), and the call it gets back is the LLM's vote, recorded in the trace."""
+    import json
+
+    from langchain_openai import ChatOpenAI
+
+    from agent import Agent
+
+    if kind == "chatopenai":
+        model = ChatOpenAI(base_url=llama_url, api_key="none", model=srv.LLAMA_MODEL_ALIAS, temperature=0)
+        agent = Agent(llm=model, out_dir=tmp_path, decide="tools", image=False)
+    else:
+        agent = Agent(llm_endpoint=llama_url, out_dir=tmp_path, decide="tools", image=False)
+    for question in ("Show me a red fox sleeping in the snow", "What is 12 times 7?"):
+        result = agent.ask(text=question)
+        assert result.error is None, result.error
+        events = [json.loads(line) for line in Path(result.trace_path).read_text().splitlines()]
+        decide = next(e for e in events if e["step"] == "decide")
+        llm = decide["data"]["evidence"]["llm"]
+        assert decide["data"]["fallback"] is False and llm["method"] == "tools"
+        assert llm["tool_call"]["name"] in {"search_wikipedia", "answer_directly", "draw"}
+        assert llm["tool_choice"] == "auto"
+        assert "tool call" in result.route_reason
+    assert result.answer.startswith("12 × 7 = 84")

@@ -145,19 +145,24 @@ def chat(model: BaseChatModel, messages: Sequence[Message | BaseMessage], *, max
             pieces.append(text)
             if on_token is not None:
                 on_token(text)  # the caller's exceptions (e.g. cancelling) pass through as they are
-            if not native and stop is not None and stop("".join(pieces)):
-                break
+            if not native and ((stop is not None and stop("".join(pieces)))
+                               or (max_new_tokens and len(pieces) >= max_new_tokens)):
+                break  # (a streamed chunk is about a token: the cap holds for models without a known keyword)
     return "".join(pieces).strip()
 
 
 def token_limit(model: BaseChatModel, max_new_tokens: int | None) -> dict[str, Any]:
-    """The call keyword that caps a foreign model's reply length, where its class has a known one
-    (OpenAI-style ``max_tokens``); none otherwise (the early stop still ends long replies)."""
+    """The call keyword that caps a foreign model's reply length, where its class has a known one;
+    none otherwise (:func:`chat` also stops reading after ``max_new_tokens`` chunks). For
+    ``ChatOpenAI`` and its family it is ``max_tokens`` in ``extra_body``: langchain-openai sends its
+    own ``max_tokens`` as ``max_completion_tokens``, which llama.cpp's server ignores (measured: a
+    5-token cap gave a 19,531-character reply in 158 s), while every OpenAI-compatible server reads
+    ``max_tokens``."""
     if not max_new_tokens:
         return {}
     fields = getattr(type(model), "model_fields", {})
-    if "max_tokens" in fields:  # ChatOpenAI and the OpenAI-compatible family
-        return {"max_tokens": max_new_tokens}
+    if "extra_body" in fields and "max_tokens" in fields:  # ChatOpenAI and the OpenAI-compatible family
+        return {"extra_body": {**(getattr(model, "extra_body", None) or {}), "max_tokens": max_new_tokens}}
     return {}
 
 

@@ -167,8 +167,14 @@ class EndpointLLM(AskdrawChatModel):
 
     def _tool_call(self, messages: list[BaseMessage], tools: list[dict], tool_choice: Any) -> AIMessage:
         extra = {"tool_choice": tool_choice} if tool_choice else {}
-        reply = self._create(messages=as_dicts(messages), tools=tools, temperature=0.0,
-                             max_tokens=self.max_new_tokens, **extra)
+        required = tool_choice == "required"
+        try:  # a required call is a probe: servers that refuse it (llama.cpp's function calling: HTTP 500)
+            reply = self._create(messages=as_dicts(messages), tools=tools, temperature=0.0,
+                                 max_tokens=self.max_new_tokens, probe=required, **extra)
+        except ToolError as exc:
+            if required and getattr(exc.__cause__, "status_code", None):  # refused, not unreachable
+                raise ToolError(f"{self.endpoint.label}: tool_choice 'required' refused ({exc})") from exc
+            raise
         try:
             message = reply.choices[0].message
         except (AttributeError, IndexError, TypeError):
