@@ -96,7 +96,8 @@ def turn_messages(run_id: str, asked: str | None, answer: str, metadata: dict[st
     return [*said, AIMessage(content=answer, id=f"{run_id}-answer", response_metadata={"run_id": run_id, **metadata})]
 
 
-def trimmed(messages: Sequence[BaseMessage], added: Sequence[BaseMessage], keep: int = HISTORY_TURNS) -> list[RemoveMessage]:
+def trimmed(messages: Sequence[BaseMessage], added: Sequence[BaseMessage],
+            keep: int = HISTORY_TURNS) -> list[RemoveMessage]:
     """Removals that keep the last ``keep`` turns once ``added`` joins ``messages``: everything up
     to the answer of the newest turn that falls out (so a thread's checkpoint stays bounded)."""
     known = {m.id for m in messages}

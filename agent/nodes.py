@@ -57,7 +57,8 @@ def start_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         update["history"] = None
     pending = None if state.get("audio_path") else pending_question(messages, state.get("question"))
     if pending is not None:
-        question, cut = within_limit(" ".join(message_text(pending).split()), ctx.settings.max_question_chars, "question")
+        text = " ".join(message_text(pending).split())
+        question, cut = within_limit(text, ctx.settings.max_question_chars, "question")
         update.update(question=question, asked_message=pending.id)
         if cut:
             update["notices"] = Overwrite(cut)
