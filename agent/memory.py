@@ -1,5 +1,5 @@
-"""Conversation memory: LangGraph's SQLite checkpointer keeps each thread's state (its history
-of turns), and a small table beside it lists the threads for ``askdraw history``.
+"""Conversation memory: LangGraph's SQLite checkpointer keeps each thread's state (its turns, as
+messages: ``agent.messages``), and a small table beside it lists the threads for ``askdraw history``.
 
 Three guarantees, each tested (tests/test_memory.py, tests/test_conversation_safety.py):
 
@@ -8,7 +8,7 @@ Three guarantees, each tested (tests/test_memory.py, tests/test_conversation_saf
   kernel when a process dies). A second turn on the same thread waits for the first, in this
   process or another, so no turn's update is lost. A chat session claims its thread for its whole
   life: a second ``askdraw chat --resume`` of it is refused with :class:`ThreadBusy`.
-* **Bounded size.** The graph keeps only the last turns a follow-up needs (``agent.state``), and
+* **Bounded size.** The graph keeps only the last ``HISTORY_TURNS`` turns' messages (``agent.messages``), and
   after each turn only the thread's latest checkpoint is kept (SqliteSaver stores every step's
   whole state, so a thread's database would otherwise grow with the square of its turns).
 * **A clear error for a broken file.** A database that is not SQLite or is damaged raises
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agent.messages import thread_turns
 from tools.common import ToolError
 
 try:  # POSIX; elsewhere the lock holds within one process only
@@ -152,13 +153,13 @@ class Memory:
         return row is not None
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
-        """The turns of a thread as the graph remembers them (question, route, answer, topic); the
-        last ``agent.state.HISTORY_TURNS`` only."""
+        """The turns of a thread as the graph remembers them (run_id, question, route, answer, topic:
+        ``agent.messages.turns_of`` its messages); the last ``agent.state.HISTORY_TURNS`` only."""
         try:
             state = self.graph().get_state({"configurable": {"thread_id": thread_id}})
         except sqlite3.DatabaseError as exc:
             raise MemoryCorrupt(self.path, exc) from None
-        return list((state.values or {}).get("history") or [])
+        return thread_turns(state.values)
 
     # -- one writer per thread -------------------------------------------------------------------
     def _lock_path(self, thread_id: str) -> Path:

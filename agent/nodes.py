@@ -10,11 +10,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from langchain_core.messages import RemoveMessage
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
 from agent.context import Context
 from agent.followup import standalone_question, topic_of_turn
+from agent.messages import (as_messages, legacy_messages, message_text, pending_question, thread_turns, trimmed,
+                            turn_messages, turns_of)
 from agent.router import RouteDecision
 from agent.state import TURN_RESET, State, no_image_notice
 from agent.step import (StepError, StepRecord, check_cancelled, context_of, ensure_loaded, error_message, step,
@@ -36,7 +40,8 @@ def new_run_id() -> str:
 def start_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Open a turn: its run id and folder, and clean per-turn fields. On a conversation thread
     (a checkpointer, LangGraph's server) the previous turn's results and ids are still in the
-    state when a caller sends only a question: a turn whose run already finished is a new run."""
+    state when a caller sends only a question: a turn whose run already finished is a new run.
+    A chat client sends no ``question`` but ``messages``: the turn answers the last human one."""
     ctx = context_of(runtime)
     check_cancelled(ctx)
     run_id = state.get("run_id")
@@ -46,7 +51,19 @@ def start_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if not run_dir or run_id != state.get("run_id") or run_dir == state.get("done_dir"):
         run_dir = str(Path(ctx.settings.out_dir) / run_id)
     reset = {k: Overwrite(v) if k in ("notices", "timings_ms") else v for k, v in TURN_RESET.items()}
-    return {**reset, "run_id": run_id, "run_dir": run_dir, "turn_of": run_id}
+    update: dict[str, Any] = {**reset, "run_id": run_id, "run_dir": run_dir, "turn_of": run_id, "asked_message": None}
+    messages = as_messages(state.get("messages"))
+    if state.get("history") and not turns_of(messages):  # a checkpoint from before messages
+        update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *legacy_messages(state["history"]), *messages]
+        update["history"] = None
+    pending = None if state.get("audio_path") else pending_question(messages, state.get("question"))
+    if pending is not None:
+        text = " ".join(message_text(pending).split())
+        question, cut = within_limit(text, ctx.settings.max_question_chars, "question")
+        update.update(question=question, asked_message=pending.id)
+        if cut:
+            update["notices"] = Overwrite(cut)
+    return update
 
 
 def within_limit(text: str, limit: int, what: str, detail: str = "") -> tuple[str, list[str]]:
@@ -98,7 +115,7 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     rec.model = router.llm.name  # an endpoint learns its model's name on loading
     if not state.get("force_route"):
         _warm_up(router, rec, ctx, calibrate=fresh)
-    history = state.get("history") or []
+    history = thread_turns(state)
     if history:
         ctx.progress(type="status", step="decide", text="rewriting the follow-up")
     with tagged("askdraw:followup", NOSTREAM):  # the rewrite is not part of the answer's token stream
@@ -453,11 +470,15 @@ def finish(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
     # a new run and does not re-use this one's audio, forced route or image switch.
     update.update(done_run=state.get("run_id"), done_dir=state.get("run_dir"), audio_path=None,
                   force_route=None, want_image=None)
-    update["history"] = [{
-        "run_id": state.get("run_id"),
-        "question": question_of(state),
-        "route": state.get("route"),
-        "answer": (final.get("answer_body") or final.get("answer") or "").split("\n\n")[0][:500],
-        "topic": topic_of_turn(final),
-    }]
+    # The turn joins the conversation's messages (agent.messages): the question, unless the chat
+    # client sent it as a message, and the answer with what the turn knows in its metadata.
+    source_picture = final.get("source_image") or {}
+    turn = turn_messages(state["run_id"], None if state.get("asked_message") else (
+        state.get("transcript") or state.get("question") or ""), final.get("answer") or "", {
+        "route": state.get("route"), "standalone_question": question_of(state), "topic": topic_of_turn(final),
+        "sources": list(final.get("sources") or []), "image_path": final.get("image_path"),
+        "image_generated": bool(final.get("image_generated")), "source_image": source_picture.get("path"),
+    })
+    messages = as_messages(state.get("messages"))
+    update["messages"] = [*turn, *trimmed(messages, turn)]
     return update

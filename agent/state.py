@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 
@@ -25,18 +27,12 @@ def add_timings(left: dict | None, right: dict | None) -> dict:
     return merged
 
 
-HISTORY_TURNS = 12  # turns a thread keeps: follow-ups read the last 3; older ones only cost space
+HISTORY_TURNS = 12  # turns a thread's messages keep: follow-ups read the last 3; older ones only cost space
 
 
 def add_notices(left: list[str] | None, right: list[str] | None) -> list[str]:
     """A turn's notices, in the order its steps raised them."""
     return [*(left or []), *(right or [])]
-
-
-def keep_recent(left: list | None, right: list | None) -> list:
-    """Append a turn to the thread's history, keeping the last ``HISTORY_TURNS`` turns (the
-    number of turns ever asked stays in ``askdraw history``'s table)."""
-    return [*(left or []), *(right or [])][-HISTORY_TURNS:]
 
 
 class Source(TypedDict):
@@ -46,9 +42,11 @@ class Source(TypedDict):
 
 
 class InputState(TypedDict, total=False):
-    """What a caller passes in: a typed question, or a path to an audio file (or both)."""
+    """What a caller passes in: a typed question, or a path to an audio file (or both); or, as a
+    chat client (Studio, Agent Chat UI) does, ``messages`` ending with the user's message."""
 
     question: str
+    messages: Annotated[list[AnyMessage], add_messages]  # the conversation (agent.messages)
     audio_path: str
     run_id: str
     run_dir: str
@@ -88,7 +86,8 @@ class State(InputState, total=False):
     turn_of: str  # run_id of the turn the per-turn fields belong to
     done_run: str | None  # run_id / run_dir of the last finished turn (a new turn gets new ones)
     done_dir: str | None
-    history: Annotated[list[dict], keep_recent]
+    asked_message: str | None  # id of the chat client's human message this turn answers (None: finish adds one)
+    history: list[dict] | None  # before messages: the turns as dicts; the next turn moves them into messages
 
 
 TURN_RESET: dict = {
@@ -124,6 +123,7 @@ class OutputState(TypedDict, total=False):
     timings_ms: dict[str, float]
     notices: list[str]
     standalone_question: str | None
+    messages: Annotated[list[AnyMessage], add_messages]  # the whole conversation, this turn last
 
 
 def this_turn(values: dict, run_id: str) -> dict:

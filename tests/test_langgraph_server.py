@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.messages import turns_of
+
 pytest.importorskip("langgraph_api", reason="needs langgraph-cli[inmem]")
 pytest.importorskip("langgraph_sdk")
 
@@ -166,8 +168,10 @@ def second_turn(client, thread_id, first_turn):
 
 @pytest.fixture(scope="module")
 def third_turn(client, thread_id, second_turn):
-    """A third plain turn (only a question): a new run with its own folder and trace."""
-    output = client.runs.wait(thread_id, GRAPH_ID, input={"question": "Where is it kept?"})
+    """A third turn sent as a chat client (Studio's chat view, Agent Chat UI) sends it: only
+    ``messages`` ending with the user's message, no ``question``, no run ids."""
+    message = {"type": "human", "content": "Where is it kept?", "id": "client-message-3"}
+    output = client.runs.wait(thread_id, GRAPH_ID, input={"messages": [message]})
     return output, client.threads.get_state(thread_id)["values"]
 
 
@@ -185,7 +189,7 @@ def test_the_askdraw_graph_is_listed(client):
     edges = {(e["source"], e["target"]) for e in drawn["edges"]}
     assert {("decide", "search_wikipedia"), ("decide", "answer"), ("decide", "draw")} <= edges
     schemas = client.assistants.get_schemas(assistant_id)
-    assert "question" in schemas["input_schema"]["properties"]
+    assert {"question", "messages"} <= set(schemas["input_schema"]["properties"])  # messages: chat clients
     assert {"answer", "route", "image_path"} <= set(schemas["output_schema"]["properties"])
 
 
@@ -221,7 +225,7 @@ def test_a_follow_up_streams_its_steps_in_order(second_turn):
 def test_the_thread_keeps_both_turns_in_the_servers_checkpointer(first_turn, second_turn):
     _, first_state = first_turn
     _, output, state = second_turn
-    first, history = first_state["history"], state["history"]
+    first, history = turns_of(first_state["messages"]), turns_of(state["messages"])
     assert len(first) == 1 and len(history) == 2, history
     assert history[0] == first[0]  # the first turn is kept as it was
     assert history[0]["question"] == "Who painted the Mona Lisa?" and history[0]["route"] == "search"
@@ -248,7 +252,7 @@ def test_a_plain_follow_up_gets_its_own_run(first_turn, second_turn):
 
 
 def history_ids(state) -> list[str]:
-    return [turn["run_id"] for turn in state["history"]]
+    return [turn["run_id"] for turn in turns_of(state["messages"])]
 
 
 def test_a_third_plain_turn_gets_its_own_run_folder(second_turn, third_turn):
@@ -260,8 +264,29 @@ def test_a_third_plain_turn_gets_its_own_run_folder(second_turn, third_turn):
     events = [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events] == STEPS[output["route"]]
     assert {e["run_id"] for e in events} == {state["run_id"]}
-    assert len(state["history"]) == 3 and state["history"][:2] == before["history"]
+    turns = turns_of(state["messages"])
+    assert len(turns) == 3 and turns[:2] == turns_of(before["messages"])
+    assert output["question"] == "Where is it kept?"  # the chat client's message was the question
     assert len(output["notices"]) == len(set(output["notices"]))  # no notice carried over from before
+
+
+def test_the_threads_state_is_the_conversation_as_messages(second_turn, third_turn):
+    """What Studio's chat view and Agent Chat UI show: the question and the answer of each turn, the
+    answer's metadata saying what the turn knows; the chat client's own message is not added twice."""
+    _, _, before = second_turn
+    output, state = third_turn
+    messages = state["messages"]
+    assert [m["type"] for m in messages] == ["human", "ai"] * 3, messages
+    assert [m["content"] for m in messages[::2]] == ["Who painted the Mona Lisa?", "When was he born?",
+                                                       "Where is it kept?"]
+    assert messages[4]["id"] == "client-message-3" and messages[:4] == before["messages"]
+    answer = messages[5]
+    assert answer["content"] == output["answer"] and answer["id"] == f"{state['run_id']}-answer"
+    meta = answer["response_metadata"]
+    assert meta["run_id"] == state["run_id"] and meta["route"] == output["route"]
+    assert meta["image_path"] == output["image_path"] and meta["sources"] == output["sources"]
+    assert meta["standalone_question"] == (output["standalone_question"] or "Where is it kept?")
+    assert output["messages"] == messages  # a run's output shows the conversation too
 
 
 def test_the_server_keeps_its_files_out_of_the_repository(server, third_turn):

@@ -39,12 +39,13 @@ def past_turns(agent: Any, thread_id: str) -> tuple[list[dict[str, Any]], Any]:
     ``agent.state.HISTORY_TURNS``) and its last turn's :class:`~agent.agent.Result` read back from
     the run folder (None when that folder is gone), for the banner, ``/trace`` and ``/image``."""
     from agent.agent import load_result
+    from agent.messages import thread_turns
 
     memory = getattr(agent, "memory", None)
     if memory is None or not hasattr(memory, "graph"):
         return [], None
     values = memory.graph().get_state({"configurable": {"thread_id": thread_id}}).values or {}
-    turns = list(values.get("history") or [])
+    turns = thread_turns(values)
     folders: list[Path] = []
     if values.get("done_dir"):  # the folder the last turn really wrote (whatever --out it had)
         folders.append(Path(values["done_dir"]))
