@@ -294,3 +294,34 @@ def test_the_server_keeps_its_files_out_of_the_repository(server, third_turn):
     if not server["repo_state_existed"]:
         assert not (REPO / ".langgraph_api").exists()
     assert not any((REPO / "runs").glob(f"{third_turn[1]['run_id']}*"))
+
+
+def test_answer_tokens_reach_a_langgraph_sdk_client_as_they_are_generated(client):
+    """stream_mode "messages-tuple": the answer's LLM tokens (and only the answer's: the route labels
+    are tagged nostream); "custom": the nodes' progress, the same tokens among it."""
+    thread = client.threads.create()["thread_id"]
+    tokens, custom, final, arrived = [], [], None, []
+    start = time.monotonic()
+    for part in client.runs.stream(thread, GRAPH_ID, input={
+            "question": "Give me one tip for sleeping better.", "force_route": "answer", "want_image": False},
+            stream_mode=["messages-tuple", "custom", "values"]):
+        if part.event == "messages":
+            chunk, metadata = part.data
+            tokens.append((metadata.get("langgraph_node"), chunk.get("content") or ""))
+            if metadata.get("langgraph_node") == "answer":
+                arrived.append(time.monotonic() - start)
+        elif part.event == "custom":
+            custom.append(part.data)
+        elif part.event == "values":
+            final = part.data
+        elif part.event == "error":
+            pytest.fail(f"the run failed: {part.data}")
+    texts = [text for node, text in tokens if text and node == "answer"]
+    # the answer node's LLM tokens, then the turn's messages as the finish node adds them
+    assert {node for node, _ in tokens} == {"answer", "finish"} and len(texts) >= 5
+    assert [text for node, text in tokens if node == "finish"][-1] == final["answer"]
+    streamed = "".join(texts)
+    assert final["answer"].strip() and final["answer"].startswith(streamed.strip()[:20])
+    assert "".join(c["text"] for c in custom if c.get("type") == "token") == streamed
+    assert any(c.get("type") == "status" and c.get("text") == "writing the answer" for c in custom)
+    assert arrived[-1] - arrived[0] > 0.1  # token by token, not one block at the end
