@@ -10,6 +10,7 @@ or in a folder holding a link to the repository's ``agent/``), then::
 
     python examples/langgraph_client.py "Who painted the Mona Lisa?"
     python examples/langgraph_client.py --thread THREAD_ID "When was he born?"   # a follow-up
+    python examples/langgraph_client.py --stream "Give me one tip for sleeping better."   # tokens as they come
 
 It prints the route and why, the answer, its sources, the image path (or why no image was
 generated), the run folder (``trace.jsonl`` is there) and the thread id for follow-ups. The models
@@ -31,12 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("question", help="what to ask")
     parser.add_argument("--url", default="http://127.0.0.1:2024", help="the server (default: %(default)s)")
     parser.add_argument("--thread", help="continue this thread (a conversation); default: a new one")
+    parser.add_argument("--stream", action="store_true",
+                        help="print the answer token by token as the server generates it, and the status lines")
     args = parser.parse_args(argv)
 
     client = get_sync_client(url=args.url, api_key=None)  # a local server needs no key
     try:
         thread_id = args.thread or client.threads.create()["thread_id"]
-        out = client.runs.wait(thread_id, "askdraw", input={"question": args.question})
+        if args.stream:
+            out = stream(client, thread_id, args.question)
+        else:
+            out = client.runs.wait(thread_id, "askdraw", input={"question": args.question})
     except httpx.HTTPError as exc:  # server not running, wrong URL, unknown thread
         print(f"error: LangGraph server at {args.url}: {exc} (start it with `langgraph dev`)", file=sys.stderr)
         return 1
@@ -58,6 +64,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run folder: {run_dir}")
     print(f"thread:     {thread_id}")
     return 0
+
+
+def stream(client, thread_id: str, question: str) -> dict:
+    """Run the question with LangGraph's streaming: status lines from the nodes (stream mode
+    "custom", to stderr) and the answer's LLM tokens ("messages-tuple", from the answer node) as they
+    are generated. Returns the final state."""
+    out: dict = {}
+    started = False
+    for part in client.runs.stream(thread_id, "askdraw", input={"question": question},
+                                   stream_mode=["messages-tuple", "custom", "values"]):
+        if part.event == "messages":
+            chunk, metadata = part.data
+            if metadata.get("langgraph_node") == "answer" and chunk.get("content"):
+                if not started:
+                    print("streamed:   ", end="")
+                    started = True
+                print(chunk["content"], end="", flush=True)
+        elif part.event == "custom" and part.data.get("type") == "status":
+            print(f"[{part.data.get('text')}]", file=sys.stderr, flush=True)
+        elif part.event == "values":
+            out = part.data
+        elif part.event == "error":
+            raise RuntimeError(part.data)
+    if started:
+        print()
+    return out
 
 
 if __name__ == "__main__":

@@ -249,8 +249,11 @@ def test_graph_streams_answer_tokens_in_messages_and_custom_modes(tmp_path, loca
             final = chunk
     nodes = {node for node, _ in messages}
     assert final["route"] == "answer", final
-    assert nodes == {"answer"}  # the route labels and any rewrite are tagged "nostream"
-    streamed = "".join(text for _, text in messages)
+    # the answer's tokens (the route labels and any rewrite are tagged "nostream"), then the
+    # conversation's messages as the finish node adds them
+    assert nodes == {"answer", "finish"}
+    assert [text for node, text in messages if node == "finish"][-1] == final["answer"]
+    streamed = "".join(text for node, text in messages if node == "answer")
     assert streamed.strip() and final["answer"].startswith(streamed.strip()[:20])
     tokens = [c["text"] for c in custom if c.get("type") == "token"]
     assert "".join(tokens) == streamed
@@ -311,3 +314,16 @@ def test_langsmith_environment_variables_trace_every_llm_call_to_their_endpoint(
     assert len(graph) == 1 and graph[0]["session_name"] == "askdraw-test"
     assert llm and all(r["trace_id"] == graph[0]["id"] for r in llm)
     assert any("askdraw:answer" in (r.get("tags") or []) for r in llm)
+
+
+def test_label_scores_work_while_the_graph_streams_messages(tmp_path, local):
+    """LangGraph's messages mode attaches a streaming handler, which makes invoke() stream: label
+    scoring must still be one whole answer (a decision, not text), and the route is decided."""
+    settings = Settings(out_dir=tmp_path, image=False)
+    ctx = Context(tools=Toolbox(settings, llm=local, image=FakeImage()))
+    run = {"question": "Write one short sentence about the sea.", "run_id": "r2", "run_dir": str(tmp_path / "r2")}
+    final = {}
+    for mode, chunk in build_graph().stream(run, context=ctx, stream_mode=["messages", "values"]):
+        if mode == "values":
+            final = chunk
+    assert final["route_fallback"] is False and "(LLM " in final["route_reason"], final["route_reason"]

@@ -325,3 +325,15 @@ def test_answer_tokens_reach_a_langgraph_sdk_client_as_they_are_generated(client
     assert "".join(c["text"] for c in custom if c.get("type") == "token") == streamed
     assert any(c.get("type") == "status" and c.get("text") == "writing the answer" for c in custom)
     assert arrived[-1] - arrived[0] > 0.1  # token by token, not one block at the end
+
+
+def test_the_example_client_streams_the_answer(server):
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "langgraph_client.py"), "--url", server["url"],
+                           "--stream", "Write one short sentence about the sea."],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "streamed:" in proc.stdout, proc.stdout + proc.stderr
+    streamed = next(line for line in proc.stdout.splitlines() if line.startswith("streamed:"))
+    answer = next(line for line in proc.stdout.splitlines() if line.startswith("answer:"))
+    assert streamed.split(":", 1)[1].strip()[:15] in answer
+    assert "[deciding the route]" in proc.stderr and "[writing the answer]" in proc.stderr

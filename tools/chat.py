@@ -95,6 +95,13 @@ class AskdrawChatModel(BaseChatModel):
         return chat(self, messages, max_new_tokens=max_new_tokens, on_token=on_token, prefix=prefix, stop=stop,
                     tags=tags)
 
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        # Label scores and tool calls are one answer, not a text to stream: invoke them whole even
+        # when a streaming handler is attached (LangGraph's stream_mode="messages" attaches one).
+        if kwargs.get("labels") or kwargs.get("tools"):
+            return False
+        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+
     @property
     def supports_tools(self) -> bool:
         return type(self).bind_tools is not BaseChatModel.bind_tools
