@@ -1,7 +1,9 @@
-"""The Python API: ``Agent(settings).ask(text=... | audio=...) -> Result`` and ``Agent.stream``."""
+"""The Python API: ``Agent(settings).ask(text=... | audio=...) -> Result`` and ``Agent.stream``, and
+their async twins ``Agent.aask`` / ``Agent.astream`` (the same events, on the caller's event loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -9,7 +11,7 @@ import re
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -112,7 +114,7 @@ class StepEvent(BaseModel):
 
 @dataclass
 class _Turn:
-    """One question while it runs: what :meth:`Agent.stream`'s worker thread collects."""
+    """One question while it runs: what :meth:`Agent.stream` (or :meth:`Agent.astream`) collects."""
 
     run_id: str
     run_dir: Path
@@ -122,10 +124,11 @@ class _Turn:
     unsaved: list[str] = field(default_factory=list)  # notices that the trace could not be written
     values: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
-    events: queue.Queue = field(default_factory=queue.Queue)
+    events: queue.Queue = field(default_factory=queue.Queue)  # stream's worker thread -> its caller
     streamed: list[str] = field(default_factory=list)  # the answer's token texts, as sent
 
-    def on_progress(self, event: dict[str, Any]) -> None:
+    def on_progress(self, event: dict[str, Any]) -> StepEvent | None:
+        """Take in one progress item; returns the event to send (None without ``progress``)."""
         # (A cancelled turn stops mid-answer in the answer step itself: see agent.nodes.answer.)
         if event.get("type") == "token":
             self.streamed.append(str(event.get("text", "")))
@@ -133,8 +136,7 @@ class _Turn:
             self.notices.append(str(event["text"]))  # e.g. the trace could not be written: once per run
             if event.get("kind") == "unsaved":
                 self.unsaved.append(str(event["text"]))
-        if self.progress:
-            self.events.put(StepEvent(kind="progress", progress=event))
+        return StepEvent(kind="progress", progress=event) if self.progress else None
 
 
 class Agent:
@@ -277,6 +279,55 @@ class Agent:
         ``None`` draws where a picture helps (``Result.image_skipped_reason`` says why not).
         ``config``: a LangChain ``RunnableConfig`` for the graph run (``callbacks``, ``tags``,
         ``metadata``, ``run_name``; ``configurable.thread_id`` is the same as ``thread_id``)."""
+        turn, inputs, config, thread_id = self._begin(run_id, seed, progress, thread_id, cancel, route, image, config)
+        worker = threading.Thread(target=self._work, args=(turn, text, audio, inputs, thread_id, config),
+                                  name=f"askdraw-{turn.run_id}", daemon=True)
+        worker.start()
+        while (item := turn.events.get()) is not None:
+            yield item
+        worker.join()
+        yield from self._end(turn, thread_id)
+
+    async def astream(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
+                      run_id: str | None = None, progress: bool = False, thread_id: str | None = None,
+                      cancel: threading.Event | None = None, route: str | None = None,
+                      image: bool | None = None, config: dict[str, Any] | None = None) -> AsyncIterator[StepEvent]:
+        """:meth:`stream` for asyncio: the same arguments and the same events, with the graph run by
+        ``graph.astream`` on the caller's event loop (its steps run in LangGraph's executor, so
+        several turns go on at once: ``asyncio.gather(agent.aask(...), agent.aask(...))``).
+        A conversation thread is read and written with LangGraph's async SQLite checkpointer, in
+        the same file as :meth:`stream`'s, so a thread goes on across both.
+
+        Cancelling the task that iterates it (or closing it early) cancels the turn: its step
+        stops as with ``cancel``, the trace and result are written (``error == "cancelled"``),
+        then ``CancelledError`` goes on up."""
+        turn, inputs, config, thread_id = self._begin(run_id, seed, progress, thread_id,
+                                                      cancel or threading.Event(), route, image, config)
+        events: asyncio.Queue[StepEvent | None] = asyncio.Queue()
+        # The graph runs in a task of its own, so that cancelling the caller stops the turn the way
+        # `cancel` does (the running step ends, its trace is written) instead of tearing it down.
+        run = asyncio.ensure_future(self._arun(turn, text, audio, inputs, thread_id, config, events.put_nowait))
+        try:
+            while (item := await events.get()) is not None:
+                yield item
+            await run
+        except (asyncio.CancelledError, GeneratorExit):
+            assert turn.cancel is not None
+            turn.cancel.set()
+            try:
+                await asyncio.shield(run)
+            except asyncio.CancelledError:  # cancelled again while the step was stopping: stop waiting
+                run.cancel()
+            turn.error = turn.error or Cancelled("cancelled")
+            self._end(turn, thread_id)  # the trace and result are written all the same
+            raise
+        for event in await asyncio.to_thread(self._end, turn, thread_id):
+            yield event
+
+    def _begin(self, run_id: str | None, seed: int | None, progress: bool, thread_id: str | None,
+               cancel: threading.Event | None, route: str | None, image: bool | None,
+               config: dict[str, Any] | None) -> tuple[_Turn, dict[str, Any], dict[str, Any], str | None]:
+        """A new turn, the graph's inputs (without the question), the run's config and its thread."""
         run_id = run_id or new_run_id()
         config, thread_id = self._config(config, thread_id)
         route = self.settings.route if route is None else route
@@ -287,23 +338,25 @@ class Agent:
         inputs = {"run_id": run_id, "run_dir": str(turn.run_dir), "seed": self.settings.seed if seed is None else seed,
                   "force_route": None if route == "auto" else route,
                   "want_image": self.settings.image if image is None else bool(image)}
-        worker = threading.Thread(target=self._work, args=(turn, text, audio, inputs, thread_id, config),
-                                  name=f"askdraw-{run_id}", daemon=True)
-        worker.start()
-        while (item := turn.events.get()) is not None:
-            yield item
-        worker.join()
-        result = self._result(run_id, turn.run_dir, turn.values, turn.notices, turn.error, turn.unsaved)
+        return turn, inputs, config, thread_id
+
+    def _end(self, turn: _Turn, thread_id: str | None) -> list[StepEvent]:
+        """The turn's last events: its :class:`Result` (written to the run folder, and remembered by
+        the thread), after a ``replace`` event when what was streamed is not the answer."""
+        result = self._result(turn.run_id, turn.run_dir, turn.values, turn.notices, turn.error, turn.unsaved)
+        events = []
         if thread_id:
             result.thread_id = thread_id
             if result.answer and not result.error:  # only turns the thread's history remembers
                 self.memory.record_turn(thread_id, result)
         draft = "".join(turn.streamed)
-        if progress and draft and draft.strip() != (result.answer or "").strip():
+        if turn.progress and draft and draft.strip() != (result.answer or "").strip():
             # What was streamed is not the answer: every front end shows the answer instead.
             kept = (result.answer or "").strip().startswith(draft.strip())
-            yield StepEvent(kind="progress", progress={"type": "replace", "text": result.answer or "", "kept": kept})
-        yield StepEvent(kind="result", result=result)
+            events.append(StepEvent(kind="progress", progress={"type": "replace", "text": result.answer or "",
+                                                               "kept": kept}))
+        events.append(StepEvent(kind="result", result=result))
+        return events
 
     def _config(self, config: dict[str, Any] | None, thread_id: str | None) -> tuple[dict[str, Any], str | None]:
         """The run's RunnableConfig (this agent's callbacks added) and its conversation thread."""
@@ -344,26 +397,64 @@ class Agent:
             if thread_id:
                 # One turn at a time on a thread, across processes: a turn that read the thread
                 # while another was writing it would drop that one's update.
-                held.enter_context(self.memory.turn(thread_id, cancel=turn.cancel, on_wait=lambda who: turn.on_progress(
-                    {"type": "status", "text": f"waiting: this conversation is in use ({who})"})))
+                held.enter_context(self.memory.turn(thread_id, cancel=turn.cancel,
+                                                    on_wait=lambda who: self._put(turn, _waiting(who), turn.events.put)))
                 graph = self.memory.graph()
-                config = {**config, "configurable": {**config["configurable"], "thread_id": thread_id}}
+                config = _on_thread(config, thread_id)
             for mode, chunk in graph.stream(inputs, config, context=ctx, stream_mode=list(STREAM_MODES)):
-                self._take(turn, mode, chunk)
+                self._take(turn, mode, chunk, turn.events.put)
             if thread_id:
                 self.memory.compact(thread_id)
 
+    async def _arun(self, turn: _Turn, text: str | None, audio: Any, inputs: dict[str, Any], thread_id: str | None,
+                    config: dict[str, Any], put: Callable[[StepEvent | None], None]) -> None:
+        """:meth:`_work` for :meth:`astream`, as a task on the caller's event loop."""
+        try:
+            state = await asyncio.to_thread(self._prepare, text, audio, turn.run_dir, turn.notices)
+            turn.values.update(state)
+            await self._arun_graph(turn, {"question": None, "audio_path": None, **state, **inputs}, thread_id,
+                                   config, put)
+        except asyncio.CancelledError:  # cancelled twice: the caller stopped waiting for the step to end
+            turn.error = Cancelled("cancelled")
+        except BaseException as exc:  # reported in the result; the caller decides what to show
+            turn.error = exc
+        finally:
+            put(None)
+
+    async def _arun_graph(self, turn: _Turn, inputs: dict[str, Any], thread_id: str | None, config: dict[str, Any],
+                          put: Callable[[StepEvent | None], None]) -> None:
+        ctx = Context(tools=self.tools, cancel=turn.cancel)
+        graph = self.graph
+        async with contextlib.AsyncExitStack() as held:
+            if thread_id:
+                loop = asyncio.get_running_loop()
+                lock = self.memory.turn(thread_id, cancel=turn.cancel, on_wait=lambda who: loop.call_soon_threadsafe(
+                    self._put, turn, _waiting(who), put))
+                await _enter_in_thread(lock, turn.cancel)  # waiting for the thread's lock, off the event loop
+                held.push(lock)
+                graph = await held.enter_async_context(self.memory.agraph())
+                config = _on_thread(config, thread_id)
+            async for mode, chunk in graph.astream(inputs, config, context=ctx, stream_mode=list(STREAM_MODES)):
+                self._take(turn, mode, chunk, put)
+            if thread_id:
+                await asyncio.to_thread(self.memory.compact, thread_id)
+
     @staticmethod
-    def _take(turn: _Turn, mode: str, chunk: Any) -> None:
-        """One item of the graph's stream: ``values`` (the state so far) and ``custom`` (what the
-        nodes write with LangGraph's stream writer: finished steps, status lines, answer tokens,
-        image steps, notices) become this turn's values and step events."""
+    def _take(turn: _Turn, mode: str, chunk: Any, put: Callable[[StepEvent], None]) -> None:
+        """One item of the graph's stream (sync or async): ``values`` (the state so far) and
+        ``custom`` (what the nodes write with LangGraph's stream writer: finished steps, status
+        lines, answer tokens, image steps, notices) become this turn's values and step events."""
         if mode == "values":
             turn.values.update(this_turn(chunk, turn.run_id))
         elif isinstance(chunk, dict) and chunk.get("type") == "step":
-            turn.events.put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
+            put(StepEvent(kind="step", step=TraceEvent(**chunk["event"])))
         elif isinstance(chunk, dict) and chunk.get("type"):
-            turn.on_progress(chunk)
+            Agent._put(turn, chunk, put)
+
+    @staticmethod
+    def _put(turn: _Turn, progress: dict[str, Any], put: Callable[[StepEvent], None]) -> None:
+        if (event := turn.on_progress(progress)) is not None:
+            put(event)
 
     def ask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
             run_id: str | None = None, thread_id: str | None = None,
@@ -374,6 +465,20 @@ class Agent:
         result = None
         for event in self.stream(text=text, audio=audio, seed=seed, run_id=run_id, thread_id=thread_id,
                                  cancel=cancel, route=route, image=image, config=config):
+            if event.kind == "result":
+                result = event.result
+        assert result is not None
+        return result
+
+    async def aask(self, text: str | None = None, audio: Any = None, *, seed: int | None = None,
+                   run_id: str | None = None, thread_id: str | None = None,
+                   cancel: threading.Event | None = None, route: str | None = None,
+                   image: bool | None = None, config: dict[str, Any] | None = None) -> Result:
+        """:meth:`ask` for asyncio (see :meth:`astream`). A cancelled task writes the run's result
+        with ``error == "cancelled"`` and raises ``CancelledError``."""
+        result = None
+        async for event in self.astream(text=text, audio=audio, seed=seed, run_id=run_id, thread_id=thread_id,
+                                        cancel=cancel, route=route, image=image, config=config):
             if event.kind == "result":
                 result = event.result
         assert result is not None
@@ -423,6 +528,32 @@ class Agent:
             result.notices = [n for n in result.notices if n not in unsaved]
             result.notices.append(f"the run could not be saved to {run_dir}: {exc.strerror or exc}")
         return result
+
+
+def _waiting(holder: str) -> dict[str, Any]:
+    return {"type": "status", "text": f"waiting: this conversation is in use ({holder})"}
+
+
+def _on_thread(config: dict[str, Any], thread_id: str) -> dict[str, Any]:
+    return {**config, "configurable": {**config["configurable"], "thread_id": thread_id}}
+
+
+async def _enter_in_thread(lock: contextlib.AbstractContextManager, cancel: threading.Event | None) -> None:
+    """Enter ``lock`` (a blocking context manager) in a worker thread. If the caller is cancelled
+    meanwhile, the turn's ``cancel`` is set (the wait stops) and a lock got all the same is let go."""
+    entering = asyncio.ensure_future(asyncio.to_thread(lock.__enter__))
+    try:
+        await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        if cancel is not None:
+            cancel.set()
+
+        def let_go(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                lock.__exit__(None, None, None)
+
+        entering.add_done_callback(let_go)
+        raise
 
 
 def load_result(run_dir: str | Path) -> Result:

@@ -22,8 +22,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +250,15 @@ class Memory:
             self.release(thread_id)
         with self._saver.lock:
             self._conn.close()
+
+    @asynccontextmanager
+    async def agraph(self) -> AsyncIterator[Any]:
+        """The askdraw graph compiled with LangGraph's async SQLite checkpointer on this same file,
+        for ``ainvoke``/``astream`` (a thread goes on across :meth:`graph` and this). Its own
+        connection, open while the block runs: ``async with memory.agraph() as graph: ...``."""
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        from agent.graph import build_graph
+
+        async with AsyncSqliteSaver.from_conn_string(str(self.path)) as saver:
+            yield build_graph(checkpointer=saver)
