@@ -7,6 +7,7 @@ slowly (a word every ``DELAY`` s), so Stop can be clicked mid-turn.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -247,14 +248,26 @@ class Drafting:
         if "Hamlet" not in (kwargs.get("text") or ""):
             yield from self._agent.stream(**kwargs)
             return
+        for pause, event in self._draft(kwargs["text"]):
+            time.sleep(pause)
+            yield event
+
+    async def astream(self, **kwargs):  # what the page runs
+        if "Hamlet" not in (kwargs.get("text") or ""):
+            async for event in self._agent.astream(**kwargs):
+                yield event
+            return
+        for pause, event in self._draft(kwargs["text"]):
+            await asyncio.sleep(pause)
+            yield event
+
+    def _draft(self, question):
+        """(seconds to wait, event): the draft, long enough to see, its replacement, the result."""
         for word in ("Actor:", "James", "Earl", "Jones", "(1987)"):
-            time.sleep(DELAY)
-            yield token(word + " ")
-        time.sleep(1.0)  # long enough to see the draft
-        yield StepEvent(kind="progress", progress={"type": "replace", "text": self.FINAL})
-        time.sleep(0.5)
-        yield StepEvent(kind="result", result=Result(run_id="r-hamlet", question=kwargs["text"], answer=self.FINAL,
-                                                     route="answer", timings_ms={"answer": 1600.0}))
+            yield DELAY, token(word + " ")
+        yield 1.0, StepEvent(kind="progress", progress={"type": "replace", "text": self.FINAL})
+        yield 0.5, StepEvent(kind="result", result=Result(run_id="r-hamlet", question=question, answer=self.FINAL,
+                                                          route="answer", timings_ms={"answer": 1600.0}))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from agent.ui.web import IDLE, NO_ROUTE, RunningTurns, api_ask, restored, run_turn, web_thread_id
+from agent.ui.web import IDLE, NO_ROUTE, RunningTurns, aapi_ask, arun_turn, restored, web_thread_id
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -116,14 +116,14 @@ def _wire_turns(agent: Any, ui: SimpleNamespace, gr: Any) -> tuple[Any, list]:
         return (*outputs[:3], copies.get(src) if src else None, outputs[4], outputs[5] or NO_TRACE, *outputs[6:8],
                 gr.Image(value=shown, visible=shown is not None), outputs[9])
 
-    def respond(q: str, a: str | None, history: list, thread_id: str | None):
-        turn = run_turn(agent, q, a, history, thread_id, running)
+    async def respond(q: str, a: str | None, history: list, thread_id: str | None):
+        turn = arun_turn(agent, q, a, history, thread_id, running)
         copies: dict[str, str | None] = {}
         try:
-            for outputs in turn:
+            async for outputs in turn:
                 yield served(outputs, copies)
         finally:
-            turn.close()  # the page went away (or New conversation): run_turn cancels the turn
+            await turn.aclose()  # the page went away (or New conversation): arun_turn cancels the turn
 
     def clear_inputs():
         return "", None
@@ -169,8 +169,8 @@ def _api(gr: Any, agent: Any) -> None:
         api_sources = gr.JSON(label="sources")
         api_button = gr.Button("ask (api)")
 
-    def ask_endpoint(q: str, a: str | None):
-        answer, route_, reason, image_path, sources_ = api_ask(agent, q, a)
+    async def ask_endpoint(q: str, a: str | None):
+        answer, route_, reason, image_path, sources_ = await aapi_ask(agent, q, a)
         return answer, route_, reason, served_copy(image_path, api_image.GRADIO_CACHE), sources_
 
     api_button.click(ask_endpoint, [api_question, api_audio],

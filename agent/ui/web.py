@@ -1,6 +1,7 @@
 """``askdraw serve``'s turns: what the web page shows while a question runs and after it
-(:func:`run_turn`), and the ``/ask`` endpoint for programs (:func:`api_ask`). Pure Python: the
-Gradio page is :mod:`agent.ui.page`, the server :mod:`agent.ui.server`.
+(:func:`arun_turn`, on ``Agent.astream``; :func:`run_turn` is the same on ``Agent.stream``), and the
+``/ask`` endpoint for programs (:func:`aapi_ask` on ``Agent.aask``; :func:`api_ask`). Pure Python: the
+Gradio page (whose handlers are async) is :mod:`agent.ui.page`, the server :mod:`agent.ui.server`.
 
 Per turn the page shows the answer (streamed), the route and why, the sources as links, the
 image (or the labelled "NO IMAGE GENERATED" card, with a notice saying so), Wikipedia's own picture
@@ -20,11 +21,12 @@ the page and the app stays up.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ class RunningTurns:
         self._lock = threading.Lock()
         self._turns: dict[str, LiveTurn] = {}
         self._stopping: list[threading.Event] = []
+        self._draining: set[asyncio.Task] = set()
 
     def start(self, thread_id: str) -> LiveTurn:
         live = LiveTurn()
@@ -102,7 +105,6 @@ class RunningTurns:
 
     def drain(self, events: Iterator[Any]) -> None:
         """Run a stopped turn's remaining events out in a thread (its trace and result are written)."""
-        done = threading.Event()
 
         def run() -> None:
             try:
@@ -111,13 +113,38 @@ class RunningTurns:
             except Exception:  # the turn was stopped: nothing to show
                 pass
             finally:
-                done.set()
-                with self._lock:
-                    self._stopping.remove(done)
+                self._stopped(done)
 
+        done = self._stopping_one()
+        threading.Thread(target=run, name="askdraw-web-stopping", daemon=True).start()
+
+    def adrain(self, events: AsyncIterator[Any]) -> None:
+        """:meth:`drain` for an async turn: a task on the running event loop runs its events out."""
+
+        async def run() -> None:
+            try:
+                async for _ in events:
+                    pass
+            except Exception:  # the turn was stopped: nothing to show
+                pass
+            finally:
+                self._stopped(done)
+
+        done = self._stopping_one()
+        task = asyncio.get_running_loop().create_task(run())
+        self._draining.add(task)  # held until done (the loop keeps only weak references to tasks)
+        task.add_done_callback(self._draining.discard)
+
+    def _stopping_one(self) -> threading.Event:
+        done = threading.Event()
         with self._lock:
             self._stopping.append(done)
-        threading.Thread(target=run, name="askdraw-web-stopping", daemon=True).start()
+        return done
+
+    def _stopped(self, done: threading.Event) -> None:
+        done.set()
+        with self._lock:
+            self._stopping.remove(done)
 
     def wait_stopped(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for stopped turns still finishing; True when none is left."""
@@ -274,12 +301,10 @@ def answer_message(answer: str, understood: str | None = None, replaced: bool = 
     return "\n\n".join(parts)
 
 
-def run_turn(agent: Any, question: str | None, audio: str | None, history: list[dict[str, Any]] | None,
-             thread_id: str | None, running: RunningTurns | None = None) -> Iterator[tuple]:
-    """One turn of the page: yields the outputs (chat, route, sources, image, status, trace,
-    notices, thread id, Wikipedia's picture, its caption) after every event. Never raises. With ``running``, :meth:`RunningTurns.stop`
-    on the thread cancels the turn, :meth:`RunningTurns.leave` cancels it and ends its updates, and
-    a turn that the page left or went away from is finished in the background."""
+def _new_turn(agent: Any, question: str | None, audio: str | None, history: list[dict[str, Any]] | None,
+              thread_id: str | None) -> tuple[Turn, str | None, str | None, str]:
+    """A turn's outputs at its start: (turn, question, audio, thread id). An empty question's turn is
+    already finished (a notice), with ``turn.question`` and the audio None."""
     question = (question or "").strip() or None
     audio = audio or None
     thread_id = thread_id or web_thread_id(agent)
@@ -289,6 +314,28 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
         turn.notices = notices_markdown(error="empty question: type a question, record one or upload an audio file")
         turn.status = IDLE
         turn.route = NO_ROUTE
+    return turn, question, audio, thread_id
+
+
+def _waiting(turn: Turn) -> None:
+    turn.status = "**Waiting** for the stopped turn to finish its step…"
+
+
+def _applied(turn: Turn, event: Any, cancel: threading.Event) -> None:
+    turn.apply(event)
+    if cancel.is_set() and event.kind != "result":
+        turn.stopping()
+
+
+def run_turn(agent: Any, question: str | None, audio: str | None, history: list[dict[str, Any]] | None,
+             thread_id: str | None, running: RunningTurns | None = None) -> Iterator[tuple]:
+    """One turn of the page: yields the outputs (chat, route, sources, image, status, trace,
+    notices, thread id, Wikipedia's picture, its caption) after every event. Never raises. With ``running``, :meth:`RunningTurns.stop`
+    on the thread cancels the turn, :meth:`RunningTurns.leave` cancels it and ends its updates, and
+    a turn that the page left or went away from is finished in the background. (The page runs
+    :func:`arun_turn`, the same on ``agent.astream``.)"""
+    turn, question, audio, thread_id = _new_turn(agent, question, audio, history, thread_id)
+    if question is None and audio is None:
         yield turn.outputs(thread_id)
         return
     live = running.start(thread_id) if running is not None else LiveTurn()
@@ -300,16 +347,14 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
         with live.showing:
             yield turn.outputs(thread_id)
         if running is not None and not running.wait_stopped(0):
-            turn.status = "**Waiting** for the stopped turn to finish its step…"
+            _waiting(turn)
             with live.showing:
                 if not live.left:
                     yield turn.outputs(thread_id)
             running.wait_stopped(120)
         events = agent.stream(text=question, audio=audio, progress=True, thread_id=thread_id, cancel=cancel)
         for event in events:
-            turn.apply(event)
-            if cancel.is_set() and event.kind != "result":
-                turn.stopping()
+            _applied(turn, event, cancel)
             with live.showing:
                 if live.left:
                     break
@@ -320,6 +365,51 @@ def run_turn(agent: Any, question: str | None, audio: str | None, history: list[
         cancel.set()
         if running is not None and events is not None:
             running.drain(events)
+        raise
+    except Exception as exc:  # a bug, not bad input (the agent reports that in the result)
+        turn.fail(exc)
+        with live.showing:
+            if not live.left:
+                yield turn.outputs(thread_id)
+    finally:
+        if running is not None:
+            running.end(thread_id, live)
+
+
+async def arun_turn(agent: Any, question: str | None, audio: str | None, history: list[dict[str, Any]] | None,
+                    thread_id: str | None, running: RunningTurns | None = None) -> AsyncIterator[tuple]:
+    """:func:`run_turn` as an async generator on ``agent.astream`` (what the page runs): the same
+    outputs, Stop, New conversation and background finishing; waiting for a stopped turn is done
+    off the event loop."""
+    turn, question, audio, thread_id = _new_turn(agent, question, audio, history, thread_id)
+    if question is None and audio is None:
+        yield turn.outputs(thread_id)
+        return
+    live = running.start(thread_id) if running is not None else LiveTurn()
+    cancel = live.cancel
+    events: AsyncIterator[Any] | None = None
+    try:
+        with live.showing:  # as in run_turn (leave() holds it only for a moment: never the loop for long)
+            yield turn.outputs(thread_id)
+        if running is not None and not running.wait_stopped(0):
+            _waiting(turn)
+            with live.showing:
+                if not live.left:
+                    yield turn.outputs(thread_id)
+            await asyncio.to_thread(running.wait_stopped, 120)
+        events = agent.astream(text=question, audio=audio, progress=True, thread_id=thread_id, cancel=cancel)
+        async for event in events:
+            _applied(turn, event, cancel)
+            with live.showing:
+                if live.left:
+                    break
+                yield turn.outputs(thread_id)
+        if live.left and running is not None:  # New conversation: finish the turn unseen
+            running.adrain(events)
+    except GeneratorExit:  # the page went away: stop the turn, finish it unseen
+        cancel.set()
+        if running is not None and events is not None:
+            running.adrain(events)
         raise
     except Exception as exc:  # a bug, not bad input (the agent reports that in the result)
         turn.fail(exc)
@@ -379,14 +469,31 @@ def restored(agent: Any, thread_id: str | None) -> tuple:
 
 def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple:
     """The ``/ask`` endpoint: ``(answer, route, reason, image path, sources)``; never raises
-    (an error comes back as the answer ``"error: ..."``)."""
+    (an error comes back as the answer ``"error: ..."``). The page runs :func:`aapi_ask`."""
     question = (question or "").strip() or None
     if question is None and not audio:
-        return ("error: empty question: give a question or an audio file", "", "", None, [])
+        return _EMPTY_API
     try:
-        result = agent.ask(text=question, audio=audio or None)
+        return _api_outputs(agent.ask(text=question, audio=audio or None))
     except Exception as exc:
         return (f"error: {type(exc).__name__}: {exc}", "", "", None, [])
+
+
+async def aapi_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple:
+    """:func:`api_ask` on ``agent.aask``."""
+    question = (question or "").strip() or None
+    if question is None and not audio:
+        return _EMPTY_API
+    try:
+        return _api_outputs(await agent.aask(text=question, audio=audio or None))
+    except Exception as exc:
+        return (f"error: {type(exc).__name__}: {exc}", "", "", None, [])
+
+
+_EMPTY_API = ("error: empty question: give a question or an audio file", "", "", None, [])
+
+
+def _api_outputs(result: Any) -> tuple:
     f = facts(result)
     answer = f.answer or (f"error: {f.error}" if f.error else "")
     image = f.image_path if f.image_path and Path(f.image_path).exists() else None
@@ -394,5 +501,5 @@ def api_ask(agent: Any, question: str | None, audio: str | None = None) -> tuple
     return (answer, f.route or "", f.route_reason or "", image, sources)
 
 
-__all__ = ["run_turn", "api_ask", "restored", "step_status", "answer_message", "shown_picture", "web_thread_id",
+__all__ = ["run_turn", "arun_turn", "api_ask", "aapi_ask", "restored", "step_status", "answer_message", "shown_picture", "web_thread_id",
            "RunningTurns", "LiveTurn", "Turn", "IDLE", "NO_ROUTE", "REPLACED", "WEB_THREAD"]
