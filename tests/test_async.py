@@ -19,6 +19,7 @@ from agent.agent import Agent, load_result
 from agent.context import Context
 from agent.settings import Settings
 from agent.trace import read_trace
+from agent.ui.web import RunningTurns, aapi_ask, arun_turn, web_thread_id
 
 try:
     from tests.test_web_turns import SlowLLM, slow_agent
@@ -237,3 +238,46 @@ def test_the_compiled_graph_runs_two_turns_with_the_async_checkpointer(tmp_path)
     # the same file, read by the sync checkpointer
     assert [t["question"] for t in agent.memory.history("graph-thread")][0] == "Tell me about the Mona Lisa."
     assert len(agent.memory.history("graph-thread")) == 2
+
+
+# -- askdraw serve's async handlers ------------------------------------------------------------------------
+def test_the_pages_async_turn_stops_mid_answer_and_a_left_turn_finishes_in_the_background(tmp_path):
+    agent = slow_agent(tmp_path, delay=0.05)
+    running = RunningTurns()
+
+    async def main():
+        thread = web_thread_id(agent)
+        shown = []
+        start = time.monotonic()
+        async for out in arun_turn(agent, "Tell me a story.", None, [], thread, running):
+            shown.append((out[0][-1]["content"], out[4]))  # as the page gets it
+            if "word3" in shown[-1][0]:
+                assert running.stop(thread), "the turn is registered as running"
+        took = time.monotonic() - start
+        # a turn the page stops listening to (a closed tab) is cancelled and run out by a task
+        old = arun_turn(agent, "Tell me a story.", None, [], web_thread_id(agent), running)
+        async for out in old:
+            if "word2" in out[0][-1]["content"]:
+                break
+        await old.aclose()
+        assert not running.wait_stopped(0), "the stopped turn is still finishing its step"
+        after = [(out[0][-1]["content"], out[4]) async for out in arun_turn(
+            agent, "What is the capital of France?", None, [], web_thread_id(agent), running)]
+        assert running.wait_stopped(0)
+        return shown, took, after, thread
+
+    shown, took, after, thread = asyncio.run(main())
+    assert any("word3" in text for text, _ in shown), "it was stopped mid-answer"
+    assert shown[-1][0].endswith("*(cancelled)*") and "THE-END" not in shown[-1][0]
+    assert shown[-1][1].startswith("**Stopped**")
+    assert took < 61 * 0.05, f"stopped after {took:.2f}s"
+    assert not agent.memory.history(thread), "a cancelled turn is not remembered"
+    assert after[-1][0] == "Paris is the capital of France."
+    assert any(status.startswith("**Waiting**") for _, status in after), "the next turn waited for the stopped one"
+
+
+def test_the_async_ask_endpoint(tmp_path):
+    agent = slow_agent(tmp_path, delay=0)
+    answer, route, reason, image, sources = asyncio.run(aapi_ask(agent, "What is the capital of France?"))
+    assert answer == "Paris is the capital of France." and route == "answer" and reason and sources == []
+    assert asyncio.run(aapi_ask(agent, "  ", None))[0].startswith("error: empty question")
