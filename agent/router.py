@@ -89,7 +89,7 @@ class Router:
     ``answer_directly()`` and ``draw(scene)`` (``bind_tools``; the arguments become the search
     query and the image prompt), falling back to labels for a model that cannot call tools;
     "auto" uses labels where they come with probabilities, else a tool call where the model can
-    make one."""
+    make one (and the label choice when that call fails: then labels only, for this router)."""
 
     def __init__(self, llm, *, calibrate: bool = True, classifier: RouteClassifier | bool | None = None,
                  decide: str = "labels") -> None:
@@ -97,6 +97,7 @@ class Router:
             raise ValueError(f"decide must be one of {', '.join(DECIDE_MODES)}, not {decide!r}")
         self.llm = llm
         self.decide_mode = decide
+        self._tools_failed = False  # "auto": a tool call failed once, so the labels decide
         self.calibrate = calibrate
         self._bias: dict[str, float] | None = None
         self._lock = threading.Lock()
@@ -153,7 +154,8 @@ class Router:
         if self.decide_mode == "tools":
             return self.can_call_tools
         if self.decide_mode == "auto":
-            return self.can_call_tools and getattr(self.llm, "label_method", None) not in (None, "logits", "logprobs")
+            return (self.can_call_tools and not self._tools_failed
+                    and getattr(self.llm, "label_method", None) not in (None, "logits", "logprobs"))
         return False
 
     def tool_messages(self, request: str) -> list[dict[str, str]]:
@@ -199,6 +201,37 @@ class Router:
         return {"used": True, "scores": _rounded(probs), "model": clf.name,
                 "ms": round((time.perf_counter() - t0) * 1000, 1)}
 
+    def _llm_part(self, request: str, notes: list[str]) -> tuple[str, dict[str, float], dict[str, Any]]:
+        """The LLM's evidence: (method, probabilities, tool-call arguments). A tool call where
+        :meth:`uses_tools` says so; for "auto", a failed tool call leaves the labels to decide, and
+        this router does not ask for tool calls again."""
+
+        def by_tool(why: str) -> tuple[str, dict[str, float], dict[str, Any]] | None:
+            try:
+                choice, args = self.tool_choice(request)
+            except Exception as exc:  # noqa: BLE001 - "tools": retried, then the fallback; "auto": labels
+                if self.decide_mode == "tools" or _unavailable(exc):
+                    raise
+                self._tools_failed = True
+                notes.append(f"{why}; the tool call failed ({type(exc).__name__}: {exc}), so the labels "
+                             "decide"[:300])
+                return None
+            if self.decide_mode == "auto":
+                notes.append(f"{why}; the model's tool call decided")
+            return "tools", vote_probabilities(choice), args
+
+        if self.uses_tools():
+            done = by_tool(f"label scoring gives no probabilities with this model ({self.method})")
+            if done is not None:
+                return done
+        probs = self.llm_probabilities(request)
+        method = self.method  # after scoring: an endpoint learns on its first call which method works
+        if self.uses_tools():  # "auto" has just learnt that this model gives no probabilities
+            done = by_tool(f"label scoring gave no probabilities ({method})")
+            if done is not None:
+                return done
+        return method, probs, {}
+
     def decide(self, request: str) -> RouteDecision:
         """Combine the LLM's label scores with the classifier's; retry the LLM once on a malformed
         decision, then fall back to search."""
@@ -212,19 +245,8 @@ class Router:
             tool_args: dict[str, Any] = {}
             try:
                 t0 = time.perf_counter()
-                if self.uses_tools():
-                    method = "tools"
-                    llm_choice, tool_args = self.tool_choice(request)
-                    llm_probs = vote_probabilities(llm_choice)
-                else:
-                    llm_probs = self.llm_probabilities(request)
-                    method = self.method  # after scoring: an endpoint learns on its first call which method works
-                    if self.uses_tools():  # "auto": no probabilities from this model, and it can call tools
-                        notes.append(f"label scoring gave no probabilities ({method}); the model calls a tool "
-                                     "instead")
-                        method = "tools"
-                        llm_choice, tool_args = self.tool_choice(request)
-                        llm_probs = vote_probabilities(llm_choice)
+                method, llm_probs, tool_args = self._llm_part(request, notes)
+                llm_choice = max(llm_probs, key=llm_probs.get)  # type: ignore[assignment]
                 llm_ms = (time.perf_counter() - t0) * 1000
             except Exception as exc:  # the model failed: recorded, retried, then the safe route
                 if _unavailable(exc):
@@ -233,8 +255,6 @@ class Router:
                 continue
             calibrated = self.calibrate and method in ("logits", "logprobs")
             has_probs = method in ("logits", "logprobs")
-            if method != "tools":
-                llm_choice = max(llm_probs, key=llm_probs.get)  # type: ignore[assignment]
             llm_ev: dict[str, Any] = {"method": method, "calibrated": calibrated, "choice": llm_choice,
                                       "ms": round(llm_ms, 1)}
             if method == "tools":

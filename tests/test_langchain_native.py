@@ -327,3 +327,19 @@ def test_label_scores_work_while_the_graph_streams_messages(tmp_path, local):
         if mode == "values":
             final = chunk
     assert final["route_fallback"] is False and "(LLM " in final["route_reason"], final["route_reason"]
+
+
+def test_decide_auto_keeps_the_label_choice_when_the_tool_call_fails(agent_with):
+    """auto: a model without label probabilities that can call tools is asked for a tool call;
+    when it makes none, its structured label choice decides, and it is not asked again."""
+    route_draw = {"tool": "route", "args": {"label": "draw"}}
+    agent, chat, _ = agent_with([route_draw, "I would draw it.", "a fox asleep in the snow",
+                                 route_draw, "a wolf howling at the moon"], decide="auto", image=False)
+    first = agent.ask(text="could you show me a fox sleeping in the snow")
+    llm = _decide_event(first)["data"]["evidence"]["llm"]
+    assert first.route == "draw" and llm["method"] == "structured"
+    assert "so the labels decide" in llm["notes"][0]
+    second = agent.ask(text="show me a wolf howling at the moon")
+    assert second.route == "draw" and "notes" not in _decide_event(second)["data"]["evidence"]["llm"]
+    route_tool_calls = [b for b in chat.bound_tools if "draw" in b["tools"]]
+    assert len(route_tool_calls) == 1 and len(chat.seen) == 5  # no second tool call
