@@ -20,6 +20,7 @@ from typing import Any
 from agent.route_classifier import (MISS_SEARCH_COST, RouteClassifier, cheapest, combine, expected_costs,
                                     vote_probabilities)
 from agent.state import ROUTES, Route
+from tools.chat import unreachable
 from tools.common import load_prompt
 
 SAFE_ROUTE: Route = "search"
@@ -47,12 +48,6 @@ class RouteDecision:
     tool_args: dict[str, Any] = field(default_factory=dict)
     # Each piece of evidence: {"llm": {...}, "classifier": {...}, "combined": {...}} (see Router.decide)
     evidence: dict[str, Any] = field(default_factory=dict)
-
-
-def _unavailable(exc: BaseException) -> bool:
-    from tools.endpoint import EndpointUnavailable
-
-    return isinstance(exc, EndpointUnavailable)
 
 
 def _examples() -> list[tuple[str, str]]:
@@ -210,7 +205,7 @@ class Router:
             try:
                 choice, args = self.tool_choice(request)
             except Exception as exc:  # noqa: BLE001 - "tools": retried, then the fallback; "auto": labels
-                if self.decide_mode == "tools" or _unavailable(exc):
+                if self.decide_mode == "tools" or unreachable(exc):
                     raise
                 self._tools_failed = True
                 notes.append(f"{why}; the tool call failed ({type(exc).__name__}: {exc}), so the labels "
@@ -249,7 +244,7 @@ class Router:
                 llm_choice = max(llm_probs, key=llm_probs.get)  # type: ignore[assignment]
                 llm_ms = (time.perf_counter() - t0) * 1000
             except Exception as exc:  # the model failed: recorded, retried, then the safe route
-                if _unavailable(exc):
+                if unreachable(exc):
                     raise  # a server that is down or refuses: no decision can be had; the run stops
                 errors.append(f"attempt {attempt}: {type(exc).__name__}: {exc}"[:300])
                 continue

@@ -104,7 +104,7 @@ class AskdrawChatModel(BaseChatModel):
 
     @property
     def supports_tools(self) -> bool:
-        return type(self).bind_tools is not BaseChatModel.bind_tools
+        return can_call_tools(self)
 
     def choose_tool(self, messages: Sequence[Message], tools: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         """The one tool the model calls among ``tools``: see :meth:`LangChainLLM.choose_tool`."""
@@ -144,7 +144,7 @@ def chat(model: BaseChatModel, messages: Sequence[Message | BaseMessage], *, max
     config = {"tags": list(dict.fromkeys(tags))} if tags else None
     with contextlib.closing(model.stream(list(messages), config, **kwargs)) as stream:
         for chunk in stream:
-            text = chunk.text if isinstance(chunk.content, (str, list)) else ""
+            text = chunk.text
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             if not text:
@@ -256,7 +256,7 @@ class LangChainLLM:
 
     @property
     def supports_tools(self) -> bool:
-        return type(self.model).bind_tools is not BaseChatModel.bind_tools
+        return can_call_tools(self.model)
 
     @property
     def has_logprobs(self) -> bool:
@@ -353,7 +353,7 @@ def choose_tool(model: BaseChatModel, messages: Sequence[Message], tools: Sequen
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - a refused tool_choice: the next one, else the error
-            if len(choices) == 1 or _unavailable(exc):
+            if len(choices) == 1 or unreachable(exc):
                 raise
             choices.pop(0)
     calls = getattr(reply, "tool_calls", None) or []
@@ -372,11 +372,19 @@ def choose_tool(model: BaseChatModel, messages: Sequence[Message], tools: Sequen
     return str(call.get("name")), dict(args) if isinstance(args, dict) else {}
 
 
-def _unavailable(exc: BaseException) -> bool:
+def unreachable(exc: BaseException) -> bool:
+    """The model's server cannot be used at all (askdraw's endpoint after its retries, or an
+    OpenAI-client model that cannot connect, timed out or was refused the key): asking again, or
+    another way, would not help."""
     from tools.endpoint import EndpointUnavailable
 
     return isinstance(exc, EndpointUnavailable) or type(exc).__name__ in ("APIConnectionError", "APITimeoutError",
                                                                           "AuthenticationError")
+
+
+def can_call_tools(model: BaseChatModel) -> bool:
+    """Does the model's class implement ``bind_tools`` (BaseChatModel's own raises)?"""
+    return type(model).bind_tools is not BaseChatModel.bind_tools
 
 
 def as_llm(llm: Any) -> Any:

@@ -182,7 +182,7 @@ class LocalLLM(AskdrawChatModel):
             penalty = RepetitionPenaltyLogitsProcessor(1.1)
             eos = self._eos_ids()
             pieces: list[str] = []
-            streamer = _Collect(tok, pieces)
+            streamer = _collector(tok, pieces)
             failed = True
             try:
                 sequence, feed, new = ids, ids[:, cache.get_seq_length():], []
@@ -274,7 +274,7 @@ def _stopping(stop_when: Callable[[str], bool] | None, stop: list[str] | None) -
     return lambda text: any(s in text for s in stop) or bool(stop_when and stop_when(text))
 
 
-def _Collect(tokenizer: Any, pieces: list[str]) -> Any:
+def _collector(tokenizer: Any, pieces: list[str]) -> Any:
     """transformers' TextStreamer decoding (whole words, no broken UTF-8), collecting the pieces."""
     from transformers import TextStreamer
 
