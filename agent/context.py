@@ -30,9 +30,9 @@ def build_llm(s: Settings) -> ChatModel:
         from tools.llm import EndpointLLM
 
         return EndpointLLM(s.llm_endpoint, s.llm_model, max_new_tokens=s.max_answer_tokens, **_endpoint_options(s))
-    from tools.llm import LocalLLM
+    from tools.llm import local_llm
 
-    return LocalLLM(s.llm, max_new_tokens=s.max_answer_tokens)
+    return local_llm(s.llm, runtime=s.llm_runtime, max_new_tokens=s.max_answer_tokens)
 
 
 def build_asr(s: Settings) -> SpeechRecognizer:

@@ -113,6 +113,10 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     fresh = not getattr(router.llm, "loaded", True)
     ensure_loaded(router.llm, rec, "llm", ctx, "LLM")
     rec.model = router.llm.name  # an endpoint learns its model's name on loading
+    if getattr(router.llm, "runtime", ""):  # which runtime the LLM is on, and why where it is a choice
+        rec.data["llm_runtime"] = router.llm.runtime
+        if router.llm.runtime_note:
+            rec.data["llm_runtime_note"] = router.llm.runtime_note
     if not state.get("force_route"):
         _warm_up(router, rec, ctx, calibrate=fresh)
     history = thread_turns(state)

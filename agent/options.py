@@ -24,6 +24,7 @@ SETTINGS_OPTIONS: dict[str, tuple[tuple[str, ...], type]] = {
     "seed": (("--seed",), int),
     "wiki": (("--wiki",), str),
     "llm": (("--llm",), str),
+    "llm_runtime": (("--llm-runtime",), str),
     "asr": (("--asr",), str),
     "image_model": (("--image-model",), str),
     "image_steps": (("--image-steps",), int),

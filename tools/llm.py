@@ -1,10 +1,12 @@
 """Local LLM over transformers, as a LangChain ``BaseChatModel``: chat generation (streamed) and
 label scoring.
 
-The starter model is SmolLM2-135M-Instruct, converted once from its GGUF file
-(:mod:`tools.gguf_convert`). Any transformers causal-LM hub id or local folder works too.
-:class:`EndpointLLM` (:mod:`tools.llm_endpoint`) is the same over HTTP, and :class:`LangChainLLM`
-(:mod:`tools.chat`) puts any other LangChain chat model in its place.
+The starter model is SmolLM2-135M-Instruct, a GGUF file. :func:`local_llm` runs a GGUF model on
+llama.cpp (:class:`tools.llm_llamacpp.LlamaCppLLM`) when the binding is installed, and otherwise
+here, converted once to a transformers folder (:mod:`tools.gguf_convert`). Any transformers
+causal-LM hub id or local folder runs here. :class:`EndpointLLM` (:mod:`tools.llm_endpoint`) is the
+same over HTTP, and :class:`LangChainLLM` (:mod:`tools.chat`) puts any other LangChain chat model in
+its place.
 
 Structured decisions never hope that free text parses: :meth:`LocalLLM.score_labels` (or
 ``invoke(messages, labels=[...])``) scores each allowed label as a continuation of the prompt and
@@ -27,10 +29,40 @@ from pydantic import PrivateAttr
 from tools.base import Message
 from tools.chat import AskdrawChatModel, LangChainLLM, as_dicts
 from tools.common import Cancelled, ToolError, current_cancel_event, load_once, quiet_transformers
-from tools.gguf_convert import STARTER_LLM, resolve_model
+from tools.gguf_convert import STARTER_LLM, display_name, is_gguf, resolve_model
 from tools.llm_endpoint import EndpointLLM
 
-__all__ = ["STARTER_LLM", "EndpointLLM", "LangChainLLM", "LocalLLM", "resolve_model"]
+__all__ = ["RUNTIMES", "STARTER_LLM", "EndpointLLM", "LangChainLLM", "LocalLLM", "local_llm", "resolve_model"]
+
+#: Where a local LLM runs: ``auto`` is llama.cpp for a GGUF model when the binding is installed,
+#: transformers otherwise.
+RUNTIMES = ("auto", "llama.cpp", "transformers")
+
+
+def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens: int = 160) -> AskdrawChatModel:
+    """The local chat model for an LLM setting, on the runtime that fits it (see :data:`RUNTIMES`).
+    The model's ``runtime_note`` says why it runs where it does (for the ``models:`` line and traces)."""
+    from tools.llm_llamacpp import LlamaCppLLM, binding_problem
+
+    if runtime not in RUNTIMES:
+        raise ToolError(f"unknown LLM runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    gguf = is_gguf(spec)
+    if runtime == "llama.cpp" and not gguf:
+        raise ToolError(f"llama.cpp runs GGUF files; '{spec}' is a transformers model (use --llm-runtime transformers "
+                        "or a .gguf file)")
+    problem = binding_problem() if gguf and runtime != "transformers" else None
+    if runtime == "llama.cpp" and problem:
+        raise ToolError(f"--llm-runtime llama.cpp: {problem}")
+    if gguf and runtime != "transformers" and not problem:
+        return LlamaCppLLM(spec, max_new_tokens=max_new_tokens)
+    model = LocalLLM(spec, max_new_tokens=max_new_tokens)
+    if not gguf:
+        pass  # a transformers model: where it belongs
+    elif runtime == "transformers":
+        model.runtime_note = "GGUF de-quantised for transformers (--llm-runtime transformers)"
+    else:
+        model.runtime_note = f"GGUF de-quantised for transformers: {problem}"
+    return model
 
 
 class LocalLLM(AskdrawChatModel):
@@ -42,6 +74,7 @@ class LocalLLM(AskdrawChatModel):
     max_new_tokens: int = 160
     prefix_cache: bool = True
     weights_cache: Path | None = None
+    runtime: str = "transformers"
 
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _model: Any = PrivateAttr(default=None)
@@ -50,7 +83,7 @@ class LocalLLM(AskdrawChatModel):
 
     def __init__(self, model: str = STARTER_LLM, *, max_new_tokens: int = 160, cache: Path | None = None,
                  prefix_cache: bool = True, **kwargs: Any) -> None:
-        name = "SmolLM2-135M-Instruct (starter)" if model == STARTER_LLM else model
+        name = f"{display_name(model)} on transformers"
         super().__init__(model_spec=model, max_new_tokens=max_new_tokens, weights_cache=cache,
                          prefix_cache=prefix_cache, name=kwargs.pop("name", name), **kwargs)
 

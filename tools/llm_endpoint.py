@@ -42,6 +42,8 @@ class EndpointLLM(AskdrawChatModel):
     max_new_tokens: int = 160
     label_method: str | None = None  # None until the first decision finds what the server supports
     label_fallbacks: list[str] = Field(default_factory=list)  # why a better method was given up (for the trace)
+    runtime: str = "endpoint"
+    runtime_note: str = "an OpenAI-compatible server"
 
     _endpoint: Any = PrivateAttr(default=None)
     _json_format: str | None = PrivateAttr(default=None)  # which response_format the server took

@@ -93,7 +93,14 @@ class ChatSession:
 
     def _settings_line(self) -> str:
         s = self.agent.settings
-        llm = f"{s.llm_model or 'the served model'} @ {s.llm_endpoint}" if s.llm_endpoint else s.llm
+        if s.llm_endpoint:
+            llm = f"{s.llm_model or 'the served model'} @ {s.llm_endpoint}"
+        else:
+            from tools.chat import model_name
+
+            model = self.agent.tools.llm  # built, not loaded: it names its runtime, and why
+            note = getattr(model, "runtime_note", "")
+            llm = f"{model_name(model)} ({note})" if note else model_name(model)
         asr = f"{s.asr_model or 'the served model'} @ {s.asr_endpoint}" if s.asr_endpoint else s.asr
         if s.image_endpoint:
             image = f"{s.image_model or 'default model'} @ {s.image_endpoint}"
