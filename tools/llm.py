@@ -126,8 +126,12 @@ class LocalLLM(AskdrawChatModel):
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         if kwargs.get("labels"):
             raise ValueError("labels= scores labels: use invoke, not stream")
+        empty = True
         for piece in self._pieces(as_dicts(messages), max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
+            empty = False
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        if empty:  # an empty reply (the model ended its turn at once) is a reply, not an error
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,

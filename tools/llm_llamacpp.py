@@ -66,6 +66,7 @@ class LlamaCppLLM(AskdrawChatModel):
     n_ctx: int = 4096
     n_threads: int | None = None
     runtime: str = "llama.cpp"
+    chat_template: str = ""  # which chat template the prompts use (known once loaded)
 
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _llm: Any = PrivateAttr(default=None)
@@ -74,6 +75,7 @@ class LlamaCppLLM(AskdrawChatModel):
     _states: dict = PrivateAttr(default_factory=dict)
     _eog: Callable[[int], bool] | None = PrivateAttr(default=None)
     _n_vocab: int = PrivateAttr(default=0)
+    _bos: int | None = PrivateAttr(default=None)
 
     def __init__(self, model: str | Path = STARTER_LLM, *, max_new_tokens: int = 160, prefix_cache: bool = True,
                  n_ctx: int = 4096, n_threads: int | None = None, **kwargs: Any) -> None:
@@ -118,13 +120,25 @@ class LlamaCppLLM(AskdrawChatModel):
         except (ValueError, RuntimeError) as exc:
             raise ToolError(f"llama.cpp could not load {path}: {exc}") from exc
         template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ToolError(f"{self.model_path.name} has no chat template (tokenizer.chat_template) in its metadata")
-        bos = _token_text(llm, llm.token_bos())
-        eos = _token_text(llm, llm.token_eos())
-        self._formatters = (Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=True),
-                            Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=False))
+        if template:
+            bos = _token_text(llm, llm.token_bos())
+            eos = _token_text(llm, llm.token_eos())
+            self._formatters = (Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=True),
+                                Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=False))
+            self.chat_template = "the GGUF's tokenizer.chat_template"
+        else:  # a base model's GGUF often has none: llama.cpp's built-in template of its family
+            builtin = _builtin_template(llm.metadata.get("general.architecture", ""))
+            if builtin is None:
+                raise ToolError(f"{path.name} has no chat template (tokenizer.chat_template) in its metadata, and "
+                                f"llama.cpp has no built-in one for its architecture "
+                                f"'{llm.metadata.get('general.architecture', '?')}'")
+            self._formatters = (_BuiltinTemplate(builtin, True), _BuiltinTemplate(builtin, False))
+            self.chat_template = f"llama.cpp's built-in '{builtin}' template (the GGUF has none)"
         vocab = llm._model.vocab
+        # A model that wants a BOS gets one where the template does not write it (llama.cpp's
+        # built-in templates never do; a GGUF's own template writes {{ bos_token }} itself).
+        wants_bos = str(llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+        self._bos = llm.token_bos() if wants_bos and llm.token_bos() >= 0 else None
         self._eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self._n_vocab = llm.n_vocab()
         self._llm = llm
@@ -145,8 +159,12 @@ class LlamaCppLLM(AskdrawChatModel):
             raise ValueError("labels= scores labels: use invoke, not stream")
         from tools.llm import _stopping
 
+        empty = True
         for piece in self._pieces(as_dicts(messages), max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
+            empty = False
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        if empty:  # an empty reply (the model ended its turn at once) is a reply, not an error
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
@@ -178,7 +196,10 @@ class LlamaCppLLM(AskdrawChatModel):
     def _tokens(self, text: str) -> list[int]:
         # As transformers' apply_chat_template + tokenize(add_special_tokens=False): the template
         # writes the special tokens (a BOS where the model wants one) and they are read as such.
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if self._bos is not None and tokens[:1] != [self._bos]:
+            tokens.insert(0, self._bos)
+        return tokens
 
     def _prompt(self, messages: Sequence[Message], prefix: str) -> tuple[list[int], list[int] | None]:
         """The prompt's tokens, and the tokens of its fixed part (everything before the last
@@ -331,6 +352,43 @@ class LlamaCppLLM(AskdrawChatModel):
             exps = [math.exp(t - top) for t in totals]
             norm = sum(exps)
             return {label: e / norm for label, e in zip(labels, exps)}
+
+
+def _builtin_template(architecture: str) -> str | None:
+    """llama.cpp's built-in chat template for a model family (``gemma3`` -> ``gemma``), if any."""
+    from llama_cpp import llama_cpp
+
+    names = (ctypes.c_char_p * 128)()
+    count = llama_cpp.llama_chat_builtin_templates(names, 128)
+    known = {names[i].decode() for i in range(min(count, 128))}
+    family = architecture.rstrip("0123456789.")
+    return next((name for name in (architecture, family) if name and name in known), None)
+
+
+class _BuiltinTemplate:
+    """A llama.cpp built-in chat template, called like ``Jinja2ChatFormatter`` (``.prompt``)."""
+
+    def __init__(self, name: str, add_generation_prompt: bool) -> None:
+        self.name, self.add_generation_prompt = name, add_generation_prompt
+
+    def __call__(self, *, messages: list[Message]) -> Any:
+        from types import SimpleNamespace
+
+        from llama_cpp import llama_cpp
+
+        encoded = [(m["role"].encode(), m["content"].encode()) for m in messages]
+        chat = (llama_cpp.llama_chat_message * len(encoded))(*[llama_cpp.llama_chat_message(r, c) for r, c in encoded])
+        size = 2 * sum(len(r) + len(c) for r, c in encoded) + 256
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_chat_apply_template(self.name.encode(), chat, len(encoded), self.add_generation_prompt,
+                                                    buf, size)
+            if n < 0:
+                raise ValueError(f"llama.cpp's '{self.name}' template failed ({n})")
+            if n <= size:
+                return SimpleNamespace(prompt=buf.raw[:n].decode("utf-8"))
+            size = n + 1
+        raise ValueError(f"llama.cpp's '{self.name}' template output did not fit")
 
 
 def _common(a: list[int], b: list[int]) -> int:
