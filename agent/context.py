@@ -32,7 +32,7 @@ def build_llm(s: Settings) -> ChatModel:
         return EndpointLLM(s.llm_endpoint, s.llm_model, max_new_tokens=s.max_answer_tokens, **_endpoint_options(s))
     from tools.llm import local_llm
 
-    return local_llm(s.llm, runtime=s.llm_runtime, max_new_tokens=s.max_answer_tokens)
+    return local_llm(s.llm, runtime=s.llm_runtime, max_new_tokens=s.max_answer_tokens, threads=s.llm_threads)
 
 
 def build_asr(s: Settings) -> SpeechRecognizer:

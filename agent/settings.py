@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         description="Whisper model: 'starter:tiny.en', 'starter:base', a transformers Whisper hub id "
         "(e.g. openai/whisper-small.en) or a local folder.",
     )
+    llm_threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for an LLM on llama.cpp (None: half the cores, at least 1; "
+        "more threads than free cores make llama.cpp very slow)."
+    )
     asr_threads: int | None = Field(
         None, ge=1, le=64, description="CPU threads for the local Whisper model (None: chosen from the cores)."
     )

@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from eval_retrieval import DEFAULT_HOTPOT as HOTPOT  # noqa: E402
 from eval_retrieval import corpus_records, load_hotpot, load_squad, write_corpus  # noqa: E402
-from results_io import RESULTS, save_results  # noqa: E402
+from results_io import RESULTS, run_suffix, save_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "raw"
 POPQA = DATA / "popqa"
@@ -262,6 +262,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="popqa,squad", help="comma-separated: popqa, squad")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--llm", default=None, help="LLM spec (default: the starter LLM)")
+    parser.add_argument("--llm-runtime", choices=("auto", "llama.cpp", "transformers"), default="auto",
+                        help="where the LLM runs (default auto); another runtime or --llm gets its own results file")
     parser.add_argument("--max-answer-tokens", type=int, default=48,
                         help="longest answer in tokens (default 48: answers here are short facts)")
     parser.add_argument("--split", choices=("report", "dev"), default="report",
@@ -271,7 +273,8 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true",
                         help="recompute the summary from the rows in bench/results/answers.json (no models run)")
     args = parser.parse_args()
-    out_path = RESULTS / ("answers.json" if args.split == "report" else "answers_dev.json")
+    out_path = RESULTS / (("answers" if args.split == "report" else "answers_dev")
+                          + run_suffix(args.llm, args.llm_runtime) + ".json")
     modes = {m: MODES[m] for m in (x.strip() for x in args.modes.split(",")) if m in MODES}
     if "search" not in modes:
         sys.exit("eval_answers: --modes must include search")
@@ -301,6 +304,7 @@ def main() -> None:
             settings = {"wiki": str(corpus), "out_dir": Path(out), "max_answer_tokens": args.max_answer_tokens}
             if args.llm:
                 settings["llm"] = args.llm
+            settings["llm_runtime"] = args.llm_runtime
             agent = Agent(Settings(**settings))
             agent.preload()
             wiki = agent.tools.wiki

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from agent.state import ROUTES  # noqa: E402
-from results_io import save_results  # noqa: E402
+from results_io import run_suffix, save_results  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_DATA = DATA / "routing" / "dev.jsonl"
@@ -212,6 +212,9 @@ def main() -> None:
                         help="lower-case every request and drop its final punctuation, as a speech recogniser may "
                              "give it (results: <name>_spoken.json)")
     parser.add_argument("--llm", default=None, help="LLM spec (default: the starter LLM)")
+    parser.add_argument("--llm-runtime", choices=("auto", "llama.cpp", "transformers"), default="auto",
+                        help="where the LLM runs (default auto: a GGUF model on llama.cpp when installed); a "
+                        "runtime or --llm other than the default gets its own results file (routing_..._llamacpp.json)")
     parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
     args = parser.parse_args()
     if args.heldout and args.data:
@@ -233,10 +236,10 @@ def main() -> None:
 
     from agent.router import Router
     from tools.common import quiet_transformers
-    from tools.llm import STARTER_LLM, LocalLLM
+    from tools.llm import STARTER_LLM, local_llm
 
     quiet_transformers()
-    router = Router(LocalLLM(args.llm or STARTER_LLM), classifier=True)
+    router = Router(local_llm(args.llm or STARTER_LLM, runtime=args.llm_runtime), classifier=True)
     t0 = time.perf_counter()
     router.llm.load()
     router.bias()
@@ -254,6 +257,7 @@ def main() -> None:
         "systems": {k: brief(v) for k, v in summary["systems"].items()},
         "baselines": {k: brief(v) for k, v in summary["baselines"].items()}}
     name += "_spoken" if args.spoken else ""
+    name += run_suffix(args.llm, args.llm_runtime)
     out = save_results(name, summary, headline, as_json=args.json)  # another --data file: its own results file
     if args.json:
         return

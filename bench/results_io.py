@@ -18,3 +18,16 @@ def save_results(name: str, summary: dict, headline: dict | None = None, *, as_j
     if as_json:
         print(json.dumps(summary if headline is None else headline))
     return out
+
+
+def run_suffix(llm: str | None, runtime: str = "auto") -> str:
+    """Results-file suffix for an evaluation run on another LLM or runtime than the default
+    (``_gemma3-270m``, ``_llamacpp``, ``_transformers``), so runs side by side keep their own files."""
+    import re
+
+    suffix = ""
+    if llm:
+        suffix += "_" + re.sub(r"[^\w.-]+", "_", llm.split(":")[-1].rsplit("/", 1)[-1].removesuffix(".gguf"))
+    if runtime and runtime != "auto":
+        suffix += "_" + runtime.replace(".", "")
+    return suffix

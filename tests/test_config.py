@@ -36,6 +36,8 @@ def sample_values(tmp_path: Path) -> dict[str, tuple[str, object]]:
     return {
         "llm": ("some/llm", "some/llm"),
         "asr_threads": ("3", 3),
+        "llm_runtime": ("transformers", "transformers"),
+        "llm_threads": ("2", 2),
         "asr": ("starter:base", "starter:base"),
         "image_model": ("some/image-model", "some/image-model"),
         "llm_endpoint": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),

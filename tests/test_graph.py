@@ -631,7 +631,7 @@ def test_models_are_loaded_once_and_reused_across_questions(tmp_path, monkeypatc
             return obj
         return make
 
-    monkeypatch.setattr(tools.llm, "LocalLLM", factory("llm", llm))
+    monkeypatch.setattr(tools.llm, "local_llm", factory("llm", llm))
     monkeypatch.setattr(tools.asr, "WhisperASR", factory("asr", asr))
     monkeypatch.setattr(tools.wikipedia, "make_backend", factory("wiki", wiki))
     settings = Settings(out_dir=tmp_path / "runs")

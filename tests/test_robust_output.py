@@ -97,7 +97,7 @@ def install(cfg: dict[str, Any]) -> None:
     if cfg.get("slow_llm"):
         import tools.llm
 
-        tools.llm.LocalLLM = lambda *a, **k: SlowLLM(labels=["answer"])
+        tools.llm.local_llm = lambda *a, **k: SlowLLM(labels=["answer"])
     if cfg.get("disk_free"):
         simulate_disk_filling(Path(cfg["disk_free"]["root"]), cfg["disk_free"]["bytes"])
 

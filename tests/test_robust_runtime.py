@@ -145,7 +145,7 @@ def install_fakes(cfg: dict[str, Any], patch=setattr) -> dict[str, Any]:
     elif "llm" in cfg:
         made["llm"] = ScriptedLLM(replies=cfg["llm"].get("replies", ()), labels=cfg["llm"].get("labels", ()))
     if "llm" in made:
-        patch(tools.llm, "LocalLLM", lambda *a, **k: made["llm"])
+        patch(tools.llm, "local_llm", lambda *a, **k: made["llm"])
     made["wiki"] = ListWiki(cfg.get("wiki", ()))
     patch(tools.wikipedia, "make_backend", lambda *a, **k: made["wiki"])
     if cfg.get("full_disk"):
@@ -514,6 +514,18 @@ def real_agent(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(counting_llm))
         mp.setattr(OfflineWikipedia, "_open", counting_open)
+        try:  # the starter runs on llama.cpp where it is installed: count its loads too
+            import llama_cpp
+
+            real_init = llama_cpp.Llama.__init__
+
+            def counting_init(self, *args, **kwargs):
+                counts["llm"] += 1
+                real_init(self, *args, **kwargs)
+
+            mp.setattr(llama_cpp.Llama, "__init__", counting_init)
+        except ImportError:
+            pass
         out = tmp_path_factory.mktemp("robust-real") / "runs"
         yield Agent(Settings(out_dir=out, image=False, max_answer_tokens=24, search_k=1)), counts
 

@@ -39,7 +39,8 @@ __all__ = ["RUNTIMES", "STARTER_LLM", "EndpointLLM", "LangChainLLM", "LocalLLM",
 RUNTIMES = ("auto", "llama.cpp", "transformers")
 
 
-def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens: int = 160) -> AskdrawChatModel:
+def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens: int = 160,
+              threads: int | None = None) -> AskdrawChatModel:
     """The local chat model for an LLM setting, on the runtime that fits it (see :data:`RUNTIMES`).
     The model's ``runtime_note`` says why it runs where it does (for the ``models:`` line and traces)."""
     from tools.llm_llamacpp import LlamaCppLLM, binding_problem
@@ -54,7 +55,7 @@ def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens:
     if runtime == "llama.cpp" and problem:
         raise ToolError(f"--llm-runtime llama.cpp: {problem}")
     if gguf and runtime != "transformers" and not problem:
-        return LlamaCppLLM(spec, max_new_tokens=max_new_tokens)
+        return LlamaCppLLM(spec, max_new_tokens=max_new_tokens, n_threads=threads)
     model = LocalLLM(spec, max_new_tokens=max_new_tokens)
     if not gguf:
         pass  # a transformers model: where it belongs

@@ -45,6 +45,41 @@ REPETITION_PENALTY = 1.1
 PREFIX_STATES = 6
 
 
+def default_threads() -> int:
+    """llama.cpp threads when none are set: half the cores this process may use (llama-cpp-python's
+    own default), at least one. ggml's threads busy-wait for each other at every operation of a
+    forward pass, so threads that outnumber the cores free for them are very slow: on this 2-core
+    machine, with other work running, 2 threads took 6-27 s for a reply that 1 thread made in 7 s,
+    and the label scoring of one prompt did not end within 30 s (bench/bench_engine.py measures
+    1 and 2 threads on a quiet machine)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
+class _NoRedirect:
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> _NoRedirect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _keep_stdout_stderr() -> None:
+    """Stop llama-cpp-python from pointing the process's stdout and stderr (file descriptors 1
+    and 2) at /dev/null while it loads a model with ``verbose=False``: that swallows whatever
+    every other thread prints meanwhile (the chat loads its models in the background while its
+    prompt and command replies are printed, and they were lost). llama.cpp's own log lines still
+    go through the binding's log callback, which with ``verbose=False`` prints errors only."""
+    import llama_cpp._internals
+    import llama_cpp.llama
+
+    llama_cpp.llama.suppress_stdout_stderr = _NoRedirect
+    llama_cpp._internals.suppress_stdout_stderr = _NoRedirect
+
+
 def binding_problem() -> str | None:
     """Why llama.cpp cannot run here (None when the binding imports)."""
     try:
@@ -112,8 +147,9 @@ class LlamaCppLLM(AskdrawChatModel):
         from llama_cpp import Llama, llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        threads = self.n_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                        else (os.cpu_count() or 1))
+        _keep_stdout_stderr()
+
+        threads = self.n_threads or default_threads()
         try:
             llm = Llama(str(path), n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
                         n_batch=512, logits_all=False, verbose=False)
@@ -250,7 +286,7 @@ class LlamaCppLLM(AskdrawChatModel):
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
-        return bytes(buf[:written])
+        return ctypes.string_at(buf, written)  # (bytes(buf[:n]) builds a list of ints first: 10x slower)
 
     def _restore(self, head: list[int], state: bytes) -> None:
         from llama_cpp import llama_cpp
@@ -425,4 +461,4 @@ def _token_text(llm: Any, token: int) -> str:
     return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
-__all__ = ["LlamaCppLLM", "binding_problem"]
+__all__ = ["LlamaCppLLM", "binding_problem", "default_threads"]

@@ -98,9 +98,10 @@ class ChatSession:
         else:
             from tools.chat import model_name
 
-            model = self.agent.tools.llm  # built, not loaded: it names its runtime, and why
+            tools = getattr(self.agent, "tools", None)
+            model = tools.llm if tools is not None else None  # built, not loaded: it names its runtime, and why
             note = getattr(model, "runtime_note", "")
-            llm = f"{model_name(model)} ({note})" if note else model_name(model)
+            llm = s.llm if model is None else f"{model_name(model)} ({note})" if note else model_name(model)
         asr = f"{s.asr_model or 'the served model'} @ {s.asr_endpoint}" if s.asr_endpoint else s.asr
         if s.image_endpoint:
             image = f"{s.image_model or 'default model'} @ {s.image_endpoint}"
