@@ -13,9 +13,12 @@ file (the starter model's), greedy, with a fixed budget of new tokens:
 - ``askdraw-llama.cpp``: :class:`tools.llm_llamacpp.LlamaCppLLM` ``.chat(messages, max_new_tokens=N, on_token=...)``;
 - ``askdraw-transformers``: :class:`tools.llm.LocalLLM` the same way (the GGUF de-quantised for transformers).
 
-Warm: each engine is loaded and answers the prompt once (not timed) before the timed calls. The
-timed calls are interleaved (engine a, b, c, a, b, c, ...) so that a change in the machine's load
-hits every engine alike; per engine the call with the median wall time is reported.
+Warm: each engine is loaded and answers the prompt once (not timed) before its timed calls. One
+engine at a time (load, warm up, time, free), in the order above: interleaving the calls (a, b, c,
+a, b, c, ...) was tried and measured askdraw-llama.cpp 10x slower than llama-cpp-python on 2 busy
+cores, because a llama.cpp context's worker threads keep polling for a while after each call and
+the next engine ran against them (in one thread the two were equal). Per value, the median over
+the timed calls is reported.
 
 Token counts are exact, from a hook on the step that picks each new token (one call per token;
 the hook records the time and, for llama-cpp-python, the token, so an end-of-generation token is
@@ -231,7 +234,11 @@ def run(spec: str | None = None, *, repeats: int = 5, max_tokens: int = 64, engi
     problem = binding_problem()
     wanted = [e for e in engines if not (problem and e != ASK_TF)]
     skipped = {e: problem for e in engines if e not in wanted}
-    loaded = {}
+    # One engine at a time: load, warm up, time, free. (Interleaving the engines' calls was
+    # measured 10x off on 2 busy cores: a llama.cpp context's worker threads keep polling for work
+    # for a while after a call, so the next engine's call ran against them.)
+    loaded, calls, retok = {}, {}, {}
+    tokenizer = None  # a llama.cpp engine's Llama, kept to re-tokenise the replies
     for name in wanted:
         engine = CLASSES[name](spec, max_tokens, prompt_cache)
         t = time.perf_counter()
@@ -240,9 +247,8 @@ def run(spec: str | None = None, *, repeats: int = 5, max_tokens: int = 64, engi
         engine.call()  # warm-up (loads lazily built parts, fills the caches a warm engine has)
         loaded[name] = (engine, load_s)
         log(f"  {name}: loaded in {load_s:.2f} s, warmed up")
-    calls: dict[str, list[dict]] = {name: [] for name in loaded}
-    for rep in range(repeats):
-        for name, (engine, _) in loaded.items():
+        calls[name] = []
+        for rep in range(repeats):
             call = engine.call()
             m = measure(call)
             m["finish"] = getattr(engine, "finish", None)
@@ -250,8 +256,12 @@ def run(spec: str | None = None, *, repeats: int = 5, max_tokens: int = 64, engi
             calls[name].append(m)
             log(f"  {rep + 1}/{repeats} {name:<22} {m['new_tokens']:3d} tokens {m['wall_s']:6.3f} s "
                 f"decode {m['decode_tok_s'] or 0:6.1f} tok/s")
-    # The GGUF's own tokenizer re-tokenises each reply (a check of the counts, not the count).
-    tokenizer = loaded.get(RAW, loaded.get(ASK_LLAMA, (None,)))[0]
+        if tokenizer is None and name != ASK_TF:
+            tokenizer = engine.llm if isinstance(engine, RawLlamaCpp) else engine.model._llm
+        elif name == ASK_LLAMA:
+            engine.model.close()  # frees its context and worker threads before the next engine
+        if name == ASK_TF:
+            engine.model = None
     results = {}
     gguf = None
     for name, runs in calls.items():
@@ -265,9 +275,8 @@ def run(spec: str | None = None, *, repeats: int = 5, max_tokens: int = 64, engi
             return round(statistics.median(values), 4) if values else None
 
         retok = None
-        if tokenizer is not None:
-            llm = tokenizer.llm if isinstance(tokenizer, RawLlamaCpp) else tokenizer.model._llm
-            retok = len(llm.tokenize(median["reply"].encode("utf-8"), add_bos=False, special=False))
+        if tokenizer is not None:  # the GGUF's own tokenizer re-tokenises the reply (a check of the count)
+            retok = len(tokenizer.tokenize(median["reply"].encode("utf-8"), add_bos=False, special=False))
         results[name] = {
             "new_tokens": median["new_tokens"],
             "new_tokens_all": sorted({m["new_tokens"] for m in runs}),
