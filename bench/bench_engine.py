@@ -15,10 +15,11 @@ file (the starter model's), greedy, with a fixed budget of new tokens:
 
 Warm: each engine is loaded and answers the prompt once (not timed) before its timed calls. One
 engine at a time (load, warm up, time, free), in the order above: interleaving the calls (a, b, c,
-a, b, c, ...) was tried and measured askdraw-llama.cpp 10x slower than llama-cpp-python on 2 busy
-cores, because a llama.cpp context's worker threads keep polling for a while after each call and
-the next engine ran against them (in one thread the two were equal). Per value, the median over
-the timed calls is reported.
+a, b, c, ...) was tried on 2 cores busy with other work and gave askdraw-llama.cpp ~10x below
+llama-cpp-python, with single calls of either engine off by up to 10x (in one thread, in one
+process, the two were equal: 1.82 vs 1.79 s for 32 tokens). A likely part of it (not proven): a
+llama.cpp context's worker threads keep polling for work for a while after each call, so the next
+engine's call ran against them. Per value, the median over the timed calls is reported.
 
 Token counts are exact, from a hook on the step that picks each new token (one call per token;
 the hook records the time and, for llama-cpp-python, the token, so an end-of-generation token is
@@ -234,9 +235,8 @@ def run(spec: str | None = None, *, repeats: int = 5, max_tokens: int = 64, engi
     problem = binding_problem()
     wanted = [e for e in engines if not (problem and e != ASK_TF)]
     skipped = {e: problem for e in engines if e not in wanted}
-    # One engine at a time: load, warm up, time, free. (Interleaving the engines' calls was
-    # measured 10x off on 2 busy cores: a llama.cpp context's worker threads keep polling for work
-    # for a while after a call, so the next engine's call ran against them.)
+    # One engine at a time: load, warm up, time, free (see the module docstring: interleaved calls
+    # were far off on 2 busy cores; another context's polling worker threads are a likely cause).
     loaded, calls, retok = {}, {}, {}
     tokenizer = None  # a llama.cpp engine's Llama, kept to re-tokenise the replies
     for name in wanted:
