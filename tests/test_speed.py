@@ -231,14 +231,15 @@ def test_bench_quick_prints_one_json_object_with_the_headline(tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.skip("the benchmark's spoken requests need espeak-ng (apt-get install espeak-ng)")
     proc = subprocess.run([sys.executable, str(BENCH / "bench_latency.py"), "--quick", "--json", "--no-baseline",
-                           "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                           "--llm-runtime", "auto", "--no-engine", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (line,) = proc.stdout.strip().splitlines()  # only one JSON object on stdout
     head = json.loads(line)
     assert {"ratio_vs_baseline", "cold_start_s", "warm_text_p50_s", "first_token_p50_s", "peak_rss_gb"} <= set(head)
     assert head["requests"] == 5 and head["ratio_vs_baseline"] is None  # --no-baseline
     assert head["cold_start_s"] > 0 and head["peak_rss_gb"] > 0.1
-    full = json.loads((tmp_path / "latency_quick.json").read_text())
+    full = json.loads((tmp_path / "latency_quick_auto.json").read_text())
     assert not full["errors"] and len(full["turns"]) == 5
     assert {t["route"] for t in full["turns"]} >= {"search", "draw"}
     assert full["models_loaded_at_end"]["llm"] and full["models_loaded_at_end"]["asr"]

@@ -20,10 +20,12 @@ Everything the transformers path does is here, on llama.cpp's own pieces:
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,23 @@ def default_threads() -> int:
     1 and 2 threads on a quiet machine)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // 2)
+
+
+_LOADED: list[weakref.ref] = []  # (pydantic models are not hashable: no WeakSet)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free every loaded model before the interpreter tears its modules down (llama-cpp-python's
+    own finaliser then runs with half its module gone and prints a TypeError at exit)."""
+    for ref in list(_LOADED):
+        model = ref()
+        if model is None:
+            continue
+        try:
+            model.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 class _NoRedirect:
@@ -178,6 +197,14 @@ class LlamaCppLLM(AskdrawChatModel):
         self._eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self._n_vocab = llm.n_vocab()
         self._llm = llm
+        _LOADED.append(weakref.ref(self))
+
+    def reset(self) -> None:
+        """Forget the KV cache and the saved prompt states (the next call starts from nothing)."""
+        with self._lock:
+            if self._llm is not None:
+                self._llm.n_tokens = 0
+            self._states = {}
 
     def close(self) -> None:
         """Free the model and its context now (also done when the object is collected)."""
