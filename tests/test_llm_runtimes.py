@@ -202,6 +202,33 @@ def test_a_restored_prompt_state_gives_bit_identical_logits(llama):
     assert np.array_equal(fresh, restored)
 
 
+def test_prompt_states_saved_on_disk_start_the_next_process_warm(tmp_path, llama):
+    """A fixed prompt part's state is written once and read by the next model instance (as by
+    the next process): same replies and label scores, and a damaged file is ignored."""
+    messages = _ask(QUESTIONS[1])
+    first = LlamaCppLLM(STARTER_LLM, state_cache=tmp_path)
+    reply = first.chat(messages, max_new_tokens=12)
+    scores = first.score_labels(messages, ["yes", "no"])
+    (folder,) = tmp_path.iterdir()
+    (saved,) = folder.glob("*.state")
+    first.close()
+
+    second = LlamaCppLLM(STARTER_LLM, state_cache=tmp_path)
+    second.load()
+    restored = []
+    real_restore = second._restore
+    second._restore = lambda head, state: restored.append(len(head)) or real_restore(head, state)  # type: ignore[method-assign]
+    assert second.chat(messages, max_new_tokens=12) == reply and restored
+    assert second.score_labels(messages, ["yes", "no"]) == scores
+    second.close()
+
+    saved.write_bytes(saved.read_bytes()[:200])  # cut short: its tokens no longer match
+    third = LlamaCppLLM(STARTER_LLM, state_cache=tmp_path)
+    assert third.chat(messages, max_new_tokens=12) == reply
+    assert saved.stat().st_size > 200  # evaluated again and rewritten
+    third.close()
+
+
 def test_a_prompt_longer_than_the_context_is_a_clear_error(llama):
     small = LlamaCppLLM(STARTER_LLM, n_ctx=64)
     with pytest.raises(ToolError, match="more than the context of 64"):

@@ -20,8 +20,10 @@ Everything the transformers path does is here, on llama.cpp's own pieces:
 
 from __future__ import annotations
 
+import array
 import atexit
 import ctypes
+import hashlib
 import math
 import os
 import threading
@@ -37,7 +39,7 @@ from pydantic import PrivateAttr
 
 from tools.base import Message
 from tools.chat import AskdrawChatModel, as_dicts
-from tools.common import Cancelled, ToolError, current_cancel_event, load_once
+from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, load_once
 from tools.gguf_convert import STARTER_LLM, display_name, gguf_path
 
 #: transformers' ``repetition_penalty`` that :class:`tools.llm.LocalLLM` decodes with.
@@ -45,6 +47,9 @@ REPETITION_PENALTY = 1.1
 #: Distinct fixed prompt parts kept as saved states (route, follow-up, image prompt, answer,
 #: grounded answer, and one spare), as the transformers path keeps KV caches.
 PREFIX_STATES = 6
+#: Saved prompt states kept on disk per model (a few MB each for the starter).
+STATE_FILES = 16
+_STATE_MAGIC = b"askdraw-llama-state-1\n"
 
 
 def default_threads() -> int:
@@ -120,6 +125,7 @@ class LlamaCppLLM(AskdrawChatModel):
     n_ctx: int = 4096
     n_threads: int | None = None
     runtime: str = "llama.cpp"
+    state_cache: Path | None = None  # where prompt states are kept between processes (None: the cache folder)
     chat_template: str = ""  # which chat template the prompts use (known once loaded)
 
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
@@ -130,6 +136,7 @@ class LlamaCppLLM(AskdrawChatModel):
     _eog: Callable[[int], bool] | None = PrivateAttr(default=None)
     _n_vocab: int = PrivateAttr(default=0)
     _bos: int | None = PrivateAttr(default=None)
+    _state_folder: Path | None = PrivateAttr(default=None)
 
     def __init__(self, model: str | Path = STARTER_LLM, *, max_new_tokens: int = 160, prefix_cache: bool = True,
                  n_ctx: int = 4096, n_threads: int | None = None, **kwargs: Any) -> None:
@@ -196,6 +203,13 @@ class LlamaCppLLM(AskdrawChatModel):
         self._bos = llm.token_bos() if wants_bos and llm.token_bos() >= 0 else None
         self._eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self._n_vocab = llm.n_vocab()
+        if self.prefix_cache:
+            import llama_cpp as binding
+
+            stat = path.stat()
+            identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{binding.__version__}|{self.n_ctx}"
+            folder = self.state_cache or cache_dir() / "llama-states"
+            self._state_folder = folder / hashlib.sha1(identity.encode()).hexdigest()[:16]
         self._llm = llm
         _LOADED.append(weakref.ref(self))
 
@@ -286,18 +300,21 @@ class LlamaCppLLM(AskdrawChatModel):
     def _feed(self, tokens: list[int], head: list[int] | None) -> None:
         """Bring the KV cache to ``tokens`` minus its last token (which the caller evaluates, for
         its logits), reusing what is there: the longest common prefix with what was evaluated
-        last, else the saved state of the fixed part ``head``."""
+        last, else the saved state of the fixed part ``head`` (in memory, else on disk)."""
         llm = self._llm
         done = _common(self._evaluated(), tokens)
         if head is not None and done < len(head):
             key = tuple(head)
             state = self._states.pop(key, None)
-            if state is not None:
-                self._restore(head, state)
-            else:
-                llm.n_tokens = done
-                llm.eval(head[done:])
+            if state is None:
+                state = self._read_state(head)
+            if state is not None and not self._restore(head, state):
+                state = None  # (unusable: evaluated again below, and the file rewritten)
+            if state is None:
+                llm.n_tokens = min(done, len(head))
+                llm.eval(head[llm.n_tokens:])
                 state = self._save()
+                self._write_state(head, state)
             self._states[key] = state  # most recently used last
             while len(self._states) > PREFIX_STATES:
                 self._states.pop(next(iter(self._states)))
@@ -305,6 +322,51 @@ class LlamaCppLLM(AskdrawChatModel):
         llm.n_tokens = min(done, len(tokens) - 1)
         if llm.n_tokens < len(tokens) - 1:
             llm.eval(tokens[llm.n_tokens:-1])
+
+    # -- saved prompt states on disk ---------------------------------------------------------
+    def _state_file(self, head: list[int]) -> Path | None:
+        if self._state_folder is None:
+            return None
+        digest = hashlib.sha1(array.array("i", head).tobytes()).hexdigest()[:24]
+        return self._state_folder / f"{digest}.state"
+
+    def _read_state(self, head: list[int]) -> bytes | None:
+        """A fixed prompt part's state saved by an earlier process (llama.cpp evaluates a prompt
+        at about the speed it generates on this CPU, so the route prompt's 340 tokens take seconds:
+        a process starts faster by reading them). The file holds the tokens it was made from,
+        checked here; a file that does not match or cannot be read is ignored."""
+        path = self._state_file(head)
+        try:
+            data = path.read_bytes() if path is not None else None
+        except OSError:
+            return None
+        if not data or not data.startswith(_STATE_MAGIC):
+            return None
+        count = int.from_bytes(data[len(_STATE_MAGIC):len(_STATE_MAGIC) + 4], "little")
+        start = len(_STATE_MAGIC) + 4
+        if count != len(head) or len(data) <= start + 4 * count:
+            return None
+        tokens = array.array("i")
+        tokens.frombytes(data[start:start + 4 * count])
+        if tokens.tolist() != head:
+            return None
+        return data[start + 4 * count:]
+
+    def _write_state(self, head: list[int], state: bytes) -> None:
+        path = self._state_file(head)
+        if path is None:
+            return
+        from tools.common import atomic_write
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, _STATE_MAGIC + len(head).to_bytes(4, "little") + array.array("i", head).tobytes()
+                         + state)
+            kept = sorted(path.parent.glob("*.state"), key=lambda f: f.stat().st_mtime, reverse=True)
+            for old in kept[STATE_FILES:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a cache: a full or read-only disk only costs the next process the evaluation
 
     def _save(self) -> bytes:
         from llama_cpp import llama_cpp
@@ -315,17 +377,20 @@ class LlamaCppLLM(AskdrawChatModel):
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
         return ctypes.string_at(buf, written)  # (bytes(buf[:n]) builds a list of ints first: 10x slower)
 
-    def _restore(self, head: list[int], state: bytes) -> None:
+    def _restore(self, head: list[int], state: bytes) -> bool:
+        """Put a saved state of ``head`` in the KV cache; False when llama.cpp refuses it."""
         from llama_cpp import llama_cpp
 
         llm = self._llm
         llm._ctx.kv_cache_seq_rm(0, 0, -1)
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(state), 0) == 0:
+        if not state or llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(state), 0) == 0:
+            llm._ctx.kv_cache_seq_rm(0, 0, -1)
             llm.n_tokens = 0
-            raise ToolError("llama.cpp could not restore a saved prompt state")
+            return False
         llm.input_ids[: len(head)] = head
         llm.n_tokens = len(head)
+        return True
 
     def _logits(self, token: int) -> Any:
         """Evaluate ``token`` after what is in the cache; the next token's logits (a fresh array)."""
