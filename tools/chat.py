@@ -24,14 +24,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
 from tools.base import Message
 from tools.common import Cancelled, ToolError, current_cancel_event
 
-__all__ = ["AskdrawChatModel", "LABEL_TAG", "LangChainLLM", "NATIVE_KWARGS", "NOSTREAM", "as_dicts", "as_llm", "chat",
+__all__ = ["AskdrawChatModel", "LABEL_TAG", "LangChainLLM", "LocalChatModel", "NATIVE_KWARGS", "NOSTREAM", "as_dicts", "as_llm", "chat",
            "label_probs_from_top", "tagged"]
 
 #: Call keywords askdraw's own chat models understand (``model.invoke(messages, **kwargs)``):
@@ -123,6 +125,60 @@ class AskdrawChatModel(BaseChatModel):
         if not isinstance(probs, dict):
             raise ToolError(f"{self.name}: no label probabilities in the reply")
         return probs
+
+
+
+class LocalChatModel(AskdrawChatModel):
+    """A chat model askdraw decodes itself (transformers or llama.cpp): LangChain's ``_stream`` and
+    ``_generate`` on the subclass's ``_pieces`` (greedy decoding, piece by piece) and ``_score``
+    (label probabilities from the logits)."""
+
+    def _pieces(self, messages: Sequence[Message], max_new_tokens: int | None, prefix: str,
+                stop: Callable[[str], bool] | None) -> Iterator[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _score(self, messages: Sequence[Message], labels: Sequence[str], *,
+               prefix: str = "") -> dict[str, float]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- LangChain -------------------------------------------------------------------------
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
+                reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        if kwargs.get("labels"):
+            raise ValueError("labels= scores labels: use invoke, not stream")
+        empty = True
+        for piece in self._pieces(as_dicts(messages), max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
+            empty = False
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        if empty:  # an empty reply (the model ended its turn at once) is a reply, not an error
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
+                  reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
+                  labels: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
+        dicts = as_dicts(messages)
+        if labels:
+            probs = self._score(dicts, list(labels), prefix=reply_prefix)
+            best = max(probs, key=probs.get)
+            message = AIMessage(content=best, response_metadata={"label_probs": probs, "label_method": "logits"})
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        pieces = []
+        for piece in self._pieces(dicts, max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
+            pieces.append(piece)
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(pieces).strip()))])
+
+
+def _stopping(stop_when: Callable[[str], bool] | None, stop: list[str] | None) -> Callable[[str], bool] | None:
+    """One predicate for ``stop_when`` and LangChain's ``stop`` sequences (the reply stops once it
+    contains one; the sequence itself is not cut off)."""
+    if not stop:
+        return stop_when
+    return lambda text: any(s in text for s in stop) or bool(stop_when and stop_when(text))
 
 
 def chat(model: BaseChatModel, messages: Sequence[Message | BaseMessage], *, max_new_tokens: int | None = None,

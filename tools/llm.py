@@ -21,13 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
 from tools.base import Message
-from tools.chat import AskdrawChatModel, LangChainLLM, as_dicts
+from tools.chat import AskdrawChatModel, LangChainLLM, LocalChatModel
 from tools.common import Cancelled, ToolError, current_cancel_event, load_once, quiet_transformers
 from tools.gguf_convert import STARTER_LLM, display_name, is_gguf, resolve_model
 from tools.llm_endpoint import EndpointLLM
@@ -66,7 +63,7 @@ def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens:
     return model
 
 
-class LocalLLM(AskdrawChatModel):
+class LocalLLM(LocalChatModel):
     """A chat model running locally with transformers, loaded once and reused: a LangChain
     ``BaseChatModel`` (``invoke``, ``stream``, ``bind``, callbacks), greedy, with the fixed part of
     each prompt kept as a KV cache and the call keywords of :data:`tools.chat.NATIVE_KWARGS`."""
@@ -119,37 +116,6 @@ class LocalLLM(AskdrawChatModel):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer, self._model = tokenizer, model
-
-    # -- LangChain -------------------------------------------------------------------------
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
-                reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        if kwargs.get("labels"):
-            raise ValueError("labels= scores labels: use invoke, not stream")
-        empty = True
-        for piece in self._pieces(as_dicts(messages), max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
-            empty = False
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        if empty:  # an empty reply (the model ended its turn at once) is a reply, not an error
-            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
-                  reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
-                  labels: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
-        dicts = as_dicts(messages)
-        if labels:
-            probs = self._score(dicts, list(labels), prefix=reply_prefix)
-            best = max(probs, key=probs.get)
-            message = AIMessage(content=best, response_metadata={"label_probs": probs, "label_method": "logits"})
-            return ChatResult(generations=[ChatGeneration(message=message)])
-        pieces = []
-        for piece in self._pieces(dicts, max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
-            pieces.append(piece)
-            if run_manager is not None:
-                run_manager.on_llm_new_token(piece)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(pieces).strip()))])
 
     # -- prompting -------------------------------------------------------------------------
     def _encode(self, messages: Sequence[Message], prefix: str = "") -> Any:
@@ -302,14 +268,6 @@ class LocalLLM(AskdrawChatModel):
             exps = [math.exp(t - top) for t in totals]
             norm = sum(exps)
             return {label: e / norm for label, e in zip(labels, exps)}
-
-
-def _stopping(stop_when: Callable[[str], bool] | None, stop: list[str] | None) -> Callable[[str], bool] | None:
-    """One predicate for ``stop_when`` and LangChain's ``stop`` sequences (the reply stops once it
-    contains one; the sequence itself is not cut off)."""
-    if not stop:
-        return stop_when
-    return lambda text: any(s in text for s in stop) or bool(stop_when and stop_when(text))
 
 
 def _collector(tokenizer: Any, pieces: list[str]) -> Any:

@@ -32,13 +32,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
 from tools.base import Message
-from tools.chat import AskdrawChatModel, as_dicts
+from tools.chat import LocalChatModel
 from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, load_once
 from tools.gguf_convert import STARTER_LLM, display_name, gguf_path
 
@@ -116,7 +113,7 @@ def binding_problem() -> str | None:
     return None
 
 
-class LlamaCppLLM(AskdrawChatModel):
+class LlamaCppLLM(LocalChatModel):
     """A GGUF chat model on llama.cpp, loaded once and reused (see the module docstring)."""
 
     model_spec: str = STARTER_LLM
@@ -226,41 +223,6 @@ class LlamaCppLLM(AskdrawChatModel):
             if self._llm is not None:
                 self._llm.close()
             self._llm, self._states = None, {}
-
-    # -- LangChain -------------------------------------------------------------------------
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
-                reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        if kwargs.get("labels"):
-            raise ValueError("labels= scores labels: use invoke, not stream")
-        from tools.llm import _stopping
-
-        empty = True
-        for piece in self._pieces(as_dicts(messages), max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
-            empty = False
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        if empty:  # an empty reply (the model ended its turn at once) is a reply, not an error
-            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, *, max_new_tokens: int | None = None,
-                  reply_prefix: str = "", stop_when: Callable[[str], bool] | None = None,
-                  labels: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
-        from tools.llm import _stopping
-
-        dicts = as_dicts(messages)
-        if labels:
-            probs = self._score(dicts, list(labels), prefix=reply_prefix)
-            best = max(probs, key=probs.get)
-            message = AIMessage(content=best, response_metadata={"label_probs": probs, "label_method": "logits"})
-            return ChatResult(generations=[ChatGeneration(message=message)])
-        pieces = []
-        for piece in self._pieces(dicts, max_new_tokens, reply_prefix, _stopping(stop_when, stop)):
-            pieces.append(piece)
-            if run_manager is not None:
-                run_manager.on_llm_new_token(piece)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(pieces).strip()))])
 
     # -- prompting -------------------------------------------------------------------------
     def _render(self, messages: Sequence[Message], generation: bool = True) -> str:
