@@ -70,7 +70,7 @@ llama: $(LLAMA_STAMP)
 # leave the starter on transformers otherwise (compiling would not fit a first demo).
 llama-if-built: setup
 	@if [ -n "$(LLAMA_WHEEL)" ]; then $(MAKE) --no-print-directory $(LLAMA_STAMP); \
-	  elif [ ! -f $(LLAMA_STAMP) ]; then echo "note: the LLM runs on transformers; \`make llama\` adds the faster llama.cpp runtime (compiles once, ~6 min)"; fi
+	  elif [ ! -f $(LLAMA_STAMP) ]; then echo "note: the LLM runs on transformers; \`make llama\` adds the faster llama.cpp runtime (compiles once, ~7 min on 2 cores)"; fi
 
 $(LLAMA_STAMP): $(STAMP)
 	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \

@@ -117,6 +117,10 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
         rec.data["llm_runtime"] = router.llm.runtime
         if router.llm.runtime_note:
             rec.data["llm_runtime_note"] = router.llm.runtime_note
+        if getattr(router.llm, "threads", 0):
+            rec.data["llm_threads"] = router.llm.threads
+            if router.llm.threads_note:
+                rec.data["llm_threads_note"] = router.llm.threads_note
     if not state.get("force_route"):
         _warm_up(router, rec, ctx, calibrate=fresh)
     history = thread_turns(state)

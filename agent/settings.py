@@ -37,8 +37,9 @@ class Settings(BaseSettings):
         "(e.g. openai/whisper-small.en) or a local folder.",
     )
     llm_threads: int | None = Field(
-        None, ge=1, le=256, description="CPU threads for an LLM on llama.cpp (None: half the cores, at least 1; "
-        "more threads than free cores make llama.cpp very slow)."
+        None, ge=1, le=256, description="CPU threads for an LLM on llama.cpp (None: every core, and half of them "
+        "once tokens come much slower than usual because other work has the CPU: more threads than free cores "
+        "make llama.cpp several times slower)."
     )
     asr_threads: int | None = Field(
         None, ge=1, le=64, description="CPU threads for the local Whisper model (None: chosen from the cores)."

@@ -172,6 +172,31 @@ def test_chat_through_the_langchain_seam(chat_llm):
 
 # -- llama.cpp only -----------------------------------------------------------------------------
 
+def test_tokens_much_slower_than_usual_drop_llama_cpp_to_fewer_threads():
+    """(No model: the pacing rule on a stand-in context.)"""
+    from types import SimpleNamespace
+
+    calls = []
+    model = LlamaCppLLM(STARTER_LLM)
+    model.threads, model._fallback_threads = 4, 2
+    model._llm = SimpleNamespace(_ctx=SimpleNamespace(set_n_threads=lambda a, b: calls.append((a, b))),
+                                 n_threads=4, n_threads_batch=4)
+    model._pace(0.010)
+    for _ in range(7):
+        model._pace(0.035)  # slower, but not 4x: nothing changes
+    for _ in range(7):
+        model._pace(0.050)  # 5x, seven in a row: not yet
+    assert model.threads == 4 and not calls
+    model._pace(0.011)  # a normal token resets the count
+    for _ in range(8):
+        model._pace(0.2)
+    assert model.threads == 2 and calls == [(2, 2)] and "from 4 to 2 threads" in model.threads_note
+    for _ in range(20):
+        model._pace(0.2)  # already at the fallback: stays there
+    assert calls == [(2, 2)]
+    model._llm = None
+
+
 @pytest.fixture(scope="module")
 def llama():
     return _loaded("llama.cpp")

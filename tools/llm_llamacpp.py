@@ -27,6 +27,7 @@ import hashlib
 import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,15 +50,16 @@ STATE_FILES = 16
 _STATE_MAGIC = b"askdraw-llama-state-1\n"
 
 
-def default_threads() -> int:
-    """llama.cpp threads when none are set: half the cores this process may use (llama-cpp-python's
-    own default), at least one. ggml's threads busy-wait for each other at every operation of a
-    forward pass, so threads that outnumber the cores free for them are very slow: on this 2-core
-    machine, with other work running, 2 threads took 6-27 s for a reply that 1 thread made in 7 s,
-    and the label scoring of one prompt did not end within 30 s (bench/bench_engine.py measures
-    1 and 2 threads on a quiet machine)."""
+def default_threads() -> tuple[int, int]:
+    """llama.cpp threads when none are set: every core this process may use, and the number it
+    falls back to (half, at least one) when the CPU turns out to be busy. ggml's threads
+    busy-wait for each other at every operation of a forward pass, so threads that outnumber the
+    cores free for them are very slow: on this 2-core machine, with other work running, 2 threads
+    took 6-27 s for a reply that 1 thread made in 7 s. On a quiet machine 2 threads decode at
+    97 tokens/s and 1 thread at 53 (bench/bench_engine.py --threads N). So decoding starts on all
+    cores and drops to the fallback when tokens come much slower than this model's usual pace."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // 2)
+    return max(1, cores), max(1, cores // 2)
 
 
 _LOADED: list[weakref.ref] = []  # (pydantic models are not hashable: no WeakSet)
@@ -123,6 +125,8 @@ class LlamaCppLLM(LocalChatModel):
     n_threads: int | None = None
     runtime: str = "llama.cpp"
     state_cache: Path | None = None  # where prompt states are kept between processes (None: the cache folder)
+    threads: int = 0  # the threads llama.cpp decodes with (known once loaded)
+    threads_note: str = ""  # why fewer threads than at the start, if so
     chat_template: str = ""  # which chat template the prompts use (known once loaded)
 
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
@@ -134,6 +138,9 @@ class LlamaCppLLM(LocalChatModel):
     _n_vocab: int = PrivateAttr(default=0)
     _bos: int | None = PrivateAttr(default=None)
     _state_folder: Path | None = PrivateAttr(default=None)
+    _fallback_threads: int = PrivateAttr(default=1)
+    _best_token_s: float = PrivateAttr(default=float("inf"))
+    _slow_tokens: int = PrivateAttr(default=0)
 
     def __init__(self, model: str | Path = STARTER_LLM, *, max_new_tokens: int = 160, prefix_cache: bool = True,
                  n_ctx: int = 4096, n_threads: int | None = None, **kwargs: Any) -> None:
@@ -172,7 +179,11 @@ class LlamaCppLLM(LocalChatModel):
 
         _keep_stdout_stderr()
 
-        threads = self.n_threads or default_threads()
+        if self.n_threads:
+            threads = fallback = self.n_threads  # set by the user: kept as it is
+        else:
+            threads, fallback = default_threads()
+        self.threads, self._fallback_threads = threads, fallback
         try:
             llm = Llama(str(path), n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
                         n_batch=512, logits_all=False, verbose=False)
@@ -354,6 +365,23 @@ class LlamaCppLLM(LocalChatModel):
         llm.n_tokens = len(head)
         return True
 
+    def _pace(self, seconds: float) -> None:
+        """Watch how long one token takes. Eight tokens in a row at more than 4x this model's best
+        time mean the cores are busy with other work, where llama.cpp's waiting threads make it
+        several times slower than fewer threads would: drop to the fallback thread count."""
+        self._best_token_s = min(self._best_token_s, seconds)
+        if self.threads <= self._fallback_threads or seconds <= 4 * self._best_token_s:
+            self._slow_tokens = 0
+            return
+        self._slow_tokens += 1
+        if self._slow_tokens >= 8:
+            before, self.threads = self.threads, self._fallback_threads
+            self._llm._ctx.set_n_threads(self.threads, self.threads)
+            self._llm.n_threads = self._llm.n_threads_batch = self.threads
+            self._slow_tokens = 0
+            self.threads_note = (f"llama.cpp went from {before} to {self.threads} threads: tokens took more than 4x "
+                                 f"their usual {self._best_token_s * 1000:.0f} ms (other work on the CPU)")
+
     def _logits(self, token: int) -> Any:
         """Evaluate ``token`` after what is in the cache; the next token's logits (a fresh array)."""
         import numpy as np
@@ -388,7 +416,9 @@ class LlamaCppLLM(LocalChatModel):
                         raise Cancelled("cancelled")
                     if llm.n_tokens + 1 >= self.n_ctx:
                         break  # the context is full: the reply ends here
+                    started = time.perf_counter()
                     logits = self._logits(token)
+                    self._pace(time.perf_counter() - started)
                     picked = logits[seen]
                     logits[seen] = np.where(picked < 0, picked * REPETITION_PENALTY, picked / REPETITION_PENALTY)
                     token = int(logits.argmax())
