@@ -121,7 +121,7 @@ eval: extras
 	$(BIN)/python bench/eval_asr.py
 	$(BIN)/python bench/eval_prompts.py
 
-# Speed and memory vs the seed's one-process-per-question pipeline (README "Performance"); ~6 min.
+# Speed and memory vs the seed's one-process-per-question pipeline (README "Performance"), on both LLM runtimes when llama.cpp is installed; ~12 min.
 bench: setup
 	$(BIN)/python bench/bench_latency.py --repeat 3 --profile
 
