@@ -54,8 +54,9 @@ def default_threads() -> tuple[int, int]:
     """llama.cpp threads when none are set: every core this process may use, and the number it
     falls back to (half, at least one) when the CPU turns out to be busy. ggml's threads
     busy-wait for each other at every operation of a forward pass, so threads that outnumber the
-    cores free for them are very slow: on this 2-core machine, with other work running, 2 threads
-    took 6-27 s for a reply that 1 thread made in 7 s. On a quiet machine 2 threads decode at
+    cores free for them are very slow: on this 2-core machine, with other work running (load ~8),
+    a 64-token reply took 7 s on 1 thread, 6-27 s with 2 prompt threads, and three of them did not
+    end within 2 minutes on 2 threads for both. On a quiet machine 2 threads decode at
     97 tokens/s and 1 thread at 53 (bench/bench_engine.py --threads N). So decoding starts on all
     cores and drops to the fallback when tokens come much slower than this model's usual pace."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
