@@ -90,8 +90,15 @@ def ask(
     if not quiet:
         _print_notices(result)
     if result.error == "cancelled":
-        _fail(f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
-              else "cancelled (the run could not be saved; see the note above)", 130)
+        # The run and its trace are written: leave now (130), without the interpreter's teardown of
+        # the loaded models, during which a second Ctrl-C would meet the default handler and kill
+        # the process by SIGINT instead.
+        from rich.markup import escape
+
+        message = (f"cancelled; the run's trace is in {result.trace_path}" if result.trace_path
+                   else "cancelled (the run could not be saved; see the note above)")
+        err.print(f"[bold red]askdraw: error:[/] {escape(printable(message, oneline=True))}", markup=True)
+        _quit_now("", 130)
     if result.error and not result.answer:
         _fail(result.error, 1)
     if result.error and not quiet:
@@ -172,7 +179,10 @@ def _run(agent, question: str | None, audio: Path | None, *, trace: bool, spinne
         if status:
             status.stop()
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            # After a Ctrl-C the command is on its way out (exit 130): a second one, even while the
+            # process is still exiting (model finalisers can take a second), still quits at once
+            # with 130 instead of meeting the default handler and killing the process by SIGINT.
+            signal.signal(signal.SIGINT, on_interrupt if cancel.is_set() else previous)
     assert result is not None
     return result
 
@@ -312,7 +322,8 @@ def chat(
 def _quit_now(message: str, code: int = 130) -> None:
     """Exit at once: a model step still running in another thread (a transcription, a decoding)
     would otherwise keep the process alive until it ends, since threads cannot be interrupted."""
-    err.print(message, markup=False)
+    if message:
+        err.print(message, markup=False)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -51,7 +51,7 @@ def test_a_second_ctrl_c_quits_at_once_during_a_long_transcription(tmp_path, lon
         child.expect("transcribing")  # the spinner's line: the ASR is loaded and the long step runs
         child.sendintr()
         child.expect("cancelling \\(Ctrl-C again to quit at once\\)")
-        time.sleep(0.5)
+        time.sleep(0.2)
         assert child.isalive(), "the first Ctrl-C cancels; it does not quit"
         child.sendintr()
         start = time.monotonic()
@@ -62,8 +62,12 @@ def test_a_second_ctrl_c_quits_at_once_during_a_long_transcription(tmp_path, lon
     finally:
         child.close(force=True)
     assert waited < 3.0, f"the process lived {waited:.1f} s after the second Ctrl-C"
-    assert child.exitstatus == 130, output
-    assert "askdraw: interrupted; quitting without waiting" in output and "Traceback" not in output
+    assert child.exitstatus == 130, output  # never killed by the signal, whichever Ctrl-C ended it
+    # The second Ctrl-C quit at once, or (when the transcription's window ended just then) the
+    # first one had already cancelled the run, which then left at once.
+    assert ("askdraw: interrupted; quitting without waiting" in output
+            or "error: cancelled; the run's trace is in" in output), output
+    assert "Traceback" not in output
 
 
 @pytest.mark.slow
