@@ -123,6 +123,11 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
                 rec.data["llm_threads_note"] = router.llm.threads_note
     if not state.get("force_route"):
         _warm_up(router, rec, ctx, calibrate=fresh)
+    embedder = getattr(getattr(router, "_classifier", None), "_embedder", None)
+    if getattr(embedder, "runtime", ""):  # the route classifier's (and the search's) embedding model
+        rec.data["embeddings_runtime"] = embedder.runtime
+        if embedder.runtime_note:
+            rec.data["embeddings_runtime_note"] = embedder.runtime_note
     history = thread_turns(state)
     if history:
         ctx.progress(type="status", step="decide", text="rewriting the follow-up")

