@@ -67,6 +67,7 @@ class Result(BaseModel):
     error: str | None = None
     thread_id: str | None = None
     standalone_question: str | None = None
+    devices: dict[str, str] = Field(default_factory=dict)  # where each loaded local model runs: {"llm": "cpu", ...}
 
     @property
     def image_notice(self) -> str | None:
@@ -200,6 +201,26 @@ class Agent:
         from agent.langchain_tools import langchain_tools
 
         return langchain_tools(self.tools)
+
+    def devices(self) -> dict[str, str]:
+        """Where each local model that has loaded runs (the ``device`` setting resolved): e.g.
+        ``{"llm": "cpu", "embeddings": "cpu", "asr": "cuda:0 float16"}``; models behind an endpoint
+        and models not loaded yet are left out."""
+        out: dict[str, str] = {}
+        built = dict(self.tools._tools)
+        for role in ("llm", "asr", "image"):
+            tool = built.get(role)
+            device = getattr(tool, "device", "") if tool is not None and getattr(tool, "loaded", False) else ""
+            if isinstance(device, str) and device:
+                dtype = getattr(tool, "dtype", "")
+                out[role] = f"{device} {dtype}" if isinstance(dtype, str) and dtype else device
+        router = built.get("router")
+        embedder = getattr(getattr(router, "_classifier", None), "_embedder", None)
+        if embedder is None and "wiki" in built:
+            embedder = getattr(built["wiki"], "_embedder", None)
+        if getattr(embedder, "loaded", False) and getattr(embedder, "device", ""):
+            out["embeddings"] = embedder.device
+        return out
 
     def preload(self) -> dict[str, float]:
         """Load the models every turn needs now (LLM + route calibration, the route classifier's
@@ -511,6 +532,7 @@ class Agent:
             notices=[*notices, *(values.get("notices") or [])],
             error=message,
             standalone_question=values.get("standalone_question"),
+            devices=self.devices(),
         )
         trace_path = run_dir / "trace.jsonl"
         try:

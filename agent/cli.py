@@ -283,6 +283,9 @@ def _settings_or_fail(overrides: dict[str, Any]):
     problem = settings.wiki_problem()
     if problem:
         bad("wiki", problem)
+    problem = settings.device_problem()
+    if problem:
+        bad("device", problem)
     return settings
 
 

@@ -32,7 +32,8 @@ def build_llm(s: Settings) -> ChatModel:
         return EndpointLLM(s.llm_endpoint, s.llm_model, max_new_tokens=s.max_answer_tokens, **_endpoint_options(s))
     from tools.llm import local_llm
 
-    return local_llm(s.llm, runtime=s.llm_runtime, max_new_tokens=s.max_answer_tokens, threads=s.llm_threads)
+    return local_llm(s.llm, runtime=s.llm_runtime, max_new_tokens=s.max_answer_tokens, threads=s.llm_threads,
+                     device=s.device, dtype=s.dtype)
 
 
 def build_asr(s: Settings) -> SpeechRecognizer:
@@ -46,8 +47,9 @@ def build_asr(s: Settings) -> SpeechRecognizer:
 
 
 def build_wiki(s: Settings) -> WikipediaBackend:
-    from tools.wikipedia import make_backend
+    from tools.wikipedia import default_embedder, make_backend
 
+    default_embedder(s.device, s.embeddings_runtime)  # the shared MiniLM follows the settings
     return make_backend(s.wiki, timeout=s.wiki_timeout)
 
 
@@ -85,7 +87,9 @@ class _Built(Generic[T]):
 
 def _router(box: Toolbox) -> Router:
     from agent.router import Router
+    from tools.wikipedia import default_embedder
 
+    default_embedder(box.settings.device, box.settings.embeddings_runtime)
     # The LLM's label scores plus the embedding classifier (agent/route_model.npz), whose MiniLM
     # is the one the offline Wikipedia shares; both load on the first decision.
     return Router(box.llm, classifier=True, decide=box.settings.decide)

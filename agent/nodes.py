@@ -117,6 +117,12 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
         rec.data["llm_runtime"] = router.llm.runtime
         if router.llm.runtime_note:
             rec.data["llm_runtime_note"] = router.llm.runtime_note
+        if getattr(router.llm, "device", ""):
+            rec.data["llm_device"] = router.llm.device
+            if getattr(router.llm, "dtype", ""):
+                rec.data["llm_dtype"] = router.llm.dtype
+            if getattr(router.llm, "device_note", ""):
+                rec.data["llm_device_note"] = router.llm.device_note
         if getattr(router.llm, "threads", 0):
             rec.data["llm_threads"] = router.llm.threads
             if router.llm.threads_note:
@@ -126,6 +132,7 @@ def decide(state: State, ctx: Context, rec: StepRecord) -> Command[Literal["sear
     embedder = getattr(getattr(router, "_classifier", None), "_embedder", None)
     if getattr(embedder, "runtime", ""):  # the route classifier's (and the search's) embedding model
         rec.data["embeddings_runtime"] = embedder.runtime
+        rec.data["embeddings_device"] = embedder.device
         if embedder.runtime_note:
             rec.data["embeddings_runtime_note"] = embedder.runtime_note
     history = thread_turns(state)

@@ -26,6 +26,8 @@ SETTINGS_OPTIONS: dict[str, tuple[tuple[str, ...], type]] = {
     "llm": (("--llm",), str),
     "llm_runtime": (("--llm-runtime",), str),
     "asr": (("--asr",), str),
+    "device": (("--device",), str),
+    "dtype": (("--dtype",), str),
     "image_model": (("--image-model",), str),
     "image_steps": (("--image-steps",), int),
     "image_size": (("--image-size",), int),

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         description="Where a local LLM runs. 'auto': a GGUF model (the starter too) on llama.cpp when "
         "llama-cpp-python is installed (`make llama`), else on transformers; a transformers model on transformers.",
     )
+    embeddings_runtime: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto",
+        description="Where the sentence-embedding model (MiniLM: route classifier, search reranking) runs. 'auto': "
+        "llama.cpp when llama-cpp-python is installed (no torch import for a typed question), else transformers.",
+    )
     asr: str = Field(
         STARTER_ASR,
         description="Whisper model: 'starter:tiny.en', 'starter:base', a transformers Whisper hub id "
@@ -43,6 +48,14 @@ class Settings(BaseSettings):
     )
     asr_threads: int | None = Field(
         None, ge=1, le=64, description="CPU threads for the local Whisper model (None: chosen from the cores)."
+    )
+    device: str = Field(
+        "auto",
+        description="Where the local models run: 'auto' (a CUDA GPU, then Apple MPS, then the CPU), 'cpu', 'cuda', "
+        "'cuda:N' or 'mps'. A device that is not there is an error.",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights' dtype for the torch models: 'auto' is float16 on a GPU, float32 on the CPU."
     )
     image_model: str | None = Field(
         None,
@@ -128,6 +141,26 @@ class Settings(BaseSettings):
         from tools.endpoint import normalise_base_url
 
         return normalise_base_url(value) if value and value.strip() else None
+
+    @field_validator("device")
+    @classmethod
+    def _device_spec(cls, value: str) -> str:
+        from tools.device import DeviceError, check_spec
+
+        try:
+            return check_spec(value)
+        except DeviceError as exc:
+            raise ValueError(str(exc)) from None
+
+    def device_problem(self) -> str | None:
+        """Why :attr:`device` cannot be used on this machine (None: it can, or it is 'auto'/'cpu')."""
+        from tools.device import DeviceError, check_device
+
+        try:
+            check_device(self.device)
+        except DeviceError as exc:
+            return str(exc)
+        return None
 
     @field_validator("llm_model", "asr_model")
     @classmethod

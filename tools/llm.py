@@ -37,7 +37,7 @@ RUNTIMES = ("auto", "llama.cpp", "transformers")
 
 
 def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens: int = 160,
-              threads: int | None = None) -> AskdrawChatModel:
+              threads: int | None = None, device: str = "auto", dtype: str = "auto") -> AskdrawChatModel:
     """The local chat model for an LLM setting, on the runtime that fits it (see :data:`RUNTIMES`).
     The model's ``runtime_note`` says why it runs where it does (for the ``models:`` line and traces)."""
     from tools.llm_llamacpp import LlamaCppLLM, binding_problem
@@ -52,8 +52,8 @@ def local_llm(spec: str = STARTER_LLM, *, runtime: str = "auto", max_new_tokens:
     if runtime == "llama.cpp" and problem:
         raise ToolError(f"--llm-runtime llama.cpp: {problem}")
     if gguf and runtime != "transformers" and not problem:
-        return LlamaCppLLM(spec, max_new_tokens=max_new_tokens, n_threads=threads)
-    model = LocalLLM(spec, max_new_tokens=max_new_tokens)
+        return LlamaCppLLM(spec, max_new_tokens=max_new_tokens, n_threads=threads, device_spec=device)
+    model = LocalLLM(spec, max_new_tokens=max_new_tokens, device_spec=device, dtype_spec=dtype)
     if not gguf:
         pass  # a transformers model: where it belongs
     elif runtime == "transformers":
@@ -73,6 +73,10 @@ class LocalLLM(LocalChatModel):
     prefix_cache: bool = True
     weights_cache: Path | None = None
     runtime: str = "transformers"
+    device_spec: str = "auto"  # the device setting (tools/device.py)
+    dtype_spec: str = "auto"
+    device: str = ""  # where the weights are, once loaded ("cpu", "cuda", "cuda:1", "mps")
+    dtype: str = ""  # and in which dtype ("float32", "float16", ...)
 
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _model: Any = PrivateAttr(default=None)
@@ -99,19 +103,28 @@ class LocalLLM(LocalChatModel):
 
     @load_once
     def load(self) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from tools.device import dtype_name, is_out_of_memory, resolve, torch_dtype
+
         quiet_transformers()
+        device = resolve(self.device_spec)
+        dtype = torch_dtype(device, self.dtype_spec)
         where = resolve_model(self.model_spec, self.weights_cache)
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype).to(device)
         except OSError as exc:
             raise ToolError(
                 f"could not load LLM '{self.model_spec}': {str(exc).splitlines()[0]} "
                 "(offline: use a local folder, or the default starter model)"
             ) from exc
+        except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise ToolError(f"LLM '{self.model_spec}' does not fit in {device}'s memory as {dtype_name(dtype)}: "
+                                "try a smaller model, --dtype float16, or --device cpu") from None
+            raise
+        self.device, self.dtype = str(model.device), dtype_name(dtype)
         model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -121,7 +134,7 @@ class LocalLLM(LocalChatModel):
     def _encode(self, messages: Sequence[Message], prefix: str = "") -> Any:
         tok = self._tokenizer
         text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        return tok(text + prefix, return_tensors="pt", add_special_tokens=False)
+        return tok(text + prefix, return_tensors="pt", add_special_tokens=False).to(self._model.device)
 
     # -- prompt-prefix KV cache ------------------------------------------------------------
     def _prefix(self, messages: Sequence[Message], input_ids: Any) -> Any:
@@ -143,7 +156,8 @@ class LocalLLM(LocalChatModel):
 
             cache = DynamicCache(config=self._model.config)
             with torch.inference_mode():
-                self._model(input_ids=torch.tensor([list(key)]), past_key_values=cache, use_cache=True)
+                self._model(input_ids=torch.tensor([list(key)], device=self._model.device), past_key_values=cache,
+                            use_cache=True)
         self._prefixes[key] = cache  # most recently used last
         while len(self._prefixes) > 6:  # route, follow-up, image prompt, answer, grounded answer (+1)
             self._prefixes.pop(next(iter(self._prefixes)))
@@ -199,7 +213,7 @@ class LocalLLM(LocalChatModel):
                     if token in eos:
                         break
                     new.append(token)
-                    feed = torch.tensor([[token]])
+                    feed = torch.tensor([[token]], device=sequence.device)
                     sequence = torch.cat([sequence, feed], dim=1)
                     streamer.put(torch.tensor([token]))
                     while pieces:
@@ -234,7 +248,7 @@ class LocalLLM(LocalChatModel):
             if all(len(ids) == 1 for ids in label_ids):
                 # Single-token labels (the usual case): one forward pass over the prompt suffices,
                 # and only over what follows the cached system prompt and examples.
-                ids = torch.tensor([prompt_ids])
+                ids = torch.tensor([prompt_ids], device=self._model.device)
                 cache = self._prefix(messages, ids)
                 failed = True
                 try:
@@ -254,8 +268,8 @@ class LocalLLM(LocalChatModel):
                 seqs = [prompt_ids + ids for ids in label_ids]
                 width = max(len(s) for s in seqs)
                 pad = tok.pad_token_id
-                input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-                attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+                input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self._model.device)
+                attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self._model.device)
                 with torch.inference_mode():
                     logits = self._model(input_ids=input_ids, attention_mask=attention).logits
                 logprobs = torch.log_softmax(logits.float(), dim=-1)

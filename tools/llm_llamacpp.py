@@ -116,6 +116,22 @@ def binding_problem() -> str | None:
     return None
 
 
+def gpu_layers(device_spec: str) -> tuple[int, str, str]:
+    """(layers to offload, device, note) for the device setting: every layer to the GPU when one
+    is wanted (``auto`` or a GPU name) and this llama.cpp build can offload; the CPU otherwise, with
+    a note where a GPU was asked for by name. Needs no torch."""
+    from llama_cpp import llama_supports_gpu_offload
+
+    if device_spec == "cpu":
+        return 0, "cpu", ""
+    if llama_supports_gpu_offload():
+        return -1, "gpu", ""
+    note = ("" if device_spec == "auto" else
+            f"--device {device_spec}: this llama.cpp build has no GPU offload (`make llama` builds the CPU one; "
+            "rebuild llama-cpp-python with CMAKE_ARGS=-DGGML_CUDA=on for CUDA)")
+    return 0, "cpu", note
+
+
 class LlamaCppLLM(LocalChatModel):
     """A GGUF chat model on llama.cpp, loaded once and reused (see the module docstring)."""
 
@@ -129,6 +145,9 @@ class LlamaCppLLM(LocalChatModel):
     threads: int = 0  # the threads llama.cpp decodes with (known once loaded)
     threads_note: str = ""  # why fewer threads than at the start, if so
     chat_template: str = ""  # which chat template the prompts use (known once loaded)
+    device_spec: str = "auto"  # the device setting (tools/device.py)
+    device: str = ""  # "gpu" (every layer offloaded) or "cpu", once loaded
+    device_note: str = ""  # why the CPU where a GPU was asked for
 
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _llm: Any = PrivateAttr(default=None)
@@ -185,9 +204,10 @@ class LlamaCppLLM(LocalChatModel):
         else:
             threads, fallback = default_threads()
         self.threads, self._fallback_threads = threads, fallback
+        layers, self.device, self.device_note = gpu_layers(self.device_spec)
         try:
             llm = Llama(str(path), n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
-                        n_batch=512, logits_all=False, verbose=False)
+                        n_batch=512, logits_all=False, verbose=False, n_gpu_layers=layers)
         except (ValueError, RuntimeError) as exc:
             raise ToolError(f"llama.cpp could not load {path}: {exc}") from exc
         template = llm.metadata.get("tokenizer.chat_template")

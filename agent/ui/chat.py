@@ -107,7 +107,12 @@ class ChatSession:
             image = f"{s.image_model or 'default model'} @ {s.image_endpoint}"
         else:
             image = s.image_model or "none (labelled cards; --image-model to draw)"
-        return f"models: llm {llm}, asr {asr}, wiki {s.wiki}, image {image}"
+        device = f"device {s.device}" + (f" {s.dtype}" if s.dtype != "auto" else "")
+        loaded = getattr(self.agent, "devices", None)
+        where = loaded() if callable(loaded) else {}
+        if isinstance(where, dict) and where:  # models already loaded: where they are
+            device += " (" + ", ".join(f"{role} on {d}" for role, d in where.items()) + ")"
+        return f"models: llm {llm}, asr {asr}, wiki {s.wiki}, image {image}; {device}"
 
     # -- banner and commands ------------------------------------------------------------------
     def banner(self) -> None:

@@ -93,12 +93,19 @@ _DEFAULT_LOCK = threading.Lock()
 _DEFAULT_EMBEDDER: Embedder | None = None
 
 
-def default_embedder() -> Embedder:
-    """The MiniLM embedder shared by the offline backends that were given none (loads lazily)."""
+def default_embedder(device: str | None = None, runtime: str | None = None) -> Embedder:
+    """The MiniLM embedder shared by the offline backends that were given none, the route and
+    picture classifiers and follow-up matching (loads lazily). ``device`` and ``runtime``: the
+    settings it runs with (an agent passes its own); once the model has loaded, it stays as it is."""
     global _DEFAULT_EMBEDDER
     with _DEFAULT_LOCK:
         if _DEFAULT_EMBEDDER is None:
-            _DEFAULT_EMBEDDER = Embedder()
+            _DEFAULT_EMBEDDER = Embedder(device=device or "auto", runtime=runtime or "auto")
+        elif not _DEFAULT_EMBEDDER.loaded:
+            if device:
+                _DEFAULT_EMBEDDER.device_spec = device
+            if runtime:
+                _DEFAULT_EMBEDDER.runtime_option = runtime
         return _DEFAULT_EMBEDDER
 
 
