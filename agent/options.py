@@ -26,6 +26,7 @@ SETTINGS_OPTIONS: dict[str, tuple[tuple[str, ...], type]] = {
     "llm": (("--llm",), str),
     "llm_runtime": (("--llm-runtime",), str),
     "asr": (("--asr",), str),
+    "asr_runtime": (("--asr-runtime",), str),
     "image_model": (("--image-model",), str),
     "image_steps": (("--image-steps",), int),
     "image_size": (("--image-size",), int),
