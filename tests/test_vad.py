@@ -223,9 +223,9 @@ def test_endpoint_gets_speech_whole_and_long_audio_without_its_noise_windows(scr
 
 
 # -- the real starter Whisper (tiny.en) ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny() -> WhisperASR:
-    model = WhisperASR("starter:tiny.en")
+@pytest.fixture(scope="module", params=["ctranslate2", "transformers"])
+def tiny(request) -> WhisperASR:
+    model = WhisperASR("starter:tiny.en", runtime=request.param)
     model.load()
     return model
 
