@@ -468,26 +468,67 @@ def _other_runtime(model: WhisperASR) -> WhisperASR:
 
 
 @pytest.mark.slow
-def test_cancel_stops_between_batches_of_windows(tiny):
+def test_ctranslate2_threads_follow_how_busy_the_machine_is(monkeypatch):
+    """CTranslate2 fixes its threads when a copy loads: a busy machine gets a 1-thread copy, loaded once."""
+    if os.cpu_count() == 1:
+        pytest.skip("one core: one thread either way")
+    model = WhisperASR("starter:tiny.en", runtime="ctranslate2")
+    audio = load_audio(REPO / "examples/who_painted_the_mona_lisa.wav")
+    used = []
+    monkeypatch.setattr(asr.CT2Whisper, "encode", lambda self, batch, real=asr.CT2Whisper.encode: used.append(self.threads)
+                        or real(self, batch))
+    texts = []
+    for busy in (False, True, True, False):
+        monkeypatch.setattr(asr, "_busy", lambda busy=busy: busy)
+        texts.append(model.transcribe(audio))
+    assert used == [os.cpu_count(), 1, 1, os.cpu_count()]
+    assert sorted(model._ct2_by_threads) == [1, os.cpu_count()] and len(set(texts)) == 1 and "Mona Lisa" in texts[0]
+    fixed = WhisperASR("starter:tiny.en", runtime="ctranslate2", threads=2)
+    monkeypatch.setattr(asr, "_busy", lambda: True)
+    used.clear()
+    fixed.transcribe(audio)
+    assert used == [2] and list(fixed._ct2_by_threads) == [2]  # a thread count that was set is kept
+
+
+@pytest.mark.slow
+def test_cancel_stops_between_batches_of_windows(tiny, monkeypatch):
     """Ctrl-C lands between batches: a 2-minute recording (5 windows, two batches) stops after the first."""
     from tools.common import Cancelled, cancellable
 
     audio = np.concatenate([load_audio(speech("whisper_jfk/jfk.flac"))] * 11)
     assert len(_split_windows(audio)) > asr.BATCH_SIZE
     encoded = []
-    engine = tiny._engine
-    real_encode = engine.encode
+    event = threading.Event()
+    engine_class = type(tiny._engine)
+    real_encode = engine_class.encode
 
-    def encode_then_cancel(batch):
+    def encode_then_cancel(self, batch):
         encoded.append(len(batch))
         event.set()
-        return real_encode(batch)
+        return real_encode(self, batch)
 
-    event = threading.Event()
-    engine.encode = encode_then_cancel
-    try:
-        with cancellable(event), pytest.raises(Cancelled):
-            tiny.transcribe(audio)
-    finally:
-        del engine.encode
+    monkeypatch.setattr(engine_class, "encode", encode_then_cancel)
+    with cancellable(event), pytest.raises(Cancelled):
+        tiny.transcribe(audio)
     assert encoded == [asr.BATCH_SIZE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["auto", "transformers"])
+def test_the_trace_says_where_whisper_ran(tmp_path, runtime):
+    import json
+
+    from agent import Agent
+    from agent.settings import Settings
+    from tests.fakes import ScriptedLLM
+
+    settings = Settings(out_dir=tmp_path, image=False, route="answer", asr_runtime=runtime)
+    result = Agent(settings, llm=ScriptedLLM(replies=["Leonardo da Vinci."])).ask(audio=REPO / "examples/who_painted_the_mona_lisa.wav")
+    assert "mona lisa" in result.transcript.lower()
+    events = [json.loads(line) for line in Path(result.trace_path).read_text().splitlines()]
+    data = next(e for e in events if e.get("step") == "transcribe")["data"]
+    if runtime == "auto":
+        assert data["asr_runtime"] == "ctranslate2" and "asr_runtime_note" not in data
+    else:
+        assert data["asr_runtime"] == "transformers"
+        assert data["asr_runtime_note"] == "CTranslate2 weights converted for transformers (--asr-runtime transformers)"
