@@ -211,6 +211,16 @@ def test_missing_starter_package_is_tool_error(tmp_path, monkeypatch):
         WhisperASR("starter:fake", cache=tmp_path).load()
     with pytest.raises(ToolError, match="unknown starter ASR model"):
         WhisperASR("starter:huge", cache=tmp_path).load()
+    # a copy converted for transformers earlier still runs once the package is gone
+    folder = tmp_path / "models" / "whisper-fake-hf"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "askdraw_conversion.json").write_text('{"converter_version": %d}' % ct2_convert.CONVERTER_VERSION)
+    model = WhisperASR("starter:fake", cache=tmp_path)
+    assert model.runtime == "transformers" and "package is not installed" in model.runtime_note
+    assert model._resolve() == folder
+    with pytest.raises(ToolError, match=r"'no-such-pkg' is not installed"):
+        WhisperASR("starter:fake", cache=tmp_path, runtime="ctranslate2").load()
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ import numpy as np
 from tools.asr_ct2 import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE, CT2Whisper, binding_problem
 from tools.asr_endpoint import EndpointASR
 from tools.audio import SAMPLE_RATE, AudioError, load_audio, speech_windows  # noqa: F401 - AudioError re-exported
-from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, load_once, require_package_dir, torch_threads
+from tools.common import (Cancelled, ToolError, cache_dir, current_cancel_event, load_once, package_dir,
+                          require_package_dir, torch_threads)
 from tools.ct2_convert import cache_valid, convert_ct2_whisper, find_weight_parts
 from tools.model_files import HUB_ID, local_folder, safe_name
 
@@ -128,10 +129,19 @@ class WhisperASR:
             return "transformers", ""  # a transformers model (or a name that load() will refuse)
         if runtime == "transformers":
             return "transformers", "CTranslate2 weights converted for transformers (--asr-runtime transformers)"
+        if runtime == "auto" and self._starter_only_converted():
+            return "transformers", "the starter's package is not installed; its copy converted earlier runs on transformers"
         problem = binding_problem()
         if problem is None or runtime == "ctranslate2":  # the latter fails on loading, saying why
             return "ctranslate2", ""
         return "transformers", f"CTranslate2 weights converted for transformers: {problem}"
+
+    def _starter_only_converted(self) -> bool:
+        """A starter whose packages are gone, with a transformers copy converted earlier in the cache."""
+        key = self.model_spec.split(":", 1)[1] if self.model_spec.startswith("starter:") else None
+        if key not in _STARTERS or all(package_dir(mod) is not None for mod, _, _ in _STARTERS[key]["parts"]):
+            return False
+        return cache_valid(self._cache() / f"whisper-{key}-hf")
 
     # -- where the model is ----------------------------------------------------------------
     def _resolve(self) -> Path | str:
