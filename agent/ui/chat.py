@@ -102,7 +102,13 @@ class ChatSession:
             model = tools.llm if tools is not None else None  # built, not loaded: it names its runtime, and why
             note = getattr(model, "runtime_note", "")
             llm = s.llm if model is None else f"{model_name(model)} ({note})" if note else model_name(model)
-        asr = f"{s.asr_model or 'the served model'} @ {s.asr_endpoint}" if s.asr_endpoint else s.asr
+        if s.asr_endpoint:
+            asr = f"{s.asr_model or 'the served model'} @ {s.asr_endpoint}"
+        else:  # built, not loaded: it names its runtime, and why where that was a choice
+            whisper = getattr(getattr(self.agent, "tools", None), "asr", None)
+            runtime = getattr(whisper, "runtime", "")
+            note = getattr(whisper, "runtime_note", "")
+            asr = f"{s.asr} on {runtime}" + (f" ({note})" if note else "") if runtime else s.asr
         if s.image_endpoint:
             image = f"{s.image_model or 'default model'} @ {s.image_endpoint}"
         else:
