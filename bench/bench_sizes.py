@@ -575,7 +575,7 @@ def measure(name: str, args: argparse.Namespace, device: str, dtype: Any) -> dic
                      f"in {entry['dtype']} and working memory), {free / GiB:.1f} GiB available on {device}")
         say(f"{name}: skipped: {entry['reason']}")
         return entry
-    say(f"{name}: building {params / 1e9:.2f} B parameters in {entry['dtype']} on {device} (random weights)")
+    say(f"{name}: building {_params(params)} parameters in {entry['dtype']} on {device} (random weights)")
     t0 = time.perf_counter()
     case.build()
     sync(device)
