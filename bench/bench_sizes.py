@@ -36,13 +36,15 @@ Peak memory per model: on CPU the process's peak resident set size (VmHWM, reset
 through ``/proc/self/clear_refs``; ``base_rss_mb`` is the resident size before the model was built,
 the libraries included), on CUDA ``torch.cuda.max_memory_allocated`` (reset per model).
 
-Results: ``bench/results/sizes_<device>.json`` (``sizes_<device>_tiny.json`` with ``--tiny``).
+Results: ``bench/results/sizes_<device>.json`` (``_tiny`` added with ``--tiny``, and the models' names
+with ``--only``, so a partial run keeps its own file).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import statistics
@@ -643,6 +645,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_flush_denormal(True)  # random weights must not fall into slow denormal arithmetic on a CPU
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     summary: dict[str, Any] = {"device": device, "dtype": str(dtype).removeprefix("torch."), "tiny": args.tiny,
@@ -706,16 +710,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip a model whose timed runs would take longer than this (estimated from a warm-up run)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model (median reported)")
     parser.add_argument("--prompt-tokens", type=int, default=256, help="LLM prompt length (random token ids)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core); on a CPU "
+                        "shared with other work, 1 thread avoids waiting at every operation for a descheduled one")
     parser.add_argument("--tiny", action="store_true", help="tiny configs of the same classes (for tests)")
     parser.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
     parser.add_argument("--results-dir", type=Path, help="write the results JSON here instead of bench/results/")
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print the table of a results file and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return 0
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     summary = run(args)
     from results_io import save_results
 
-    name = f"sizes_{summary['device']}" + ("_tiny" if args.tiny else "")
+    name = f"sizes_{summary['device']}" + ("_tiny" if args.tiny else "") + "".join(f"_{n}" for n in args.only or [])
+    name += f"_threads{args.threads}" if args.threads else ""
     path = save_results(name, summary, as_json=args.json, folder=args.results_dir)
     say(f"results: {path}")
     if not args.json:

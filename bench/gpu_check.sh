@@ -69,12 +69,7 @@ step tests 150 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider $GPU_TESTS
 step bench 240 "$PY" bench/bench_sizes.py "${BENCH_ARGS[@]}" --json --max-seconds "$MAX_SECONDS" --results-dir "$OUT"
 for results in "$OUT"/sizes_*.json; do
   [ -f "$results" ] || continue
-  "$PY" -c "
-import json, sys
-sys.path.insert(0, 'bench')
-import bench_sizes
-print(bench_sizes.markdown_table(json.load(open(sys.argv[1]))))
-" "$results" > "${results%.json}.md" && cat "${results%.json}.md"
+  "$PY" bench/bench_sizes.py --markdown "$results" > "${results%.json}.md" && cat "${results%.json}.md"
 done
 echo "==> done: exit $STATUS; outputs in $OUT" | tee -a "$SUMMARY"
 exit $STATUS

@@ -30,8 +30,13 @@ def _run(bs, capsys, tmp_path, *args: str) -> dict:
     assert bs.main(["--tiny", "--device", "cpu", "--repeats", "1", "--json", "--results-dir", str(tmp_path), *args]) == 0
     out, err = capsys.readouterr()
     summary = json.loads(out)
-    saved = json.loads((tmp_path / "sizes_cpu_tiny.json").read_text())
-    assert saved == summary
+    only = args[args.index("--only") + 1:] if "--only" in args else []
+    only = only[:next((i for i, a in enumerate(only) if a.startswith("--")), len(only))]
+    saved = tmp_path / ("sizes_cpu_tiny" + "".join(f"_{n}" for n in only) + ".json")
+    assert json.loads(saved.read_text()) == summary
+    assert bs.main(["--markdown", str(saved)]) == 0  # the table of a saved run
+    table = capsys.readouterr().out
+    assert table.count("\n| ") == len(summary["models"]) + 1 and "load average" in table
     return summary | {"_stderr": err}
 
 
