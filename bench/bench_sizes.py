@@ -219,6 +219,18 @@ def peak_rss_mb() -> float | None:
     return round(kib / 1024, 1)
 
 
+def release_memory() -> None:
+    """Collect garbage and give freed heap memory back to the OS (glibc ``malloc_trim``): without it the
+    previous model's freed layers stay resident and count in the next model's peak RSS."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def available_bytes(device: str) -> int | None:
     if device == "cuda":
         import torch
@@ -559,7 +571,7 @@ def measure(name: str, args: argparse.Namespace, device: str, dtype: Any) -> dic
     spec = MODELS[name]
     entry: dict[str, Any] = {"name": name, "kind": spec["kind"], "source": spec["source"], "tiny": args.tiny,
                              "device": device, "dtype": str(dtype).removeprefix("torch.")}
-    gc.collect()
+    release_memory()
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -605,7 +617,7 @@ def measure(name: str, args: argparse.Namespace, device: str, dtype: Any) -> dic
         entry["peak_mem_mb"] = peak_rss_mb()
         entry["peak_mem_kind"] = "peak RSS of the process (VmHWM)"
     del case
-    gc.collect()
+    release_memory()
     return entry
 
 
