@@ -45,7 +45,8 @@ apt_get = @command -v $(1) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && { apt-get
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(1) >/dev/null 2>&1; }; }; } || \
 	  echo "note: $(1) could not be installed; $(2) will be skipped"
 
-.PHONY: setup demo test test-fast browser speech llama llama-if-built llama-server gemma extras eval bench soak clean
+.PHONY: setup demo test test-fast browser speech llama llama-if-built llama-server gemma extras eval bench soak clean \
+	gpu-wheels
 
 setup: $(STAMP)
 
@@ -124,6 +125,14 @@ eval: extras
 # Speed and memory vs the seed's one-process-per-question pipeline (README "Performance"), on both LLM runtimes when llama.cpp is installed; ~12 min.
 bench: setup
 	$(BIN)/python bench/bench_latency.py --repeat 3 --profile
+
+# The wheels bench/gpu_check.sh installs on a GPU machine that reaches no package registry (it has torch
+# and transformers): what the GPU tests and bench/bench_sizes.py import, minus torch, for CPython
+# $(GPU_PYTHONS) on x86-64 Linux (~64 MB). Then, there: `bench/gpu_check.sh $(GPU_WHEELS)` (~8 min at most).
+GPU_WHEELS  ?= shared/wheels
+GPU_PYTHONS ?= 3.11 3.12 3.13
+gpu-wheels: setup
+	$(BIN)/python bench/gpu_wheels.py --dest $(GPU_WHEELS) --python $(GPU_PYTHONS)
 
 # One conversation of 200 turns: database size and memory every 50 turns (docs/robustness.md); ~12 min.
 soak: setup

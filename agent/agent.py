@@ -208,12 +208,15 @@ class Agent:
         and models not loaded yet are left out."""
         out: dict[str, str] = {}
         built = dict(self.tools._tools)
-        for role in ("llm", "asr", "image"):
+        for role in ("llm", "asr"):
             tool = built.get(role)
             device = getattr(tool, "device", "") if tool is not None and getattr(tool, "loaded", False) else ""
             if isinstance(device, str) and device:
                 dtype = getattr(tool, "dtype", "")
                 out[role] = f"{device} {dtype}" if isinstance(dtype, str) and dtype else device
+        placement = getattr(built.get("image"), "placement", None)
+        if isinstance(placement, dict) and placement.get("device"):  # the pipeline has loaded
+            out["image"] = f"{placement['device']} {placement.get('dtype', '')}".strip()
         router = built.get("router")
         embedder = getattr(getattr(router, "_classifier", None), "_embedder", None)
         if embedder is None and "wiki" in built:

@@ -61,7 +61,8 @@ def build_image(s: Settings) -> ImageGenerator:
                                       **_endpoint_options(s))
     from tools.diffusion import ImageGenerator as DiffusersGenerator
 
-    return DiffusersGenerator(s.image_model, steps=s.image_steps, width=s.image_size, height=s.image_size)
+    return DiffusersGenerator(s.image_model, steps=s.image_steps, width=s.image_size, height=s.image_size,
+                              device=s.device, dtype=s.dtype)
 
 
 def _endpoint_options(settings: Settings) -> dict[str, Any]:

@@ -468,6 +468,9 @@ def generate_image(state: State, ctx: Context, rec: StepRecord) -> dict[str, Any
                 "no_image_kind": "unsaved", "no_image_reason": why}
     rec.output = f"{result.path} ({'generated' if result.generated else 'NOT generated: labelled card'})"
     rec.data.update({"generated": result.generated, "steps": result.steps, "size": [result.width, result.height]})
+    placement = getattr(image, "placement_text", None)
+    if isinstance(placement, str) and placement:  # device, dtype and GPU memory options, and why
+        rec.data["image_device"] = placement
     update: dict[str, Any] = {
         "image_path": str(result.path), "image_model": result.model, "image_generated": result.generated,
     }

