@@ -312,9 +312,7 @@ class Embedder:
         self._pooling = "cls" if _read_json(folder / "1_Pooling" / "config.json").get("pooling_mode_cls_token") else "mean"
         from tools.llm_llamacpp import gpu_layers
 
-        # One thread unless told otherwise: ggml's threads busy-wait for each other at every op, so
-        # with the CPU busy elsewhere a short request took 1-1.7 s on 2 threads against 10-33 ms on
-        # one (load ~5 on 2 cores); on a quiet machine one costs ~6 ms against 4.
+        # Threads: see _threads_for. The context starts with one.
         threads = self.threads or 1
         tokens = max(_LLAMA_BATCH_TOKENS, self._max_length)
         layers, self.device, _ = gpu_layers(self.device_spec)
@@ -356,11 +354,27 @@ class Embedder:
                 self._encode_transformers(texts, order, out, batch_size)
         return out
 
+    def _threads_for(self, n_texts: int) -> int:
+        """llama.cpp threads for a call: the ``threads`` given, else one for a single text (a
+        request) and every core for several (passages). ggml's threads busy-wait for each other at
+        every op: with the CPU busy elsewhere (load ~5 on 2 cores) a short request took 1-1.7 s on 2
+        threads against 10-33 ms on one, while 64 passages took 2x longer on 2 than on 1; on a
+        quiet machine a request costs ~6 ms on one thread, and passages go ~1.8x faster on two."""
+        if self.threads:
+            return self.threads
+        if n_texts <= 1:
+            return 1
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
     def _encode_llamacpp(self, texts: list[str], order: list[int], out: np.ndarray, batch_size: int) -> None:
         """Several texts per llama.cpp batch (one sequence each), pooled by llama.cpp."""
         from llama_cpp import llama_cpp as lib
 
         llm = self._encoder
+        threads = self._threads_for(len(texts))
+        if threads != getattr(self, "_llama_threads", 1):
+            lib.llama_set_n_threads(llm._ctx.ctx, threads, threads)
+            self._llama_threads = threads
         pending: list[tuple[int, list[int]]] = []
 
         def run() -> None:
