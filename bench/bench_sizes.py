@@ -58,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from tools.device import torch_dtype  # noqa: E402  (one dtype rule for the agent and this bench)
+
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 
@@ -169,14 +171,6 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here; use --device cpu")
     return name
-
-
-def resolve_dtype(name: str, device: str):
-    import torch
-
-    if name == "auto":
-        return torch.float16 if device == "cuda" else torch.float32
-    return getattr(torch, name)
 
 
 def sync(device: str) -> None:
@@ -660,7 +654,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = torch_dtype(device, args.dtype)  # the agent's own rule: float16 on CUDA, float32 on the CPU
     summary: dict[str, Any] = {"device": device, "dtype": str(dtype).removeprefix("torch."), "tiny": args.tiny,
                                "repeats": args.repeats, "max_seconds": args.max_seconds,
                                "prompt_tokens": args.prompt_tokens, "llm_new_tokens": LLM_NEW_TOKENS,
